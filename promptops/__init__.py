@@ -1,0 +1,96 @@
+"""promptops: prompts as versioned, evaluated, optimizable production artifacts.
+
+The public API. Everything the CLI does is a call here, so a notebook can do it too:
+
+    import promptops
+    prompt = promptops.load_prompt("banking_intent")
+    result = promptops.evaluate("banking_intent", split="dev", limit=30)
+    result.score, result.cost_usd, result.latency_p95_s
+
+Heavy libraries (dspy, mlflow, llama.cpp) load on first use, not on import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from promptops._env import prepare_environment
+from promptops.errors import PromptopsError
+
+prepare_environment()
+
+if TYPE_CHECKING:
+    from promptops.artifact import Prompt
+    from promptops.evaluation import EvalResult, ProgressCallback
+
+__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load_prompt"]
+__version__ = "0.1.0"
+
+
+def load_prompt(reference: "str | Path | Prompt") -> "Prompt":
+    """A prompt by name (`banking_intent`, looked up in `prompts/`) or by path to its YAML file."""
+    from promptops.artifact import Prompt, load_prompt_file, resolve_prompt_path
+
+    if isinstance(reference, Prompt):
+        return reference
+    return load_prompt_file(resolve_prompt_path(str(reference)))
+
+
+def evaluate(
+    prompt: "str | Path | Prompt",
+    *,
+    data: Optional[str | Path] = None,
+    split: str = "dev",
+    model: Optional[str] = None,
+    limit: Optional[int] = None,
+    threads: Optional[int] = None,
+    cache: bool = True,
+    metric: Optional[str] = None,
+    track: bool = True,
+    on_progress: "Optional[ProgressCallback]" = None,
+) -> "EvalResult":
+    """Evaluate a prompt on an eval split and, with `track`, log the run to MLflow."""
+    import dataclasses
+
+    from promptops import evaluation
+    from promptops.artifact import Prompt, find_project_root, resolve_prompt_path
+
+    prompt_file = None if isinstance(prompt, Prompt) else resolve_prompt_path(str(prompt))
+    loaded = load_prompt(prompt_file or prompt)
+    if model:
+        from promptops.models import check_model_id
+
+        check_model_id(model)
+    result = evaluation.evaluate(
+        loaded, data=data, split=split, model=model, limit=limit, threads=threads,
+        cache=cache, metric=metric, on_progress=on_progress,
+    )
+    if not track:
+        return result
+    from promptops import tracking
+    from promptops.versions import file_revision
+
+    revision = file_revision(prompt_file) if prompt_file else None
+    run_id = tracking.log_eval(
+        result,
+        loaded.with_changes(model={**loaded.model.model_dump(), "id": result.model}) if model else loaded,
+        prompt_file=prompt_file,
+        git_commit=revision.commit if revision else None,
+        git_dirty=revision.dirty if revision else True,
+        root=find_project_root(),
+    )
+    return dataclasses.replace(result, run_id=run_id)
+
+
+def __getattr__(name: str) -> Any:
+    # Types re-exported lazily so `import promptops` stays fast.
+    if name == "Prompt":
+        from promptops.artifact import Prompt
+
+        return Prompt
+    if name == "EvalResult":
+        from promptops.evaluation import EvalResult
+
+        return EvalResult
+    raise AttributeError(f"module 'promptops' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""`python -m promptops` is the `promptops` command."""
+
+from promptops.cli import main
+
+main()

@@ -1,0 +1,349 @@
+"""Prompt files: the pydantic models, YAML read and write, and errors with file and line.
+
+A prompt is one YAML file, `prompts/NAME.yaml`: one file is one git-diffable unit, so
+every commit that touches it is a version of the prompt and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import keyword
+import os
+import re
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from promptops.errors import PromptFileError, UnknownPromptError
+
+DEFAULT_MODEL = "local/smollm2-135m"
+FieldTypeName = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_NESTED_LOC = re.compile(r"^(?P<key>\w+)\[(?P<index>\d+)\]")
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password)", re.IGNORECASE)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    """One input or output field; `values` for enums, `items` for lists, `fields` for objects."""
+
+    name: str
+    type: FieldTypeName = "string"
+    description: str = ""
+    values: Optional[list[str]] = None
+    items: Optional["FieldSpec"] = None
+    fields: Optional[list["FieldSpec"]] = None
+    nullable: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, name: str) -> str:
+        if not _IDENTIFIER.match(name) or keyword.iskeyword(name):
+            raise ValueError(f"field name {name!r} must be a Python identifier (letters, digits, _)")
+        return name
+
+    @model_validator(mode="after")
+    def _shape_matches_type(self) -> "FieldSpec":
+        if self.type == "enum" and not self.values:
+            raise ValueError(f"enum field {self.name!r} needs a non-empty `values` list of labels")
+        if self.type != "enum" and self.values is not None:
+            raise ValueError(f"field {self.name!r} has `values` but is not of type enum")
+        if self.type == "object" and not self.fields:
+            raise ValueError(f"object field {self.name!r} needs a non-empty `fields` list")
+        if self.type != "object" and self.fields is not None:
+            raise ValueError(f"field {self.name!r} has `fields` but is not of type object")
+        if self.type != "list" and self.items is not None:
+            raise ValueError(f"field {self.name!r} has `items` but is not of type list")
+        if self.fields:
+            _check_unique([f.name for f in self.fields], f"field {self.name!r}")
+        return self
+
+    @cached_property
+    def python_type(self) -> Any:
+        """The Python type DSPy and pydantic see: Literal for enums, a model for objects."""
+        base: Any
+        if self.type == "string":
+            base = str
+        elif self.type == "integer":
+            base = int
+        elif self.type == "number":
+            base = float
+        elif self.type == "boolean":
+            base = bool
+        elif self.type == "enum":
+            base = Literal[tuple(self.values or ())]
+        elif self.type == "list":
+            base = list[(self.items.python_type if self.items else str)]
+        else:
+            members = {f.name: (f.python_type, Field(description=f.description or None)) for f in self.fields or ()}
+            base = create_model(_class_name(self.name), __config__=ConfigDict(extra="forbid"), **members)
+        return Optional[base] if self.nullable else base
+
+    @cached_property
+    def adapter(self) -> Any:
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(self.python_type)
+
+
+class Price(_Strict):
+    """USD per million tokens; needed where LiteLLM's price table has no entry."""
+
+    input_per_million_usd: float = Field(ge=0)
+    output_per_million_usd: float = Field(ge=0)
+
+
+class ModelSpec(_Strict):
+    """Which model answers and how; API keys never live here, only in the environment."""
+
+    id: str = DEFAULT_MODEL
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(256, gt=0)
+    price: Optional[Price] = None
+    api_base: Optional[str] = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _no_secrets(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for key in params:
+            if _SECRET_KEY.search(key):
+                raise ValueError(f"{key!r} looks like a secret: set it in the environment, not in the prompt file")
+        return params
+
+
+class EvalSpec(_Strict):
+    """The prompt's default eval set and the metric its gate compares."""
+
+    data: Optional[str] = None
+    metric: Optional[str] = None
+
+
+class Prompt(_Strict):
+    """A versionable prompt: instructions, typed fields, demos, model and agent config."""
+
+    name: str
+    description: str = ""
+    instructions: str
+    inputs: list[FieldSpec] = Field(min_length=1)
+    outputs: list[FieldSpec] = Field(min_length=1)
+    demos: list[dict[str, Any]] = Field(default_factory=list)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    config: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, name: str) -> str:
+        if not _PROMPT_NAME.match(name):
+            raise ValueError(f"prompt name {name!r} must be lowercase letters, digits, '_' or '-'")
+        return name
+
+    @model_validator(mode="after")
+    def _fields_and_demos_agree(self) -> "Prompt":
+        _check_unique([f.name for f in self.inputs + self.outputs], "inputs and outputs")
+        for index, demo in enumerate(self.demos):
+            problem = self.check_example(demo)
+            if problem:
+                raise ValueError(f"demos[{index}]: {problem}")
+        return self
+
+    def field(self, name: str) -> FieldSpec:
+        return next(f for f in self.inputs + self.outputs if f.name == name)
+
+    def check_example(self, example: dict[str, Any], *, inputs: bool = True, outputs: bool = True) -> Optional[str]:
+        """The first way `example` fails the prompt's fields, or None if it fits."""
+        wanted = (self.inputs if inputs else []) + (self.outputs if outputs else [])
+        for spec in wanted:
+            if spec.name not in example:
+                kind = "input" if spec in self.inputs else "output"
+                return f"missing {kind} field {spec.name!r}"
+            try:
+                spec.adapter.validate_python(example[spec.name])
+            except ValidationError as exc:
+                return f"field {spec.name!r}: {_first_error(exc)}"
+        return None
+
+    @property
+    def content_hash(self) -> str:
+        """Identity of the content, independent of YAML formatting."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def with_changes(self, **changes: Any) -> "Prompt":
+        """A validated copy, e.g. with another model or new demos."""
+        return Prompt.model_validate({**self.model_dump(), **changes})
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        data = {"name": self.name, **data}
+        return yaml.dump(data, Dumper=_BlockStyleDumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+FieldSpec.model_rebuild()
+
+
+class _BlockStyleDumper(yaml.SafeDumper):
+    """Multi-line text (instructions) as `|` blocks, so diffs stay readable."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_BlockStyleDumper.add_representer(str, _represent_text)
+
+
+def _check_unique(names: list[str], where_: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"field name {name!r} appears twice in {where_}")
+        seen.add(name)
+
+
+def _class_name(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_")) or "Value"
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    message = error["msg"]
+    return f"{location}: {message}" if location else message
+
+
+# --- reading and writing -------------------------------------------------------------
+
+
+def parse_prompt(text: str, path: str | Path = "<string>") -> Prompt:
+    """Validate YAML text as a prompt; errors carry the file and the line at fault."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PromptFileError(path, line, f"not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise PromptFileError(path, 1, "a prompt file must be a YAML mapping with name, instructions, inputs and outputs")
+    try:
+        return Prompt.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A misspelt key also shows up as a missing one; the misspelling is the useful report.
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        loc = tuple(error["loc"])
+        field = _format_loc(loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = f"required key {loc[-1]!r} is missing"
+        elif error["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
+        nested = _NESTED_LOC.match(message)
+        if not loc and nested:  # cross-field checks name their place in the message: "demos[2]: ..."
+            loc = (nested["key"], int(nested["index"]))
+        line = _line_of(node, loc)
+        prefix = f"{field}: " if field and error["type"] not in ("missing", "extra_forbidden") else ""
+        raise PromptFileError(path, line, f"{prefix}{message}") from None
+
+
+def load_prompt_file(path: str | Path) -> Prompt:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UnknownPromptError(f"{path}: no such prompt file") from None
+    prompt = parse_prompt(text, path)
+    if path.suffix in (".yaml", ".yml") and path.stem != prompt.name:
+        raise PromptFileError(path, _line_of(yaml.compose(text), ("name",)), f"name {prompt.name!r} must match the file name {path.stem!r}")
+    return prompt
+
+
+def write_prompt_file(prompt: Prompt, path: str | Path) -> Path:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    return atomic_write_text(Path(path), prompt.to_yaml())
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def find_project_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` that has a `prompts/` folder."""
+    env = os.environ.get("PROMPTOPS_PROJECT")
+    if env:
+        return Path(env).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "prompts").is_dir():
+            return folder
+    return here
+
+
+def resolve_prompt_path(reference: str, root: str | Path | None = None) -> Path:
+    """A prompt name (`banking_intent`) or a path to a YAML file, as a path."""
+    candidate = Path(reference)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.exists():
+            raise UnknownPromptError(f"{reference}: no such prompt file")
+        return candidate
+    folder = Path(root) if root else find_project_root()
+    path = folder / "prompts" / f"{reference}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (folder / "prompts").glob("*.yaml"))
+        hint = f"; known prompts: {', '.join(known)}" if known else f"; {folder / 'prompts'} has no prompt files"
+        raise UnknownPromptError(f"unknown prompt {reference!r}{hint}")
+    return path
+
+
+# --- YAML line lookup ----------------------------------------------------------------
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> Optional[int]:
+    """1-based line of the deepest YAML node on the path `loc`."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

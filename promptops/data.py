@@ -1,0 +1,144 @@
+"""Eval sets: JSONL or CSV files with explicit train/dev/test splits, checked row by row.
+
+A dataset is either a folder holding one file per split (`train.jsonl`, `dev.csv`, ...) or a
+single file with a `split` column. Every row must carry the prompt's input and output fields
+with values of the declared types; the first bad row is reported by file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from promptops.artifact import FieldSpec, Prompt, find_project_root
+from promptops.errors import DatasetError
+
+SPLITS = ("train", "dev", "test")
+_SUFFIXES = (".jsonl", ".csv")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One checked row: what goes into the prompt and what should come out."""
+
+    inputs: dict[str, Any]
+    expected: dict[str, Any]
+    source: str  # `file:line`, so a failing example can be found again
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: Path
+    split: str
+    examples: tuple[Example, ...]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def head(self, limit: Optional[int]) -> "Dataset":
+        if limit is None:
+            return self
+        return Dataset(self.path, self.split, self.examples[: max(limit, 0)])
+
+
+def default_data_path(prompt: Prompt, root: Optional[Path] = None) -> Path:
+    """The prompt's own eval set (`eval.data`), or `experiments/data/NAME` by convention."""
+    root = root or find_project_root()
+    if prompt.eval.data:
+        path = Path(prompt.eval.data)
+        return path if path.is_absolute() else root / path
+    return root / "experiments" / "data" / prompt.name
+
+
+def split_file(path: Path, split: str) -> Path:
+    """The file that holds `split`: the file itself, or `SPLIT.jsonl|csv` inside a folder."""
+    if split not in SPLITS:
+        raise DatasetError(path, None, f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for suffix in _SUFFIXES:
+            candidate = path / f"{split}{suffix}"
+            if candidate.is_file():
+                return candidate
+        raise DatasetError(path, None, f"no {split}.jsonl or {split}.csv in this folder")
+    raise DatasetError(path, None, "no such dataset file or folder")
+
+
+def load_dataset(prompt: Prompt, path: Optional[str | Path] = None, split: str = "dev") -> Dataset:
+    """Rows of `split` checked against the prompt's fields."""
+    source = Path(path) if path else default_data_path(prompt)
+    file = split_file(source, split)
+    split_column = source.is_file()
+    rows = _read_rows(file)
+    examples = []
+    for line, row in rows:
+        if split_column:
+            if "split" not in row:
+                raise DatasetError(file, line, "a single-file dataset needs a 'split' column (train, dev or test)")
+            if row["split"] not in SPLITS:
+                raise DatasetError(file, line, f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
+            if row["split"] != split:
+                continue
+        examples.append(_check_row(prompt, row, file, line, from_csv=file.suffix == ".csv"))
+    return Dataset(file, split, tuple(examples))
+
+
+def _read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
+    if file.suffix == ".jsonl":
+        rows = []
+        with file.open(encoding="utf-8") as handle:
+            for line, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(file, line, f"not valid JSON: {exc.msg}") from None
+                if not isinstance(row, dict):
+                    raise DatasetError(file, line, "each line must be a JSON object of field values")
+                rows.append((line, row))
+        return rows
+    if file.suffix == ".csv":
+        with file.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise DatasetError(file, reader.line_num, "this row has more cells than the header")
+                rows.append((reader.line_num, dict(row)))
+            return rows
+    raise DatasetError(file, None, "datasets must be .jsonl or .csv files")
+
+
+def _check_row(prompt: Prompt, row: dict[str, Any], file: Path, line: int, *, from_csv: bool) -> Example:
+    for spec in prompt.inputs + prompt.outputs:
+        if spec.name not in row:
+            kind = "input" if spec in prompt.inputs else "output"
+            raise DatasetError(file, line, f"missing {kind} field {spec.name!r}")
+    values = {spec.name: _cell(spec, row[spec.name], file, line, from_csv) for spec in prompt.inputs + prompt.outputs}
+    problem = prompt.check_example(values)
+    if problem:
+        raise DatasetError(file, line, problem)
+    return Example(
+        inputs={spec.name: values[spec.name] for spec in prompt.inputs},
+        expected={spec.name: values[spec.name] for spec in prompt.outputs},
+        source=f"{file.name}:{line}",
+    )
+
+
+def _cell(spec: FieldSpec, value: Any, file: Path, line: int, from_csv: bool) -> Any:
+    if not from_csv:
+        return value
+    # CSV cells are text: empty means null, structured types are written as JSON.
+    if value == "" and spec.nullable:
+        return None
+    if spec.type in ("integer", "number", "boolean", "list", "object"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise DatasetError(file, line, f"field {spec.name!r}: {value!r} is not a valid {spec.type}") from None
+    return value

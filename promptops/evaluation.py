@@ -1,0 +1,248 @@
+"""Running an eval: a prompt over an eval split, measuring quality, cost, tokens and latency.
+
+Returns an `EvalResult` (plain data); logging it to MLflow is `tracking`'s job.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from promptops._secrets import redact
+from promptops.artifact import Prompt, find_project_root
+from promptops.data import Dataset, Example, load_dataset
+from promptops.errors import PromptopsError
+from promptops.metrics import (
+    accuracy,
+    check_metric_name,
+    default_metric,
+    field_scores,
+    is_correct,
+    schema_validity,
+)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    """One example's answer and what producing it took."""
+
+    index: int
+    source: str
+    inputs: dict[str, Any]
+    expected: dict[str, Any]
+    predicted: Optional[dict[str, Any]]
+    correct: bool
+    error: Optional[str]
+    parse_failure: bool
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    model_calls: int
+    cache_hits: int
+    cost_usd: Optional[float]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Quality, cost, tokens and latency of one prompt on one split."""
+
+    prompt: str
+    prompt_hash: str
+    model: str
+    dataset: str
+    split: str
+    n: int
+    metric: str
+    score: float
+    metrics: dict[str, float]
+    cost_usd: Optional[float]
+    input_tokens: int
+    output_tokens: int
+    latency_p50_s: float
+    latency_p95_s: float
+    model_calls: int
+    cache_hits: int
+    errors: int
+    parse_failures: int
+    wall_time_s: float
+    examples: tuple[ExampleResult, ...] = field(repr=False)
+    run_id: Optional[str] = None
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the per-example rows, flat, for `--json` and notebooks."""
+        data = {key: value for key, value in asdict(self).items() if key not in ("examples", "metrics")}
+        return {**data, **self.metrics}
+
+
+def default_threads(model_id: str) -> int:
+    # The embedded model serialises calls on one llama.cpp context; more threads only queue.
+    from promptops.models import is_local
+
+    return 1 if is_local(model_id) else 8
+
+
+def evaluate(
+    prompt: Prompt,
+    *,
+    data: Optional[str | Path] = None,
+    split: str = "dev",
+    model: Optional[str] = None,
+    limit: Optional[int] = None,
+    threads: Optional[int] = None,
+    cache: bool = True,
+    metric: Optional[str] = None,
+    dataset: Optional[Dataset] = None,
+    on_progress: Optional[ProgressCallback] = None,
+) -> EvalResult:
+    """Run `prompt` over `split` of its eval set (or `data`) and measure it."""
+    from promptops.program import build_program
+
+    metric = metric or default_metric(prompt)
+    user_metric = check_metric_name(metric, find_project_root())
+    dataset = (dataset or load_dataset(prompt, data, split)).head(limit)
+    if not len(dataset):
+        raise PromptopsError(f"{dataset.path}: split {split!r} has no examples to evaluate")
+    program = build_program(prompt, model=model, cache=cache)
+    model_id = program.lm.model
+    threads = max(1, threads or default_threads(model_id))
+
+    started = time.perf_counter()
+    results = _run_examples(program, prompt, dataset.examples, threads, on_progress)
+    wall_time_s = time.perf_counter() - started
+
+    failed = [r for r in results if r.error and not r.parse_failure]
+    if len(failed) == len(results):
+        raise PromptopsError(f"all {len(results)} examples failed on {model_id}; the first error was: {failed[0].error}")
+
+    pairs = [(r.expected, r.predicted) for r in results]
+    metrics = _quality_metrics(prompt, pairs, results, user_metric, metric)
+    latencies = [r.latency_s for r in results if r.model_calls or r.cache_hits]
+    costs = [r.cost_usd for r in results]
+    return EvalResult(
+        prompt=prompt.name,
+        prompt_hash=prompt.content_hash,
+        model=model_id,
+        dataset=_display_path(dataset.path),
+        split=split,
+        n=len(results),
+        metric=metric,
+        score=metrics[_metric_key(metric)],
+        metrics=metrics,
+        cost_usd=None if any(c is None for c in costs) else round(sum(costs), 10),  # type: ignore[arg-type]
+        input_tokens=sum(r.input_tokens for r in results),
+        output_tokens=sum(r.output_tokens for r in results),
+        latency_p50_s=_percentile(latencies, 50),
+        latency_p95_s=_percentile(latencies, 95),
+        model_calls=sum(r.model_calls for r in results),
+        cache_hits=sum(r.cache_hits for r in results),
+        errors=len(failed),
+        parse_failures=sum(r.parse_failure for r in results),
+        wall_time_s=round(wall_time_s, 3),
+        examples=tuple(results),
+    )
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(find_project_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _metric_key(metric: str) -> str:
+    return metric.partition(":")[2] or metric
+
+
+def _quality_metrics(prompt, pairs, results, user_metric, metric) -> dict[str, float]:
+    metrics = {
+        "accuracy": accuracy(pairs, prompt.outputs),
+        "schema_validity": schema_validity([r.predicted for r in results], prompt),
+    }
+    scores = field_scores(pairs, prompt.outputs)
+    metrics["f1"] = scores.pop("micro").f1
+    if len(scores) > 1:
+        for name, score in scores.items():
+            metrics[f"f1/{name}"] = score.f1
+            metrics[f"precision/{name}"] = score.precision
+            metrics[f"recall/{name}"] = score.recall
+    if user_metric is not None:
+        values = []
+        for result in results:
+            if result.predicted is None:
+                values.append(0.0)
+                continue
+            try:
+                values.append(float(user_metric({**result.inputs, **result.expected}, result.predicted)))
+            except Exception as exc:
+                raise PromptopsError(f"metric {metric!r} raised {type(exc).__name__} on {result.source}: {exc}") from None
+        metrics[_metric_key(metric)] = sum(values) / len(values)
+    return {key: round(value, 6) for key, value in metrics.items()}
+
+
+def _run_examples(program, prompt: Prompt, examples, threads: int, on_progress) -> list[ExampleResult]:
+    results: list[Optional[ExampleResult]] = [None] * len(examples)
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="promptops-eval")
+    try:
+        futures = {executor.submit(_run_one, program, prompt, i, ex): i for i, ex in enumerate(examples)}
+        done = 0
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            done += 1
+            if on_progress:
+                on_progress(done, len(examples))
+    except BaseException:
+        # Ctrl-C: drop the queue, let the calls in flight finish, leave nothing half-written.
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+    return [r for r in results if r is not None]
+
+
+def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleResult:
+    from dspy.utils.exceptions import AdapterParseError
+
+    from promptops.models._metered import metering
+    from promptops.program import prediction_values
+
+    predicted, error, parse_failure = None, None, False
+    with metering() as meter:
+        try:
+            predicted = prediction_values(prompt, program(**example.inputs))
+        except AdapterParseError as exc:
+            error, parse_failure = _one_line(exc), True
+        except Exception as exc:  # one bad answer must not end the eval; it is counted and shown
+            error = _one_line(exc)
+    return ExampleResult(
+        index=index,
+        source=example.source,
+        inputs=example.inputs,
+        expected=example.expected,
+        predicted=predicted,
+        correct=is_correct(example.expected, predicted, prompt.outputs),
+        error=error,
+        parse_failure=parse_failure,
+        input_tokens=meter.input_tokens,
+        output_tokens=meter.output_tokens,
+        latency_s=round(meter.latency_s, 6),
+        model_calls=meter.model_calls,
+        cache_hits=meter.cache_hits,
+        cost_usd=meter.cost_usd,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return redact(f"{type(exc).__name__}: {text}")[:500]
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    if not values:
+        return 0.0
+    import numpy
+
+    return round(float(numpy.percentile(values, percent)), 6)

@@ -1,0 +1,154 @@
+"""Counting what model calls cost: tokens, USD, latency, and whether the cache answered.
+
+DSPy's usage tracker drops cache hits (their usage is empty), but an eval must still know
+what each answer cost to produce, and an optimizer must know how many calls really reached
+a model. `MeteredLM` records every call in its own totals and in the meter of the current
+scope (one per evaluated example), without changing how DSPy executes or caches it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import dspy
+from dspy.utils.callback import with_callbacks
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One LM call as an eval sees it."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    cached: bool
+    cost_usd: Optional[float]
+
+
+@dataclass
+class CallMeter:
+    """The calls made inside one scope, e.g. one evaluated example."""
+
+    calls: list[ModelCall] = field(default_factory=list)
+
+    @property
+    def model_calls(self) -> int:
+        return sum(not call.cached for call in self.calls)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(call.cached for call in self.calls)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(call.input_tokens for call in self.calls)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(call.output_tokens for call in self.calls)
+
+    @property
+    def latency_s(self) -> float:
+        return sum(call.latency_s for call in self.calls)
+
+    @property
+    def cost_usd(self) -> Optional[float]:
+        costs = [call.cost_usd for call in self.calls]
+        return None if any(cost is None for cost in costs) else sum(costs)  # type: ignore[arg-type]
+
+
+_current_meter: contextvars.ContextVar[Optional[CallMeter]] = contextvars.ContextVar("promptops_meter", default=None)
+
+
+@contextmanager
+def metering() -> Iterator[CallMeter]:
+    """Collect the calls made in this thread (or task) until the block ends."""
+    meter = CallMeter()
+    token = _current_meter.set(meter)
+    try:
+        yield meter
+    finally:
+        _current_meter.reset(token)
+
+
+@dataclass(frozen=True)
+class UsdPerMillion:
+    input: float
+    output: float
+
+
+class MeteredLM(dspy.LM):
+    """A `dspy.LM` that prices and counts its calls; execution and caching stay DSPy's."""
+
+    def __init__(self, model: str, *, price: Optional[UsdPerMillion] = None, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.price = price
+        self._totals_lock = threading.Lock()
+        self.totals = CallMeter()
+
+    @with_callbacks
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        from dspy.clients._deprecation import warn_openai_messages
+        from dspy.clients.execution import execute, finalize, prepare
+
+        call = prepare(self, prompt, messages, kwargs)
+        warn_openai_messages(self, messages)
+        started = time.perf_counter()
+        result = execute(self, call)
+        self._record(result, time.perf_counter() - started)
+        return finalize(self, call, result)
+
+    @with_callbacks
+    async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        import asyncio
+
+        from dspy.clients._deprecation import warn_openai_messages
+        from dspy.clients.execution import aexecute, finalize, prepare
+
+        call = await asyncio.to_thread(prepare, self, prompt, messages, kwargs, asynchronous=True)
+        warn_openai_messages(self, messages)
+        started = time.perf_counter()
+        result = await aexecute(self, call)
+        self._record(result, time.perf_counter() - started)
+        return finalize(self, call, result)
+
+    def _record(self, result: Any, elapsed_s: float) -> None:
+        input_tokens, output_tokens, backend_latency_s = _usage_of(result)
+        cached = bool(result.cache_hit)
+        # The backend's own timing excludes queueing for a shared local model and survives in the cache.
+        latency_s = backend_latency_s if backend_latency_s is not None else elapsed_s
+        if self.price is not None:
+            cost = (input_tokens * self.price.input + output_tokens * self.price.output) / 1e6
+        else:
+            cost = result.cost  # DSPy's estimate from the provider's published prices, None when unknown
+        call = ModelCall(self.model, input_tokens, output_tokens, latency_s, cached, cost)
+        with self._totals_lock:
+            self.totals.calls.append(call)
+        meter = _current_meter.get()
+        if meter is not None:
+            meter.calls.append(call)
+
+
+def _usage_of(result: Any) -> tuple[int, int, Optional[float]]:
+    """Tokens of the answer, from the live usage or, on a cache hit, the cached response."""
+    usage = result.usage or {}
+    input_tokens = usage.get("prompt_tokens")
+    output_tokens = usage.get("completion_tokens")
+    latency_s = None
+    for response in getattr(result, "responses", ()) or ():
+        if input_tokens is None and response.usage.input_tokens is not None:
+            input_tokens, output_tokens = response.usage.input_tokens, response.usage.output_tokens
+        data = response.provider_data if isinstance(response.provider_data, dict) else {}
+        latency_s = (data.get("promptops") or {}).get("latency_s", latency_s)
+    if input_tokens is None and result.raw is not None:  # LiteLLM's compatibility path keeps its own object
+        raw_usage = getattr(result.raw, "usage", None) or (result.raw.get("usage") if isinstance(result.raw, dict) else None)
+        if raw_usage is not None:
+            get = raw_usage.get if isinstance(raw_usage, dict) else lambda key: getattr(raw_usage, key, None)
+            input_tokens, output_tokens = get("prompt_tokens"), get("completion_tokens")
+    return int(input_tokens or 0), int(output_tokens or 0), latency_s

@@ -1,0 +1,56 @@
+"""A `Prompt` turned into a DSPy signature and a callable program, and back.
+
+The program answers through DSPy's JSONAdapter: it sends the output fields as a JSON schema,
+which the embedded engine enforces with a grammar and hosted models take as structured output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from promptops.artifact import Prompt
+
+
+def build_signature(prompt: Prompt) -> type[dspy.Signature]:
+    fields: dict[str, Any] = {}
+    for spec in prompt.inputs:
+        fields[spec.name] = (spec.python_type, dspy.InputField(desc=spec.description or None))
+    for spec in prompt.outputs:
+        fields[spec.name] = (spec.python_type, dspy.OutputField(desc=spec.description or None))
+    name = "".join(part.capitalize() for part in prompt.name.replace("-", "_").split("_"))
+    return dspy.make_signature(fields, prompt.instructions.strip(), signature_name=name or "Prompt")
+
+
+class PromptProgram(dspy.Module):
+    """One prediction step with the prompt's instructions, demos, model and adapter."""
+
+    def __init__(self, prompt: Prompt, lm: Any):
+        super().__init__()
+        self.prompt = prompt
+        self.lm = lm
+        self.adapter = dspy.JSONAdapter()
+        self.predict = dspy.Predict(build_signature(prompt))
+        self.predict.demos = [dspy.Example(**demo) for demo in prompt.demos]
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        with dspy.context(lm=self.lm, adapter=self.adapter):
+            return self.predict(**inputs)
+
+
+def build_program(prompt: Prompt, *, model: str | None = None, cache: bool = True) -> PromptProgram:
+    """The prompt as a runnable DSPy program; `model` overrides the file's model id."""
+    from promptops.models import build_lm
+
+    spec = prompt.model if model is None else prompt.model.model_copy(update={"id": model})
+    return PromptProgram(prompt, build_lm(spec, cache=cache))
+
+
+def prediction_values(prompt: Prompt, prediction: dspy.Prediction) -> dict[str, Any]:
+    """Plain output values (objects as dicts), as metrics and tables want them."""
+    values = {}
+    for spec in prompt.outputs:
+        value = prediction.get(spec.name)
+        values[spec.name] = value.model_dump() if hasattr(value, "model_dump") else value
+    return values

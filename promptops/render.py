@@ -1,0 +1,91 @@
+"""Rich rendering for the CLI: tables of results and progress bars on stderr."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from promptops.artifact import Prompt
+    from promptops.evaluation import EvalResult
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(label: str, *, enabled: bool = True) -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A progress callback `(done, total)` drawn on stderr, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=errors, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _format(value: object, unit: str = "") -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, float):
+        return f"{value:.4g}{unit}" if unit != "$" else f"${value:.6f}"
+    return f"{value}{unit}"
+
+
+def eval_result(result: "EvalResult") -> None:
+    console.print(f"[bold]{result.prompt}[/] on {result.split}: {result.n} examples, {result.model}", highlight=False)
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    primary = result.metric.partition(":")[2] or result.metric
+    for name, value in result.metrics.items():
+        table.add_row(f"[bold]{name}[/] (primary)" if name == primary else name, f"{value:.3f}")
+    table.add_section()
+    table.add_row("cost", _format(result.cost_usd, "$"))
+    table.add_row("tokens in / out", f"{result.input_tokens} / {result.output_tokens}")
+    table.add_row("latency p50 / p95", f"{result.latency_p50_s:.3f} s / {result.latency_p95_s:.3f} s")
+    table.add_row("model calls / cache hits", f"{result.model_calls} / {result.cache_hits}")
+    table.add_row("errors / parse failures", f"{result.errors} / {result.parse_failures}")
+    table.add_row("wall time", f"{result.wall_time_s:.1f} s")
+    console.print(table)
+    for example in [r for r in result.examples if r.error][:3]:
+        console.print(f"[yellow]{example.source}[/]: {example.error}", highlight=False)
+    if result.run_id:
+        console.print(f"MLflow run {result.run_id}", highlight=False)
+
+
+def prompt_list(prompts: "list[Prompt]") -> None:
+    table = Table()
+    for column in ("name", "model", "outputs", "demos", "description"):
+        table.add_column(column)
+    for prompt in prompts:
+        outputs = ", ".join(f.name for f in prompt.outputs)
+        table.add_row(prompt.name, prompt.model.id, outputs, str(len(prompt.demos)), prompt.description)
+    console.print(table)
+
+
+def local_models() -> None:
+    from promptops.errors import PromptopsError
+    from promptops.models import LOCAL_MODELS
+
+    table = Table()
+    for column in ("model", "params", "nominal $/M in", "nominal $/M out", "weights", "terms"):
+        table.add_column(column)
+    for model in LOCAL_MODELS.values():
+        try:
+            where = str(model.locate())
+        except PromptopsError:
+            where = f"not installed: {model.install_hint}"
+        table.add_row(model.model_id, f"{model.parameters_millions}M", str(model.input_usd_per_million),
+                      str(model.output_usd_per_million), where, model.terms)
+    console.print(table)

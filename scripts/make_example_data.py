@@ -1,0 +1,92 @@
+"""Rebuild the example eval sets in experiments/data/ from the shared PolyAI data.
+
+Kept for provenance: the subsets are committed, so nobody needs to run this. Sampling is
+seeded, so a re-run writes the same rows. Source data: CC-BY-4.0, see experiments/data/README.md.
+
+    python scripts/make_example_data.py ../shared/data
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+from pathlib import Path
+
+BANKING_INTENTS = [
+    "card_arrival",
+    "lost_or_stolen_card",
+    "change_pin",
+    "exchange_rate",
+    "top_up_failed",
+    "cash_withdrawal_charge",
+    "terminate_account",
+    "apple_pay_or_google_pay",
+]
+BANKING_PER_INTENT = {"train": 16, "dev": 8, "test": 5}
+RESTAURANT_SIZES = {"train": 120, "dev": 60, "test": 60}
+RESTAURANT_SLOTS = ["people", "date", "time", "first_name", "last_name"]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def banking(source: Path, target: Path) -> None:
+    rng = random.Random(77)
+
+    def by_intent(file: str) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {intent: [] for intent in BANKING_INTENTS}
+        with (source / file).open(encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row["category"] in groups:
+                    groups[row["category"]].append(row["text"].strip())
+        return groups
+
+    train_pool, test_pool = by_intent("train.csv"), by_intent("test.csv")
+    splits: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
+    for intent in BANKING_INTENTS:
+        pool = rng.sample(train_pool[intent], BANKING_PER_INTENT["train"] + BANKING_PER_INTENT["dev"])
+        splits["train"] += [{"text": t, "intent": intent} for t in pool[: BANKING_PER_INTENT["train"]]]
+        splits["dev"] += [{"text": t, "intent": intent} for t in pool[BANKING_PER_INTENT["train"] :]]
+        splits["test"] += [{"text": t, "intent": intent} for t in rng.sample(test_pool[intent], BANKING_PER_INTENT["test"])]
+    for split, rows in splits.items():
+        rng.shuffle(rows)
+        write_jsonl(target / "banking_intent" / f"{split}.jsonl", rows)
+
+
+def restaurant_row(record: dict) -> dict:
+    text = record["userInput"]["text"]
+    asked = list(dict.fromkeys((record.get("context") or {}).get("requestedSlots", [])))
+    row = {"text": text, "asked_for": ", ".join(asked)}
+    row.update({slot: None for slot in RESTAURANT_SLOTS})
+    for label in record.get("labels", []):
+        span = label["valueSpan"]
+        row[label["slot"]] = text[span.get("startIndex", 0) : span["endIndex"]]
+    return row
+
+
+def restaurant(source: Path, target: Path) -> None:
+    rng = random.Random(8000)
+    train = json.loads((source / "train.json").read_text(encoding="utf-8"))
+    test = json.loads((source / "test.json").read_text(encoding="utf-8"))
+    pool = rng.sample(train, RESTAURANT_SIZES["train"] + RESTAURANT_SIZES["dev"])
+    splits = {
+        "train": pool[: RESTAURANT_SIZES["train"]],
+        "dev": pool[RESTAURANT_SIZES["train"] :],
+        "test": rng.sample(test, RESTAURANT_SIZES["test"]),
+    }
+    for split, records in splits.items():
+        write_jsonl(target / "restaurant_booking" / f"{split}.jsonl", [restaurant_row(r) for r in records])
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
+    target = Path(__file__).resolve().parent.parent / "experiments" / "data"
+    banking(source / "banking77", target)
+    restaurant(source / "restaurant8k", target)
+    print(f"wrote example eval sets under {target}")

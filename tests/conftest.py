@@ -1,0 +1,51 @@
+"""Shared fixtures: a throwaway project, an MLflow sqlite store, DSPy's cache, and the embedded model.
+
+The environment is set before anything imports DSPy or MLflow, so no test writes to the
+user's stores or caches and nothing reaches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="promptops-tests-"))
+os.environ["DSPY_CACHEDIR"] = str(_SESSION_DIR / "dspy-cache")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("PROMPTOPS_PROJECT", None)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the example project (prompts and eval sets) to break at will."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "prompts", root / "prompts")
+    shutil.copytree(REPO / "experiments" / "data", root / "experiments" / "data")
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh sqlite MLflow store for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
