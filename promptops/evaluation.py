@@ -185,6 +185,13 @@ def _quality_metrics(prompt, pairs, results, user_metric, metric) -> dict[str, f
 
 
 def _run_examples(program, prompt: Prompt, examples, threads: int, on_progress) -> list[ExampleResult]:
+    if threads == 1:  # in the calling thread: nothing to coordinate, and Ctrl-C lands where it is expected
+        results = []
+        for index, example in enumerate(examples):
+            results.append(_run_one(program, prompt, index, example))
+            if on_progress:
+                on_progress(index + 1, len(examples))
+        return results
     results: list[Optional[ExampleResult]] = [None] * len(examples)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="promptops-eval")
     try:
