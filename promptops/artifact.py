@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from promptops._secrets import SECRET_NAME
 from promptops.errors import PromptFileError, UnknownPromptError
 
 DEFAULT_MODEL = "local/smollm2-135m"
@@ -26,7 +27,6 @@ FieldTypeName = Literal["string", "integer", "number", "boolean", "enum", "list"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _NESTED_LOC = re.compile(r"^(?P<key>\w+)\[(?P<index>\d+)\]")
-_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password)", re.IGNORECASE)
 
 
 class _Strict(BaseModel):
@@ -116,7 +116,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _no_secrets(cls, params: dict[str, Any]) -> dict[str, Any]:
         for key in params:
-            if _SECRET_KEY.search(key):
+            if SECRET_NAME.search(key):
                 raise ValueError(f"{key!r} looks like a secret: set it in the environment, not in the prompt file")
         return params
 

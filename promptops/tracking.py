@@ -38,7 +38,14 @@ def _mlflow(root: Optional[Path] = None) -> Any:
 
 
 def _experiment(mlflow: Any, name: str) -> str:
+    """The prompt's experiment; with a sqlite store its artifacts live beside the database, not in ./mlruns."""
     try:
+        if mlflow.get_experiment_by_name(name) is None:
+            uri = mlflow.get_tracking_uri()
+            location = None
+            if uri.startswith("sqlite:///"):
+                location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).as_uri()
+            mlflow.create_experiment(name, artifact_location=location)
         experiment = mlflow.set_experiment(name)
     except Exception as exc:
         raise TrackingError(f"cannot open MLflow experiment {name!r} at {tracking_uri()}: {redact(str(exc)).splitlines()[0]}") from None

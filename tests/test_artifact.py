@@ -102,6 +102,14 @@ def test_bad_files_name_file_line_and_problem(change: tuple[str, str], line: int
     assert "\n" not in message
 
 
+def test_params_may_name_token_counts_but_not_secrets() -> None:
+    prompt = parse_prompt(GOOD.replace("temperature: 0.2", "temperature: 0.2\n  params: {max_tokens_per_call: 5, top_p: 0.9}"))
+    assert prompt.model.params["top_p"] == 0.9
+    for secret in ("api_key", "HF_TOKEN", "client_secret"):
+        with pytest.raises(PromptFileError, match="looks like a secret"):
+            parse_prompt(GOOD.replace("temperature: 0.2", f"temperature: 0.2\n  params: {{{secret}: x}}"))
+
+
 def test_missing_required_key_is_reported() -> None:
     with pytest.raises(PromptFileError, match="required key 'outputs' is missing"):
         parse_prompt("name: x\ninstructions: hi\ninputs: [{name: a}]\n", "p.yaml")

@@ -23,7 +23,8 @@ def test_banking_eval_logs_params_metrics_and_table(project: Path, mlflow_store:
     run = tracking.load_run(result.run_id, root=project)
     params, metrics = run.data.params, run.data.metrics
     assert params["prompt"] == "banking_intent" and params["model"] == "local/smollm2-135m"
-    assert params["split"] == "dev" and params["n"] == "4"
+    assert params["split"] == "dev" and params["n"] == "4" and params["max_tokens"] == "32"
+    assert run.info.artifact_uri.startswith((Path(mlflow_store.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri())
     assert params["prompt_hash"] == result.prompt_hash
     assert params["dataset"] == "experiments/data/banking_intent/dev.jsonl"
     assert params["git_commit"] == "none"  # the test project is not a git repository
