@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
 
-__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load_prompt"]
+__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load", "load_prompt", "promote", "rollback"]
 __version__ = "0.1.0"
 
 
@@ -81,6 +81,33 @@ def evaluate(
         root=find_project_root(),
     )
     return dataclasses.replace(result, run_id=run_id)
+
+
+def load(reference: str, *, model: Optional[str] = None, cache: bool = True) -> Any:
+    """A callable DSPy program built from exactly the content `reference` names.
+
+    `NAME@production` (or staging, candidate) reads the channel from git, or from MLflow's
+    Prompt Registry (`prompts:/NAME@production`) when the repository is not available;
+    `NAME@v3` and `NAME@<commit>` read that version; `NAME` alone the working file.
+    """
+    from promptops.program import build_program
+    from promptops.promotion import prompt_at
+
+    return build_program(prompt_at(reference), model=model, cache=cache)
+
+
+def promote(name: str, **options: Any) -> Any:
+    """Move a channel (default production) to a version, through the eval gate; see `promotion.promote`."""
+    from promptops.promotion import promote as promote_version
+
+    return promote_version(name, **options)
+
+
+def rollback(name: str, **options: Any) -> Any:
+    """Move a channel back to its previous version; see `promotion.rollback`."""
+    from promptops.promotion import rollback as rollback_channel
+
+    return rollback_channel(name, **options)
 
 
 def __getattr__(name: str) -> Any:

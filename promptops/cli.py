@@ -80,5 +80,73 @@ def models_command() -> None:
     render.local_models()
 
 
+@main.command("versions")
+@click.argument("prompt")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, oldest version first.")
+def versions_command(prompt: str, as_json: bool) -> None:
+    """List the versions of PROMPT: every commit that changed its file, v1 the oldest."""
+    from promptops import render
+    from promptops.artifact import resolve_prompt_path
+    from promptops.versions import prompt_versions
+
+    path = resolve_prompt_path(prompt)
+    history = prompt_versions(path)
+    if as_json:
+        click.echo(json.dumps([version.summary() for version in history]))
+    else:
+        render.version_table(path.stem, history)
+
+
+@main.command("show")
+@click.argument("reference", metavar="PROMPT[@VERSION]")
+def show_command(reference: str) -> None:
+    """Print PROMPT's file as of VERSION: v3, a commit, tag or branch; without @, the working file."""
+    from promptops import render
+    from promptops.artifact import resolve_prompt_path
+    from promptops.errors import where
+    from promptops.promotion import resolve_ref
+    from promptops.versions import parse_prompt_ref, read_text_at
+
+    name, ref = parse_prompt_ref(reference)
+    path = resolve_prompt_path(name)
+    if ref is None:
+        render.prompt_source(f"{path.stem} (working file {where(path)})", path.read_text(encoding="utf-8"))
+        return
+    version = resolve_ref(path, ref)
+    render.prompt_source(render.version_line(path.stem, version), read_text_at(path, version.commit))
+
+
+@main.command("diff")
+@click.argument("old", metavar="PROMPT@A")
+@click.argument("new", metavar="PROMPT@B")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of changes.")
+def diff_command(old: str, new: str, as_json: bool) -> None:
+    """Show what changed from PROMPT@A to PROMPT@B, by section; PROMPT without @ is the working file."""
+    import dataclasses
+
+    from promptops import render
+    from promptops.artifact import resolve_prompt_path
+    from promptops.diff import diff_prompts
+    from promptops.artifact import load_prompt_file
+    from promptops.promotion import resolve_ref
+    from promptops.versions import load_prompt_at, parse_prompt_ref
+
+    sides = []
+    for reference in (old, new):
+        name, ref = parse_prompt_ref(reference)
+        path = resolve_prompt_path(name)
+        version = resolve_ref(path, ref) if ref else None
+        prompt = load_prompt_at(path, version.commit) if version else load_prompt_file(path)
+        label = f"{path.stem} {version.label} ({version.short})" if version else f"{path.stem} (working file)"
+        sides.append((prompt, label))
+    (old_prompt, old_label), (new_prompt, new_label) = sides
+    changes = diff_prompts(old_prompt, new_prompt, old_label=old_label, new_label=new_label)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(change) for change in changes]))
+    else:
+        count = f"{len(changes)} change{'s' if len(changes) != 1 else ''}"
+        render.prompt_diff(f"{old_label} → {new_label}: {count}", changes)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

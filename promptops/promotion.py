@@ -1,0 +1,399 @@
+"""Channels, the eval gate, promote and rollback: git and MLflow's Prompt Registry moved together.
+
+Git is the source of truth. Each prompt's channels live in a committed file,
+`prompts/channels/NAME.yaml`: which version `production`, `staging` and `candidate` serve, and
+the history of every move (who, when, from, to, metrics, reason). A committed file, rather
+than movable refs, because it travels with a normal push, shows up in review and its own git
+log is the audit trail. Each promoted version also gets an annotated tag `prompts/NAME/vN`.
+
+A move is one step: the channels commit, the tag, the registry version and its alias, and an
+audit run either all happen or are all undone. One process moves channels at a time (a lock
+in the git directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import getpass
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import yaml
+
+from promptops.artifact import Prompt, atomic_write_text, find_project_root, resolve_prompt_path
+from promptops.errors import PromptopsError
+
+CHANNELS = ("production", "staging", "candidate")
+LOCK_TIMEOUT_S = float(os.environ.get("PROMPTOPS_LOCK_TIMEOUT_S", 120))
+
+
+class GateFailedError(PromptopsError):
+    """The candidate scored worse than the channel's current version by more than the tolerance."""
+
+
+class ChannelBusyError(PromptopsError):
+    """Another process is moving channels."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    metric: str
+    candidate_score: float
+    current_score: Optional[float]
+    candidate_cost_usd: Optional[float]
+    current_cost_usd: Optional[float]
+    tolerance: float
+    max_cost_usd: Optional[float]
+    n: int
+    passed: bool
+    verdict: str
+
+
+@dataclass(frozen=True)
+class ChannelMove:
+    """What a promote or rollback did."""
+
+    prompt: str
+    channel: str
+    action: str
+    from_version: Optional[int]
+    to_version: int
+    commit: Optional[str]
+    registry_version: Optional[int]
+    audit_run_id: Optional[str]
+    gate: Optional[GateResult] = None
+
+
+# --- the channels file -----------------------------------------------------------------
+
+
+def channels_file(name: str, root: Optional[Path] = None) -> Path:
+    return (root or find_project_root()) / "prompts" / "channels" / f"{name}.yaml"
+
+
+def read_channels(name: str, root: Optional[Path] = None) -> dict[str, Any]:
+    path = channels_file(name, root)
+    if not path.exists():
+        return {"history": []}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data.setdefault("history", [])
+    return data
+
+
+def _channels_yaml(data: dict[str, Any]) -> str:
+    header = "# Managed by `promptops promote` and `promptops rollback`; edit through them, not by hand.\n"
+    ordered = {key: data[key] for key in CHANNELS if data.get(key)}
+    ordered["history"] = data.get("history", [])
+    return header + yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+
+
+def channel_versions(name: str, root: Optional[Path] = None) -> dict[str, int]:
+    """Channel → version number, for the channels that point somewhere."""
+    data = read_channels(name, root)
+    return {channel: int(data[channel]["version"]) for channel in CHANNELS if data.get(channel)}
+
+
+# --- the lock ------------------------------------------------------------------------
+
+
+@contextmanager
+def channel_lock(repo: Any, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """One channel move at a time per repository; a second process waits, then refuses."""
+    path = Path(repo.git_dir) / "promptops.lock"
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ChannelBusyError(
+                        f"another promote or rollback is in progress in {repo.working_tree_dir} (lock {path}); try again when it ends"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- the gate ------------------------------------------------------------------------
+
+
+def run_gate(
+    candidate: Prompt,
+    current: Optional[Prompt],
+    *,
+    data: Optional[str | Path] = None,
+    split: str = "test",
+    limit: Optional[int] = None,
+    tolerance: float = 0.0,
+    max_cost_usd: Optional[float] = None,
+) -> GateResult:
+    """Both versions on the same examples; the candidate passes unless it is measurably worse."""
+    from promptops.data import load_dataset
+    from promptops.evaluation import evaluate
+
+    dataset = load_dataset(candidate, data, split)
+    metric = candidate.eval.metric
+    candidate_result = evaluate(candidate, dataset=dataset, split=split, limit=limit, metric=metric)
+    current_result = evaluate(current, dataset=dataset, split=split, limit=limit, metric=candidate_result.metric) if current else None
+    reasons = []
+    if current_result is not None and candidate_result.score < current_result.score - tolerance:
+        reasons.append(
+            f"{candidate_result.metric} {candidate_result.score:.4f} is below the current {current_result.score:.4f} by more than the tolerance {tolerance:g}"
+        )
+    if max_cost_usd is not None and candidate_result.cost_usd is not None and candidate_result.cost_usd > max_cost_usd:
+        reasons.append(f"cost ${candidate_result.cost_usd:.6f} is above the limit ${max_cost_usd:.6f}")
+    verdict = "; ".join(reasons) if reasons else (
+        f"{candidate_result.metric} {candidate_result.score:.4f}" + (f" vs current {current_result.score:.4f}" if current_result else " (no current version)")
+    )
+    return GateResult(
+        metric=candidate_result.metric,
+        candidate_score=candidate_result.score,
+        current_score=current_result.score if current_result else None,
+        candidate_cost_usd=candidate_result.cost_usd,
+        current_cost_usd=current_result.cost_usd if current_result else None,
+        tolerance=tolerance,
+        max_cost_usd=max_cost_usd,
+        n=candidate_result.n,
+        passed=not reasons,
+        verdict=verdict,
+    )
+
+
+# --- promote and rollback -------------------------------------------------------------
+
+
+def promote(
+    name: str,
+    *,
+    version: Optional[str] = None,
+    channel: str = "production",
+    data: Optional[str | Path] = None,
+    split: str = "test",
+    limit: Optional[int] = None,
+    tolerance: float = 0.0,
+    max_cost_usd: Optional[float] = None,
+    force: bool = False,
+    reason: Optional[str] = None,
+) -> ChannelMove:
+    """Move `channel` to a version of the prompt, through the eval gate."""
+    from promptops import versions
+
+    _check_channel(channel)
+    if force and not reason:
+        raise PromptopsError("--force needs --reason: say why the gate is overridden, it goes into the audit trail")
+    prompt_file = resolve_prompt_path(name)
+    repo = versions.open_repo(prompt_file)
+    if version is None and versions.has_uncommitted_changes(prompt_file):
+        raise PromptopsError(
+            f"{prompt_file.name} has uncommitted changes: commit them (they become the next version) or name a --version"
+        )
+    with channel_lock(repo):
+        target = resolve_ref(prompt_file, version or "HEAD")
+        state = read_channels(name)
+        current_number = int(state[channel]["version"]) if state.get(channel) else None
+        if current_number == target.number:
+            return ChannelMove(name, channel, "promote", current_number, target.number, None, state[channel].get("registry_version"), None)
+        candidate = versions.load_prompt_at(prompt_file, target.commit)
+        current = versions.load_prompt_at(prompt_file, state[channel]["commit"]) if current_number else None
+        gate = run_gate(candidate, current, data=data, split=split, limit=limit, tolerance=tolerance, max_cost_usd=max_cost_usd)
+        if not gate.passed and not force:
+            raise GateFailedError(f"gate failed for {name} {target.label} → {channel}: {gate.verdict}; nothing was changed")
+        metrics = {"candidate": {gate.metric: gate.candidate_score, "cost_usd": gate.candidate_cost_usd, "n": gate.n}}
+        if gate.current_score is not None:
+            metrics["current"] = {gate.metric: gate.current_score, "cost_usd": gate.current_cost_usd, "n": gate.n}
+        move = _move_channel(repo, prompt_file, candidate, target, channel, "promote", current_number, metrics,
+                             reason or ("gate overridden" if not gate.passed else None))
+        return dataclasses.replace(move, gate=gate)
+
+
+def rollback(name: str, *, channel: str = "production", to: Optional[str] = None, reason: Optional[str] = None) -> ChannelMove:
+    """Move `channel` back to the version it served before its last move (or to `to`); no gate."""
+    from promptops import versions
+
+    _check_channel(channel)
+    prompt_file = resolve_prompt_path(name)
+    repo = versions.open_repo(prompt_file)
+    with channel_lock(repo):
+        state = read_channels(name)
+        if not state.get(channel):
+            raise PromptopsError(f"{name} has no {channel} version to roll back")
+        current_number = int(state[channel]["version"])
+        if to is None:
+            moves = [entry for entry in state["history"] if entry["channel"] == channel]
+            previous = moves[-1].get("from") if moves else None
+            if previous is None:
+                raise PromptopsError(f"{name} {channel} has no earlier version to roll back to")
+            to = f"v{previous}"
+        target = resolve_ref(prompt_file, to)
+        if target.number == current_number:
+            raise PromptopsError(f"{name} {channel} already serves {target.label}")
+        prompt = versions.load_prompt_at(prompt_file, target.commit)
+        return _move_channel(repo, prompt_file, prompt, target, channel, "rollback", current_number, {}, reason)
+
+
+def _move_channel(repo, prompt_file, prompt, target, channel, action, from_number, metrics, reason) -> ChannelMove:
+    """Git commit + tag + registry alias + audit run, all or nothing."""
+    from promptops import tracking, versions
+
+    name = prompt.name
+    path = channels_file(name)
+    old_text = path.read_text(encoding="utf-8") if path.exists() else None
+    head_before = repo.head.commit.hexsha
+    tag_name = f"prompts/{name}/{target.label}"
+    tag_existed = tag_name in [t.name for t in repo.tags]
+    previous_alias = None
+    alias_moved = committed = False
+    entry = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "by": _who(repo),
+        "action": action,
+        "channel": channel,
+        "from": from_number,
+        "to": target.number,
+        "commit": target.commit,
+        "reason": reason,
+        "metrics": _plain(metrics),
+    }
+    try:
+        flat_metrics = {k: v for k, v in (metrics.get("candidate") or {}).items() if isinstance(v, (int, float))}
+        registry_version = tracking.register_prompt_version(prompt, git_commit=target.commit, label=target.label, metrics=flat_metrics)
+        state = read_channels(name)
+        state[channel] = {"version": target.number, "commit": target.commit, "registry_version": registry_version}
+        state["history"].append({**entry, "registry_version": registry_version})
+        atomic_write_text(path, _channels_yaml(state))
+        commit = versions.commit_paths(repo, [path], f"{action} {name} {target.label} to {channel}" + (f": {reason}" if reason else ""))
+        committed = True
+        versions.tag(repo, tag_name, target.commit, f"{name} {target.label}, promoted to {channel}")
+        previous_alias = tracking.registry_aliases(name).get(channel)
+        tracking.set_alias(name, channel, registry_version)
+        alias_moved = True
+        audit_run_id = tracking.log_audit(name, {**entry, "registry_version": registry_version, "git_commit": commit})
+    except BaseException:
+        if alias_moved:
+            _quietly(tracking.set_alias, name, channel, previous_alias)
+        if committed:
+            _quietly(versions.undo_commit, repo, head_before, [path])
+        if not tag_existed:
+            _quietly(versions.delete_tag, repo, tag_name)
+        if old_text is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_text(path, old_text)
+        raise
+    return ChannelMove(name, channel, action, from_number, target.number, commit, registry_version, audit_run_id)
+
+
+# --- reading a channel back: runtime loading, status and drift repair -------------------
+
+
+def prompt_at(reference: str) -> Prompt:
+    """`NAME` (the working file), `NAME@vN`, `NAME@<commit>` or `NAME@<channel>`, from git;
+    a channel comes from MLflow's Prompt Registry when the git repository is not available."""
+    from promptops import versions
+    from promptops.artifact import load_prompt_file, parse_prompt
+    from promptops.errors import RepositoryError, UnknownPromptError
+
+    name, _, ref = reference.partition("@")
+    try:
+        prompt_file = resolve_prompt_path(name)
+        if not ref:
+            return load_prompt_file(prompt_file)
+        return versions.load_prompt_at(prompt_file, resolve_ref(prompt_file, ref).commit)
+    except (UnknownPromptError, RepositoryError):
+        if ref not in CHANNELS:
+            raise
+    from promptops import tracking
+
+    text, tags = tracking.load_registered_text(name, ref)
+    return parse_prompt(text, f"prompts:/{name}@{ref} (registry version {tags.get('prompt_version', '?')})")
+
+
+@dataclass(frozen=True)
+class Drift:
+    prompt: str
+    channel: str
+    git_version: Optional[int]
+    registry_label: Optional[str]
+    repaired: bool
+
+
+def sync(names: Optional[list[str]] = None, *, repair: bool = True) -> list[Drift]:
+    """Registry aliases that disagree with git's channels; with `repair`, set them to git's."""
+    from promptops import tracking, versions
+
+    root = find_project_root()
+    names = names or sorted(p.stem for p in (root / "prompts" / "channels").glob("*.yaml"))
+    drifts = []
+    for name in names:
+        prompt_file = resolve_prompt_path(name)
+        state = read_channels(name)
+        aliases = tracking.registry_aliases(name)
+        for channel in CHANNELS:
+            want = state.get(channel)
+            have = aliases.get(channel)
+            have_label = tracking.registry_version_tags(name, have).get("prompt_version") if have else None
+            want_label = f"v{want['version']}" if want else None
+            if have_label == want_label:
+                continue
+            repaired = False
+            if repair:
+                if want:
+                    prompt = versions.load_prompt_at(prompt_file, want["commit"])
+                    registry_version = tracking.register_prompt_version(prompt, git_commit=want["commit"], label=want_label)
+                    tracking.set_alias(name, channel, registry_version)
+                else:
+                    tracking.set_alias(name, channel, None)
+                repaired = True
+            drifts.append(Drift(name, channel, want["version"] if want else None, have_label, repaired))
+    return drifts
+
+
+def resolve_ref(prompt_file: Path, ref: str) -> Any:
+    """A version by `vN`, commit-ish or channel name."""
+    from promptops import versions
+
+    if ref in CHANNELS:
+        state = read_channels(prompt_file.stem)
+        if not state.get(ref):
+            raise PromptopsError(f"{prompt_file.stem} has no {ref} version yet")
+        ref = f"v{state[ref]['version']}"
+    return versions.resolve_version(prompt_file, ref)
+
+
+def _check_channel(channel: str) -> None:
+    if channel not in CHANNELS:
+        raise PromptopsError(f"unknown channel {channel!r}: use one of {', '.join(CHANNELS)}")
+
+
+def _who(repo: Any) -> str:
+    try:
+        reader = repo.config_reader()
+        return f"{reader.get_value('user', 'name')} <{reader.get_value('user', 'email')}>"
+    except Exception:
+        return getpass.getuser()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _quietly(function, *args) -> None:
+    """Undo steps must all be tried even if one fails; the original error is what the user sees."""
+    try:
+        function(*args)
+    except Exception:
+        pass
