@@ -148,5 +148,83 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
         render.prompt_diff(f"{old_label} → {new_label}: {count}", changes)
 
 
+@main.command("promote")
+@click.argument("prompt")
+@click.option("--version", "version", help="Version to promote: vN, a commit or a channel. Default: the latest committed version.")
+@click.option("--to", "channel", default="production", show_default=True, type=click.Choice(["production", "staging", "candidate"]))
+@click.option("--data", type=click.Path(), help="Gate eval set (default: the prompt's eval.data).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
+@click.option("--limit", type=click.IntRange(min=1), help="Gate on the first N examples only.")
+@click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0), help="How far below the current version's primary metric the candidate may score.")
+@click.option("--max-cost", "max_cost_usd", type=click.FloatRange(min=0), help="Refuse when the candidate's eval costs more than this (USD).")
+@click.option("--force", is_flag=True, help="Promote even if the gate fails (needs --reason).")
+@click.option("--reason", help="Why; kept in the audit trail.")
+def promote_command(prompt: str, version: Optional[str], channel: str, data: Optional[str], split: str, limit: Optional[int],
+                    tolerance: float, max_cost_usd: Optional[float], force: bool, reason: Optional[str]) -> None:
+    """Promote a version of PROMPT to a channel through the eval gate, in git and the Prompt Registry."""
+    import promptops
+    from promptops import render
+
+    move = promptops.promote(prompt, version=version, channel=channel, data=data, split=split, limit=limit,
+                             tolerance=tolerance, max_cost_usd=max_cost_usd, force=force, reason=reason)
+    render.channel_move(move)
+
+
+@main.command("rollback")
+@click.argument("prompt")
+@click.option("--channel", default="production", show_default=True, type=click.Choice(["production", "staging", "candidate"]))
+@click.option("--to", "to", help="Version to go back to (default: the one the channel served before its last move).")
+@click.option("--reason", help="Why; kept in the audit trail.")
+def rollback_command(prompt: str, channel: str, to: Optional[str], reason: Optional[str]) -> None:
+    """Move a channel of PROMPT back to its previous version (no gate), in git and the Prompt Registry."""
+    import promptops
+    from promptops import render
+
+    render.channel_move(promptops.rollback(prompt, channel=channel, to=to, reason=reason))
+
+
+@main.command("sync")
+@click.argument("prompts", nargs=-1)
+@click.option("--check", is_flag=True, help="Only report drift; exit 1 if there is any.")
+def sync_command(prompts: tuple[str, ...], check: bool) -> None:
+    """Make the Prompt Registry's aliases agree with the channels in git (git wins)."""
+    from promptops import render
+    from promptops.promotion import sync
+
+    drifts = sync(list(prompts) or None, repair=not check)
+    render.drifts(drifts)
+    if check and drifts:
+        sys.exit(1)
+
+
+@main.command("run")
+@click.argument("reference", metavar="PROMPT[@REF]")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="FIELD=VALUE", help="An input field; repeat for each.")
+@click.option("--model", help="Model string overriding the prompt's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outputs as one JSON object.")
+def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], as_json: bool) -> None:
+    """Run PROMPT@production (or @vN, @staging, ...) on the given inputs and print its outputs."""
+    import promptops
+    from promptops.errors import PromptopsError
+    from promptops.program import prediction_values
+
+    values = {}
+    for item in inputs:
+        field, equals, value = item.partition("=")
+        if not equals:
+            raise PromptopsError(f"--input {item!r} is not FIELD=VALUE")
+        values[field] = value
+    program = promptops.load(reference, model=model)
+    missing = [spec.name for spec in program.prompt.inputs if spec.name not in values]
+    if missing:
+        raise PromptopsError(f"missing input {', '.join(missing)}: pass --input {missing[0]}=...")
+    outputs = prediction_values(program.prompt, program(**values))
+    if as_json:
+        click.echo(json.dumps(outputs, ensure_ascii=False))
+    else:
+        for field, value in outputs.items():
+            click.echo(f"{field}: {value}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

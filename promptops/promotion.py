@@ -152,9 +152,10 @@ def run_gate(
         )
     if max_cost_usd is not None and candidate_result.cost_usd is not None and candidate_result.cost_usd > max_cost_usd:
         reasons.append(f"cost ${candidate_result.cost_usd:.6f} is above the limit ${max_cost_usd:.6f}")
-    verdict = "; ".join(reasons) if reasons else (
-        f"{candidate_result.metric} {candidate_result.score:.4f}" + (f" vs current {current_result.score:.4f}" if current_result else " (no current version)")
-    )
+    scores = f"{candidate_result.metric} candidate {candidate_result.score:.4f} vs current " + (
+        f"{current_result.score:.4f}" if current_result else "none"
+    ) + f", cost ${candidate_result.cost_usd or 0:.6f} vs ${(current_result.cost_usd or 0) if current_result else 0:.6f}"
+    verdict = scores + (": " + "; ".join(reasons) if reasons else "")
     return GateResult(
         metric=candidate_result.metric,
         candidate_score=candidate_result.score,

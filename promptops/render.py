@@ -148,3 +148,29 @@ def _diff_style(line: str) -> str:
     if line.startswith("~"):
         return "yellow"
     return ""
+
+
+def channel_move(move) -> None:
+    if move.commit is None:
+        console.print(f"{move.prompt} {move.channel} already serves v{move.to_version}; nothing to do.", highlight=False)
+        return
+    gate = move.gate
+    if gate is not None:
+        current = f"{gate.current_score:.4f}" if gate.current_score is not None else "none"
+        console.print(f"gate on {gate.n} examples: {gate.metric} candidate {gate.candidate_score:.4f}, current {current}"
+                      + ("" if gate.passed else " [red](failed, forced)[/]"), highlight=False)
+    source = f"v{move.from_version}" if move.from_version else "nothing"
+    console.print(f"{move.action}: {move.prompt} {move.channel} {source} → v{move.to_version} "
+                  f"(commit {move.commit[:8]}, registry version {move.registry_version}, audit run {move.audit_run_id})",
+                  highlight=False)
+
+
+def drifts(found) -> None:
+    if not found:
+        console.print("git channels and registry aliases agree.")
+        return
+    for drift in found:
+        want = f"v{drift.git_version}" if drift.git_version else "none"
+        state = "repaired" if drift.repaired else "drift"
+        console.print(f"{state}: {drift.prompt} {drift.channel}: git says {want}, the registry said {drift.registry_label or 'none'}",
+                      highlight=False)

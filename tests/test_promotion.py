@@ -1,0 +1,189 @@
+"""Promote, rollback, the gate, runtime loading and drift repair, in temporary git repositories
+and MLflow stores; git channels and registry aliases must agree after every command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import git_commit
+
+import promptops
+from promptops import tracking
+from promptops.errors import PromptopsError, TrackingError
+from promptops.promotion import GateFailedError, channel_versions, read_channels, sync
+
+NAME = "banking_intent"
+
+
+def registry_label(channel: str = "production") -> str | None:
+    version = tracking.registry_aliases(NAME).get(channel)
+    return tracking.registry_version_tags(NAME, version)["prompt_version"] if version else None
+
+
+def commit_edit(repo, old: str, new: str, message: str) -> None:
+    path = Path(repo.working_tree_dir) / "prompts" / f"{NAME}.yaml"
+    path.write_text(path.read_text().replace(old, new, 1))
+    repo.git.add("--all")
+    git_commit(repo, message)
+
+
+def snapshot(repo) -> tuple:
+    channels = Path(repo.working_tree_dir) / "prompts" / "channels" / f"{NAME}.yaml"
+    return (repo.head.commit.hexsha, sorted(t.name for t in repo.tags), channels.read_text() if channels.exists() else None,
+            tracking.registry_aliases(NAME))
+
+
+@pytest.mark.model
+def test_promote_edit_promote_rollback_and_rollback_again(git_project, mlflow_store: str, tmp_path: Path, monkeypatch) -> None:
+    repo = git_project
+    first = promptops.promote(NAME, limit=2)
+    assert (first.from_version, first.to_version, first.gate.passed) == (None, 1, True)
+    assert registry_label() == "v1" and f"prompts/{NAME}/v1" in [t.name for t in repo.tags]
+    assert repo.head.commit.message.startswith(f"promote {NAME} v1 to production")
+
+    commit_edit(repo, "answer with the one intent label", "answer with exactly one intent label", "Say exactly")
+    second = promptops.promote(NAME, limit=2, tolerance=1.0)
+    assert (second.from_version, second.to_version) == (1, 2) and registry_label() == "v2"
+    assert second.gate.current_score is not None
+
+    back = promptops.rollback(NAME)
+    assert (back.from_version, back.to_version) == (2, 1)
+    assert channel_versions(NAME) == {"production": 1} and registry_label() == "v1"
+    program = promptops.load(f"{NAME}@production")
+    assert "answer with the one intent label" in program.prompt.instructions
+
+    monkeypatch.chdir(tmp_path)  # no git repository, no prompts/: the registry serves the channel
+    from_registry = promptops.load(f"{NAME}@production")
+    assert from_registry.prompt == program.prompt
+    monkeypatch.chdir(repo.working_tree_dir)
+
+    again = promptops.rollback(NAME)
+    assert (again.from_version, again.to_version) == (1, 2) and registry_label() == "v2"
+    history = read_channels(NAME)["history"]
+    assert [(h["action"], h["from"], h["to"]) for h in history] == [
+        ("promote", None, 1), ("promote", 1, 2), ("rollback", 2, 1), ("rollback", 1, 2)]
+    assert all(h["by"] == "Ada Lovelace <ada@example.com>" for h in history)
+    assert sync() == []  # git and registry agree
+
+
+@pytest.mark.model
+def test_a_failed_gate_prints_both_metrics_and_changes_nothing(git_project, mlflow_store: str) -> None:
+    repo = git_project
+    promptops.promote(NAME, limit=2)
+    commit_edit(repo, "temperature: 0.0", "temperature: 0.0\n  max_tokens: 24", "Shorter answers")
+    before = snapshot(repo)
+    with pytest.raises(GateFailedError) as failed:
+        promptops.promote(NAME, limit=2, max_cost_usd=1e-12)
+    message = str(failed.value)
+    assert "candidate" in message and "vs current" in message and "above the limit" in message
+    assert "nothing was changed" in message
+    assert snapshot(repo) == before
+
+
+@pytest.mark.model
+def test_a_registry_failure_mid_promote_leaves_no_partial_state(git_project, mlflow_store: str, monkeypatch) -> None:
+    repo = git_project
+    promptops.promote(NAME, limit=1)
+    commit_edit(repo, "temperature: 0.0", "temperature: 0.0\n  max_tokens: 24", "Shorter answers")
+    before = snapshot(repo)
+
+    def broken_alias(*args, **kwargs):
+        raise TrackingError("the registry is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking, "set_alias", broken_alias)
+        with pytest.raises(TrackingError, match="the registry is down"):
+            promptops.promote(NAME, limit=1, tolerance=1.0)
+    assert snapshot(repo) == before
+    assert not repo.is_dirty(untracked_files=True)
+
+
+def test_refusals(git_project, mlflow_store: str, tmp_path: Path, monkeypatch) -> None:
+    path = Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml"
+    path.write_text(path.read_text() + "\n# an uncommitted edit\n")
+    with pytest.raises(PromptopsError, match="has uncommitted changes"):
+        promptops.promote(NAME)
+    with pytest.raises(PromptopsError, match="--force needs --reason"):
+        promptops.promote(NAME, version="v1", force=True)
+    with pytest.raises(PromptopsError, match="unknown channel 'live'"):
+        promptops.promote(NAME, version="v1", channel="live")
+    with pytest.raises(PromptopsError, match="no production version to roll back"):
+        promptops.rollback(NAME)
+    with pytest.raises(PromptopsError, match="has no version v7"):
+        promptops.promote(NAME, version="v7")
+    outside = tmp_path / "plain"
+    (outside / "prompts").mkdir(parents=True)
+    (outside / "prompts" / f"{NAME}.yaml").write_text(path.read_text())
+    monkeypatch.chdir(outside)
+    with pytest.raises(PromptopsError, match="not inside a git repository"):
+        promptops.promote(NAME, version="v1")
+
+
+def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, monkeypatch) -> None:
+    from promptops import promotion
+
+    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: promotion.GateResult("accuracy", 0.5, None, 0.0, None, 0.0, None, 1, True, "ok"))
+    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
+    promptops.promote(NAME, version="v1")
+    promptops.promote(NAME, version="v2")
+    tracking.set_alias(NAME, "production", 1)  # someone moves the alias in the MLflow UI
+    drift = sync(repair=False)
+    assert [(d.channel, d.git_version, d.registry_label, d.repaired) for d in drift] == [("production", 2, "v1", False)]
+    assert [d.repaired for d in sync()] == [True]
+    assert registry_label() == "v2" and sync() == []
+
+
+CONCURRENT = """
+import os, random, sys
+os.chdir(sys.argv[1])
+import promptops
+from promptops.errors import PromptopsError
+rng = random.Random(int(sys.argv[2]))
+done = 0
+for i in range(int(sys.argv[3])):
+    reason = f"worker {sys.argv[2]} op {i}"
+    try:
+        if i % 2 == 0:
+            move = promptops.promote("banking_intent", version=rng.choice(["v1", "v2", "v3"]), limit=1, tolerance=1.0, reason=reason)
+            done += move.commit is not None
+        else:
+            promptops.rollback("banking_intent", reason=reason)
+            done += 1
+    except PromptopsError as exc:
+        if "already serves" not in str(exc) and "no earlier version" not in str(exc):
+            raise
+print(done)
+"""
+
+
+@pytest.mark.model
+def test_two_processes_moving_a_channel_end_consistent(git_project, mlflow_store: str, monkeypatch) -> None:
+    """20 interleaved promote/rollback operations from 2 processes (the gate runs the real model on 1 example)."""
+    from promptops import promotion
+
+    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: promotion.GateResult("accuracy", 0.5, None, 0.0, None, 0.0, None, 1, True, "ok"))
+    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
+    commit_edit(git_project, "temperature: 0.1", "temperature: 0.2", "Warmer still")
+    promptops.promote(NAME, version="v1")
+    root = git_project.working_tree_dir
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    workers = [subprocess.Popen([sys.executable, "-c", CONCURRENT, root, str(seed), "10"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-2000:]
+    moves = sum(int(out.strip()) for out, _ in outputs)
+    history = read_channels(NAME)["history"]
+    assert len(history) == 1 + moves
+    for earlier, later in zip(history, history[1:]):  # every move starts where the previous one ended
+        assert later["from"] == earlier["to"]
+    assert registry_label() == f"v{channel_versions(NAME)['production']}"
+    assert sync(repair=False) == []
+    assert not git_project.is_dirty(untracked_files=True)
+    print(f"{moves} channel moves from 2 processes; git and registry agree")
