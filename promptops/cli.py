@@ -89,12 +89,15 @@ def versions_command(prompt: str, as_json: bool) -> None:
     from promptops.artifact import resolve_prompt_path
     from promptops.versions import prompt_versions
 
+    from promptops.promotion import version_columns
+
     path = resolve_prompt_path(prompt)
     history = prompt_versions(path)
+    columns = version_columns(path, history)
     if as_json:
-        click.echo(json.dumps([version.summary() for version in history]))
+        click.echo(json.dumps([{**version.summary(), **{k: v.get(version.number) for k, v in columns.items()}} for version in history]))
     else:
-        render.version_table(path.stem, history)
+        render.version_table(path.stem, history, extra_columns=columns)
 
 
 @main.command("show")
@@ -181,6 +184,22 @@ def rollback_command(prompt: str, channel: str, to: Optional[str], reason: Optio
     from promptops import render
 
     render.channel_move(promptops.rollback(prompt, channel=channel, to=to, reason=reason))
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def status_command(as_json: bool) -> None:
+    """Every prompt: its channel versions, whether the working file differs from production, its last eval."""
+    import dataclasses
+
+    from promptops import render
+    from promptops.promotion import status
+
+    rows = status()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(row) for row in rows], default=str))
+    else:
+        render.status_table(rows)
 
 
 @main.command("sync")

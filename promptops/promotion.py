@@ -319,6 +319,50 @@ def prompt_at(reference: str) -> Prompt:
     return parse_prompt(text, f"prompts:/{name}@{ref} (registry version {tags.get('prompt_version', '?')})")
 
 
+def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int, str]]:
+    """Extra `promptops versions` columns: the channels on each version and its latest eval."""
+    from promptops import tracking, versions
+
+    on_version: dict[int, list[str]] = {}
+    for channel, number in channel_versions(prompt_file.stem).items():
+        on_version.setdefault(number, []).append(channel)
+    evals = tracking.last_evals(prompt_file.stem)
+    metrics: dict[int, str] = {}
+    for version in history:
+        found = evals.get(versions.load_prompt_at(prompt_file, version.commit).content_hash)
+        if found and found.get("score") is not None:
+            metrics[version.number] = f"{found['metric']} {found['score']:.3f} ({found['split']}, n={found['n']})"
+    return {"channels": {n: ", ".join(c) for n, c in on_version.items()}, "last eval": metrics}
+
+
+@dataclass(frozen=True)
+class PromptStatus:
+    prompt: str
+    channels: dict[str, int]
+    latest_version: Optional[int]
+    working_file_changed: bool  # the file differs from the production version (or there is none)
+    last_eval: Optional[dict[str, Any]]
+
+
+def status() -> list[PromptStatus]:
+    """Every prompt with its channel versions, whether its file moved past production, and its last eval."""
+    from promptops import tracking, versions
+    from promptops.artifact import load_prompt_file
+
+    root = find_project_root()
+    rows = []
+    for prompt_file in sorted((root / "prompts").glob("*.yaml")):
+        name = prompt_file.stem
+        history = versions.prompt_versions(prompt_file)
+        channels = channel_versions(name)
+        production = channels.get("production")
+        changed = production is None or versions.has_uncommitted_changes(prompt_file) or production != (history[-1].number if history else None)
+        evals = tracking.last_evals(name)
+        rows.append(PromptStatus(name, channels, history[-1].number if history else None, changed,
+                                 evals.get(load_prompt_file(prompt_file).content_hash)))
+    return rows
+
+
 @dataclass(frozen=True)
 class Drift:
     prompt: str

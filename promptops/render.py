@@ -106,12 +106,15 @@ def version_table(name: str, versions: "list[PromptVersion]",
         return
     extra_columns = extra_columns or {}
     table = Table(title=f"{name}: {len(versions)} version{'s' if len(versions) != 1 else ''}", title_justify="left")
-    for column in ("version", "commit", "date", "author", "message", *extra_columns):
+    for column in ("version", "commit", "date", "author"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", ratio=1, min_width=16)
+    for column in extra_columns:
         table.add_column(column)
     for version in versions:
         extra = [cells.get(version.number, "") for cells in extra_columns.values()]
         author = version.author.partition(" <")[0]  # the email is in --json
-        table.add_row(version.label, version.short, f"{version.date:%Y-%m-%d %H:%M}", author,
+        table.add_row(version.label, version.short, f"{version.date:%Y-%m-%d}", author,
                       version.message, *extra)
     console.print(table, highlight=False)
 
@@ -174,3 +177,16 @@ def drifts(found) -> None:
         state = "repaired" if drift.repaired else "drift"
         console.print(f"{state}: {drift.prompt} {drift.channel}: git says {want}, the registry said {drift.registry_label or 'none'}",
                       highlight=False)
+
+
+def status_table(rows) -> None:
+    table = Table()
+    for column in ("prompt", "production", "staging", "candidate", "latest", "differs from production", "last eval"):
+        table.add_column(column)
+    for row in rows:
+        last = row.last_eval
+        last_text = f"{last['metric']} {last['score']:.3f} ({last['split']}, n={last['n']})" if last and last.get("score") is not None else "none"
+        cells = [f"v{row.channels[c]}" if c in row.channels else "-" for c in ("production", "staging", "candidate")]
+        table.add_row(row.prompt, *cells, f"v{row.latest_version}" if row.latest_version else "uncommitted",
+                      "yes" if row.working_file_changed else "no", last_text)
+    console.print(table)

@@ -256,3 +256,27 @@ def _registry_versions(client: Any, name: str) -> list[Any]:
 
 def _first_line(exc: BaseException) -> str:
     return (redact(str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def last_evals(name: str, root: Optional[Path] = None) -> dict[str, dict[str, Any]]:
+    """The latest eval run of each prompt content hash: hash → {metric, score, cost_usd, run_id}."""
+    mlflow = _mlflow(root)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return {}
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id], "tags.`promptops.kind` = 'eval'", order_by=["attributes.start_time DESC"], max_results=200
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        content_hash = run.data.params.get("prompt_hash")
+        if content_hash and content_hash not in latest:
+            latest[content_hash] = {
+                "metric": run.data.params.get("metric"),
+                "score": run.data.metrics.get("score"),
+                "cost_usd": run.data.metrics.get("cost_usd"),
+                "split": run.data.params.get("split"),
+                "n": run.data.params.get("n"),
+                "run_id": run.info.run_id,
+            }
+    return latest

@@ -137,6 +137,13 @@ def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, mon
     assert [(d.channel, d.git_version, d.registry_label, d.repaired) for d in drift] == [("production", 2, "v1", False)]
     assert [d.repaired for d in sync()] == [True]
     assert registry_label() == "v2" and sync() == []
+    from promptops.cli import main
+    from click.testing import CliRunner
+
+    row = next(r for r in promotion.status() if r.prompt == NAME)
+    assert (row.channels, row.latest_version, row.working_file_changed) == ({"production": 2}, 2, False)
+    listing = json.loads(CliRunner().invoke(main, ["versions", NAME, "--json"]).stdout)
+    assert [(v["number"], v["channels"]) for v in listing] == [(1, None), (2, "production")]
 
 
 CONCURRENT = """
