@@ -136,8 +136,13 @@ def run_gate(
     limit: Optional[int] = None,
     tolerance: float = 0.0,
     max_cost_usd: Optional[float] = None,
+    commits: tuple[Optional[str], Optional[str]] = (None, None),
 ) -> GateResult:
-    """Both versions on the same examples; the candidate passes unless it is measurably worse."""
+    """Both versions on the same examples; the candidate passes unless it is measurably worse.
+
+    Both evals are logged as ordinary eval runs (with their git commits), so `status` and
+    `versions` show what the gate measured."""
+    from promptops import tracking
     from promptops.data import load_dataset
     from promptops.evaluation import evaluate
 
@@ -145,6 +150,9 @@ def run_gate(
     metric = candidate.eval.metric
     candidate_result = evaluate(candidate, dataset=dataset, split=split, limit=limit, metric=metric)
     current_result = evaluate(current, dataset=dataset, split=split, limit=limit, metric=candidate_result.metric) if current else None
+    for prompt, result, commit in ((candidate, candidate_result, commits[0]), (current, current_result, commits[1])):
+        if prompt is not None and result is not None:
+            tracking.log_eval(result, prompt, git_commit=commit)
     reasons = []
     if current_result is not None and candidate_result.score < current_result.score - tolerance:
         reasons.append(
@@ -206,7 +214,8 @@ def promote(
             return ChannelMove(name, channel, "promote", current_number, target.number, None, state[channel].get("registry_version"), None)
         candidate = versions.load_prompt_at(prompt_file, target.commit)
         current = versions.load_prompt_at(prompt_file, state[channel]["commit"]) if current_number else None
-        gate = run_gate(candidate, current, data=data, split=split, limit=limit, tolerance=tolerance, max_cost_usd=max_cost_usd)
+        gate = run_gate(candidate, current, data=data, split=split, limit=limit, tolerance=tolerance, max_cost_usd=max_cost_usd,
+                        commits=(target.commit, state[channel]["commit"] if current_number else None))
         if not gate.passed and not force:
             raise GateFailedError(f"gate failed for {name} {target.label} → {channel}: {gate.verdict}; nothing was changed")
         metrics = {"candidate": {gate.metric: gate.candidate_score, "cost_usd": gate.candidate_cost_usd, "n": gate.n}}

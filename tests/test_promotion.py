@@ -70,6 +70,8 @@ def test_promote_edit_promote_rollback_and_rollback_again(git_project, mlflow_st
         ("promote", None, 1), ("promote", 1, 2), ("rollback", 2, 1), ("rollback", 1, 2)]
     assert all(h["by"] == "Ada Lovelace <ada@example.com>" for h in history)
     assert sync() == []  # git and registry agree
+    gate_runs = tracking.last_evals(NAME)  # the gate's evals are ordinary eval runs
+    assert {run["split"] for run in gate_runs.values()} == {"test"} and len(gate_runs) == 2
 
 
 @pytest.mark.model
