@@ -58,10 +58,6 @@ def evaluate(
 
     prompt_file = None if isinstance(prompt, Prompt) else resolve_prompt_path(str(prompt))
     loaded = load_prompt(prompt_file or prompt)
-    if model:
-        from promptops.models import check_model_id
-
-        check_model_id(model)
     result = evaluation.evaluate(
         loaded, data=data, split=split, model=model, limit=limit, threads=threads,
         cache=cache, metric=metric, on_progress=on_progress,

@@ -102,6 +102,9 @@ def evaluate(
     """Run `prompt` over `split` of its eval set (or `data`) and measure it."""
     from promptops.program import build_program
 
+    from promptops.models import check_model_id
+
+    check_model_id(model or prompt.model.id)  # an unknown model fails before the eval set is read
     metric = metric or default_metric(prompt)
     user_metric = check_metric_name(metric, find_project_root())
     dataset = (dataset or load_dataset(prompt, data, split)).head(limit)

@@ -35,21 +35,15 @@ class FileRevision:
 
 
 def file_revision(path: str | Path) -> FileRevision:
-    """The file's git state; (None, True) outside a repository or for an untracked file."""
-    import git
-
-    path = Path(path).resolve()
+    """The file's git state; (None, True) outside a repository or for an uncommitted file."""
     try:
-        repo = git.Repo(path.parent, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        repo = open_repo(path)
+        if not repo.head.is_valid():  # a repository with no commits yet
+            return FileRevision(None, True)
+        commit = repo.git.log("-1", "--format=%H", "--", relative_path(repo, path)) or None
+    except RepositoryError:
         return FileRevision(None, True)
-    relative = str(path.relative_to(Path(repo.working_tree_dir).resolve()))
-    try:
-        commit = repo.git.log("-1", "--format=%H", "--", relative) or None
-    except git.GitCommandError:  # a repository with no commits yet
-        return FileRevision(None, True)
-    dirty = commit is None or bool(repo.git.status("--porcelain", "--", relative))
-    return FileRevision(commit, dirty)
+    return FileRevision(commit, commit is None or has_uncommitted_changes(path))
 
 
 @dataclass(frozen=True)
@@ -181,16 +175,6 @@ def load_prompt_at(prompt_file: str | Path, commit: str) -> "Prompt":
     repo = open_repo(prompt_file)
     relative = relative_path(repo, prompt_file)
     return parse_prompt(read_text_at(prompt_file, commit), f"{relative}@{commit[:8]}")
-
-
-def load_prompt_version(prompt_file: str | Path, ref: Optional[str]) -> "tuple[Prompt, Optional[PromptVersion]]":
-    """The prompt at `ref` and its version, or the working file and None when `ref` is None."""
-    from promptops.artifact import load_prompt_file
-
-    if ref is None:
-        return load_prompt_file(prompt_file), None
-    version = resolve_version(prompt_file, ref)
-    return load_prompt_at(prompt_file, version.commit), version
 
 
 def has_uncommitted_changes(prompt_file: str | Path) -> bool:
