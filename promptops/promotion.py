@@ -30,7 +30,7 @@ from promptops.artifact import Prompt, atomic_write_text, find_project_root, res
 from promptops.errors import PromptopsError
 
 CHANNELS = ("production", "staging", "candidate")
-LOCK_TIMEOUT_S = float(os.environ.get("PROMPTOPS_LOCK_TIMEOUT_S", 120))
+DEFAULT_LOCK_TIMEOUT_S = 120.0
 
 
 class GateFailedError(PromptopsError):
@@ -103,8 +103,12 @@ def channel_versions(name: str, root: Optional[Path] = None) -> dict[str, int]:
 
 
 @contextmanager
-def channel_lock(repo: Any, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """One channel move at a time per repository; a second process waits, then refuses."""
+def channel_lock(repo: Any, timeout_s: Optional[float] = None) -> Iterator[None]:
+    """One channel move at a time per repository; a second process waits, then refuses.
+
+    flock, not a lock file that exists or not: the kernel drops the lock when its holder dies,
+    so a crashed promote never leaves the channels locked."""
+    timeout_s = _lock_timeout_s() if timeout_s is None else timeout_s
     path = Path(repo.git_dir) / "promptops.lock"
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout_s
@@ -115,13 +119,29 @@ def channel_lock(repo: Any, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise ChannelBusyError(
-                        f"another promote or rollback is in progress in {repo.working_tree_dir} (lock {path}); try again when it ends"
+                        f"another promote or rollback is in progress in {repo.working_tree_dir} (waited {timeout_s:g} s"
+                        f" for the lock {path}); nothing was changed: run the command again when it ends,"
+                        " or set PROMPTOPS_LOCK_TIMEOUT_S to wait longer"
                     ) from None
                 time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_timeout_s() -> float:
+    """Read at each move, not at import, so a long-lived process honours a changed setting."""
+    raw = os.environ.get("PROMPTOPS_LOCK_TIMEOUT_S")
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise PromptopsError(f"PROMPTOPS_LOCK_TIMEOUT_S={raw!r} is not a number of seconds: set it to e.g. 120, or unset it")
+    return value
 
 
 # --- the gate ------------------------------------------------------------------------

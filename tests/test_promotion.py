@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from conftest import git_commit
 import promptops
 from promptops import tracking
 from promptops.errors import PromptopsError, TrackingError
-from promptops.promotion import GateFailedError, channel_versions, read_channels, sync
+from promptops.promotion import ChannelBusyError, GateFailedError, GateResult, channel_versions, read_channels, sync
 
 NAME = "banking_intent"
 
@@ -31,6 +32,17 @@ def commit_edit(repo, old: str, new: str, message: str) -> None:
     path.write_text(path.read_text().replace(old, new, 1))
     repo.git.add("--all")
     git_commit(repo, message)
+
+
+def pass_the_gate(monkeypatch) -> None:
+    """For tests of the channel bookkeeping, not of the gate: every candidate passes without a model call."""
+    from promptops import promotion
+
+    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: GateResult("accuracy", 0.5, None, 0.0, None, 0.0, None, 1, True, "ok"))
+
+
+def registry_versions() -> list[int]:
+    return sorted(int(v.version) for v in tracking._client().search_prompt_versions(NAME, max_results=100))
 
 
 def snapshot(repo) -> tuple:
@@ -127,10 +139,64 @@ def test_refusals(git_project, mlflow_store: str, tmp_path: Path, monkeypatch) -
         promptops.promote(NAME, version="v1")
 
 
+HOLD_LOCK = """
+import fcntl, sys
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_a_held_lock_refuses_promote_and_rollback_and_changes_nothing(git_project, mlflow_store: str, monkeypatch) -> None:
+    """Another process holds the channel lock: both commands wait the timeout, then refuse in one line."""
+    from click.testing import CliRunner
+
+    from promptops.cli import main
+
+    pass_the_gate(monkeypatch)
+    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
+    promptops.promote(NAME, version="v1")
+    promptops.promote(NAME, version="v2")
+    before, versions_before = snapshot(git_project), registry_versions()
+    monkeypatch.setenv("PROMPTOPS_LOCK_TIMEOUT_S", "0.5")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(Path(git_project.git_dir) / "promptops.lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for attempt in (lambda: promptops.promote(NAME, version="v1"), lambda: promptops.rollback(NAME)):
+            started = time.monotonic()
+            with pytest.raises(ChannelBusyError) as busy:
+                attempt()
+            assert 0.5 <= time.monotonic() - started < 5
+            message = str(busy.value)
+            assert "another promote or rollback is in progress" in message and "waited 0.5 s" in message
+            assert "nothing was changed" in message and "PROMPTOPS_LOCK_TIMEOUT_S" in message
+        for command in (["promote", NAME, "--version", "v1"], ["rollback", NAME]):
+            result = CliRunner().invoke(main, command)
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+            assert result.stdout == "" and "Traceback" not in result.output
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("Error: another promote or rollback is in progress"), result.stderr
+        assert snapshot(git_project) == before and registry_versions() == versions_before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    back = promptops.rollback(NAME)  # the holder is gone, so the lock is free again
+    assert (back.from_version, back.to_version) == (2, 1) and registry_label() == "v1"
+
+
+def test_a_lock_timeout_that_is_not_a_number_is_refused(git_project, mlflow_store: str, monkeypatch) -> None:
+    monkeypatch.setenv("PROMPTOPS_LOCK_TIMEOUT_S", "two minutes")
+    with pytest.raises(PromptopsError, match="PROMPTOPS_LOCK_TIMEOUT_S='two minutes' is not a number of seconds"):
+        promptops.promote(NAME, version="v1")
+    assert not (Path(git_project.working_tree_dir) / "prompts" / "channels").exists()
+
+
 def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, monkeypatch) -> None:
     from promptops import promotion
 
-    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: promotion.GateResult("accuracy", 0.5, None, 0.0, None, 0.0, None, 1, True, "ok"))
+    pass_the_gate(monkeypatch)
     commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
     promptops.promote(NAME, version="v1")
     promptops.promote(NAME, version="v2")
@@ -174,9 +240,7 @@ print(done)
 @pytest.mark.model
 def test_two_processes_moving_a_channel_end_consistent(git_project, mlflow_store: str, monkeypatch) -> None:
     """20 interleaved promote/rollback operations from 2 processes (the gate runs the real model on 1 example)."""
-    from promptops import promotion
-
-    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: promotion.GateResult("accuracy", 0.5, None, 0.0, None, 0.0, None, 1, True, "ok"))
+    pass_the_gate(monkeypatch)
     commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
     commit_edit(git_project, "temperature: 0.1", "temperature: 0.2", "Warmer still")
     promptops.promote(NAME, version="v1")
