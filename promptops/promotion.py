@@ -399,10 +399,14 @@ class Drift:
     git_version: Optional[int]
     registry_label: Optional[str]
     repaired: bool
+    problem: str = ""  # what the registry got wrong, in words
 
 
 def sync(names: Optional[list[str]] = None, *, repair: bool = True) -> list[Drift]:
-    """Registry aliases that disagree with git's channels; with `repair`, set them to git's."""
+    """Registry aliases that disagree with git's channels; with `repair`, make them agree.
+
+    Git wins: an alias moved or deleted by hand is set back, and a registry version deleted by
+    hand is registered again from the file at the channel's commit, with the tags it had."""
     from promptops import tracking, versions
 
     root = find_project_root()
@@ -412,24 +416,44 @@ def sync(names: Optional[list[str]] = None, *, repair: bool = True) -> list[Drif
         prompt_file = resolve_prompt_path(name)
         state = read_channels(name)
         aliases = tracking.registry_aliases(name)
+        registered = tracking.registry_versions(name)
         for channel in CHANNELS:
             want = state.get(channel)
             have = aliases.get(channel)
-            have_label = tracking.registry_version_tags(name, have).get("prompt_version") if have else None
-            want_label = f"v{want['version']}" if want else None
-            if have_label == want_label:
+            have_tags = registered.get(have, {}) if have else {}
+            if (want and have_tags.get("git_commit") == want["commit"]) or (not want and not have):
                 continue
+            want_label = f"v{want['version']}" if want else None
+            have_label = have_tags.get("prompt_version")
+            if not want:
+                problem = f"the registry has a {channel} alias (registry version {have}) but git has no {channel} version"
+            elif have:
+                problem = f"the {channel} alias points at registry version {have} ({have_label or 'not from promptops'}), not {want_label}"
+            elif any(tags.get("git_commit") == want["commit"] for tags in registered.values()):
+                problem = f"the {channel} alias is missing"
+            else:
+                problem = f"the registry version holding {want_label} was deleted, and the {channel} alias with it"
             repaired = False
             if repair:
                 if want:
                     prompt = versions.load_prompt_at(prompt_file, want["commit"])
-                    registry_version = tracking.register_prompt_version(prompt, git_commit=want["commit"], label=want_label)
+                    registry_version = tracking.register_prompt_version(
+                        prompt, git_commit=want["commit"], label=want_label, metrics=_first_move_metrics(state, want["commit"]))
                     tracking.set_alias(name, channel, registry_version)
                 else:
                     tracking.set_alias(name, channel, None)
                 repaired = True
-            drifts.append(Drift(name, channel, want["version"] if want else None, have_label, repaired))
+            drifts.append(Drift(name, channel, want["version"] if want else None, have_label, repaired, problem))
     return drifts
+
+
+def _first_move_metrics(state: dict[str, Any], commit: str) -> dict[str, float]:
+    """The gate numbers a version was first registered with, so a re-registered version carries the same tags."""
+    for entry in state["history"]:
+        if entry.get("commit") == commit:
+            candidate = (entry.get("metrics") or {}).get("candidate") or {}
+            return {key: value for key, value in candidate.items() if isinstance(value, (int, float))}
+    return {}
 
 
 def resolve_ref(prompt_file: Path, ref: str) -> Any:

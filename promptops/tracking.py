@@ -197,6 +197,15 @@ def registry_aliases(name: str, root: Optional[Path] = None) -> dict[str, int]:
     return aliases
 
 
+def registry_versions(name: str, root: Optional[Path] = None) -> dict[int, dict[str, str]]:
+    """Registry version → its tags, for every version of the prompt still in the registry."""
+    client = _client(root)
+    try:
+        return {int(version.version): dict(version.tags) for version in _registry_versions(client, name)}
+    except Exception as exc:
+        raise TrackingError(f"cannot read the MLflow Prompt Registry for {name}: {_first_line(exc)}") from None
+
+
 def registry_version_tags(name: str, version: int, root: Optional[Path] = None) -> dict[str, str]:
     return dict(_client(root).get_prompt_version(name, version).tags)
 

@@ -41,10 +41,6 @@ def pass_the_gate(monkeypatch) -> None:
     monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: GateResult("accuracy", 0.5, None, 0.0, None, 0.0, None, 1, True, "ok"))
 
 
-def registry_versions() -> list[int]:
-    return sorted(int(v.version) for v in tracking._client().search_prompt_versions(NAME, max_results=100))
-
-
 def snapshot(repo) -> tuple:
     channels = Path(repo.working_tree_dir) / "prompts" / "channels" / f"{NAME}.yaml"
     return (repo.head.commit.hexsha, sorted(t.name for t in repo.tags), channels.read_text() if channels.exists() else None,
@@ -158,7 +154,7 @@ def test_a_held_lock_refuses_promote_and_rollback_and_changes_nothing(git_projec
     commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
     promptops.promote(NAME, version="v1")
     promptops.promote(NAME, version="v2")
-    before, versions_before = snapshot(git_project), registry_versions()
+    before, registered_before = snapshot(git_project), tracking.registry_versions(NAME)
     monkeypatch.setenv("PROMPTOPS_LOCK_TIMEOUT_S", "0.5")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(Path(git_project.git_dir) / "promptops.lock")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -178,7 +174,7 @@ def test_a_held_lock_refuses_promote_and_rollback_and_changes_nothing(git_projec
             assert result.stdout == "" and "Traceback" not in result.output
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("Error: another promote or rollback is in progress"), result.stderr
-        assert snapshot(git_project) == before and registry_versions() == versions_before
+        assert snapshot(git_project) == before and tracking.registry_versions(NAME) == registered_before
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)
@@ -203,6 +199,7 @@ def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, mon
     tracking.set_alias(NAME, "production", 1)  # someone moves the alias in the MLflow UI
     drift = sync(repair=False)
     assert [(d.channel, d.git_version, d.registry_label, d.repaired) for d in drift] == [("production", 2, "v1", False)]
+    assert drift[0].problem == "the production alias points at registry version 1 (v1), not v2"
     assert [d.repaired for d in sync()] == [True]
     assert registry_label() == "v2" and sync() == []
     from promptops.cli import main
@@ -212,6 +209,54 @@ def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, mon
     assert (row.channels, row.latest_version, row.working_file_changed) == ({"production": 2}, 2, False)
     listing = json.loads(CliRunner().invoke(main, ["versions", NAME, "--json"]).stdout)
     assert [(v["number"], v["channels"]) for v in listing] == [(1, None), (2, "production")]
+
+
+def test_sync_registers_again_a_registry_version_deleted_by_hand(git_project, mlflow_store: str, monkeypatch) -> None:
+    """Git is the source of truth: the deleted version comes back with the same YAML and tags."""
+    import mlflow
+    from click.testing import CliRunner
+
+    from promptops.cli import main
+
+    pass_the_gate(monkeypatch)
+    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
+    promptops.promote(NAME, version="v1")
+    deleted = promptops.promote(NAME, version="v2").registry_version
+    tags = tracking.registry_versions(NAME)[deleted]
+    assert tags["prompt_version"] == "v2" and tags["metric.accuracy"] == "0.5"
+    text, _ = tracking.load_registered_text(NAME, "production")
+    mlflow.MlflowClient().delete_prompt_version(NAME, str(deleted))  # someone deletes it in the MLflow UI
+    assert "production" not in tracking.registry_aliases(NAME)  # MLflow drops the alias with the version
+
+    checked = CliRunner().invoke(main, ["sync", "--check"])
+    assert checked.exit_code == 1 and f"drift: {NAME} production: git says v2, the registry said none" in checked.stdout
+    drift = sync(repair=False)
+    assert [(d.channel, d.git_version, d.registry_label, d.repaired) for d in drift] == [("production", 2, None, False)]
+    assert drift[0].problem == "the registry version holding v2 was deleted, and the production alias with it"
+    assert "production" not in tracking.registry_aliases(NAME)  # --check only reports
+
+    repaired = CliRunner().invoke(main, ["sync"])
+    assert repaired.exit_code == 0 and f"repaired: {NAME} production: git says v2" in repaired.stdout
+    restored = tracking.registry_aliases(NAME)["production"]
+    assert restored != deleted and tracking.registry_versions(NAME)[restored] == tags
+    assert tracking.load_registered_text(NAME, "production")[0] == text == promptops.load(f"{NAME}@v2").prompt.to_yaml()
+    assert sync() == [] and sync(repair=False) == []
+
+
+def test_sync_sets_back_a_deleted_alias_and_removes_one_git_does_not_have(git_project, mlflow_store: str, monkeypatch) -> None:
+    pass_the_gate(monkeypatch)
+    promptops.promote(NAME, version="v1")
+    registered = tracking.registry_versions(NAME)
+    tracking.set_alias(NAME, "production", None)  # deleted by hand
+    tracking.set_alias(NAME, "staging", 1)  # added by hand: git has no staging version
+    drift = sync()
+    assert [(d.channel, d.git_version, d.registry_label, d.repaired, d.problem) for d in drift] == [
+        ("production", 1, None, True, "the production alias is missing"),
+        ("staging", None, "v1", True, "the registry has a staging alias (registry version 1) but git has no staging version"),
+    ]
+    assert tracking.registry_aliases(NAME) == {"production": 1}
+    assert tracking.registry_versions(NAME) == registered  # the existing version is reused, not registered again
+    assert sync() == []
 
 
 CONCURRENT = """
