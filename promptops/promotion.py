@@ -482,10 +482,11 @@ def _who(repo: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
+    """Six significant digits, as the registry tags have them: a cost of $0.0000118 must not become $0.000012."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, float):
-        return round(value, 6)
+        return float(f"{value:.6g}")
     return value
 
 

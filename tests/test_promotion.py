@@ -38,7 +38,7 @@ def pass_the_gate(monkeypatch) -> None:
     """For tests of the channel bookkeeping, not of the gate: every candidate passes without a model call."""
     from promptops import promotion
 
-    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: GateResult("accuracy", 0.5, None, 0.0, None, 0.0, None, 1, True, "ok"))
+    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: GateResult("accuracy", 0.5, None, 1.18125e-05, None, 0.0, None, 1, True, "ok"))
 
 
 def snapshot(repo) -> tuple:
@@ -223,7 +223,7 @@ def test_sync_registers_again_a_registry_version_deleted_by_hand(git_project, ml
     promptops.promote(NAME, version="v1")
     deleted = promptops.promote(NAME, version="v2").registry_version
     tags = tracking.registry_versions(NAME)[deleted]
-    assert tags["prompt_version"] == "v2" and tags["metric.accuracy"] == "0.5"
+    assert (tags["prompt_version"], tags["metric.accuracy"], tags["metric.cost_usd"]) == ("v2", "0.5", "1.18125e-05")
     text, _ = tracking.load_registered_text(NAME, "production")
     mlflow.MlflowClient().delete_prompt_version(NAME, str(deleted))  # someone deletes it in the MLflow UI
     assert "production" not in tracking.registry_aliases(NAME)  # MLflow drops the alias with the version
