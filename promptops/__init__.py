@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
 
-__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load", "load_prompt", "promote", "rollback"]
+__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load", "load_prompt", "optimize", "promote", "rollback"]
 __version__ = "0.1.0"
 
 
@@ -90,6 +90,17 @@ def load(reference: str, *, model: Optional[str] = None, cache: bool = True) -> 
     from promptops.promotion import prompt_at
 
     return build_program(prompt_at(reference), model=model, cache=cache)
+
+
+def optimize(experiment: "str | Path", **options: Any) -> Any:
+    """Search prompt and model variants within the experiment's budget; see `promptops.optimizer.optimize`.
+
+    The winner is committed as the prompt's next version with the `candidate` alias;
+    promoting it to production stays the explicit, gated step.
+    """
+    from promptops.optimizer import optimize as run_optimization
+
+    return run_optimization(experiment, **options)
 
 
 def promote(name: str, **options: Any) -> Any:

@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from promptops._secrets import SECRET_NAME
 from promptops.errors import PromptFileError, UnknownPromptError
+from promptops.yaml_models import line_of, parse_yaml_model
 
 DEFAULT_MODEL = "local/smollm2-135m"
 FieldTypeName = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-_NESTED_LOC = re.compile(r"^(?P<key>\w+)\[(?P<index>\d+)\]")
 
 
 class _Strict(BaseModel):
@@ -228,35 +228,10 @@ def _first_error(exc: ValidationError) -> str:
 
 def parse_prompt(text: str, path: str | Path = "<string>") -> Prompt:
     """Validate YAML text as a prompt; errors carry the file and the line at fault."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PromptFileError(path, line, f"not valid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise PromptFileError(path, 1, "a prompt file must be a YAML mapping with name, instructions, inputs and outputs")
-    try:
-        return Prompt.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        # A misspelt key also shows up as a missing one; the misspelling is the useful report.
-        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        loc = tuple(error["loc"])
-        field = _format_loc(loc)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            message = f"required key {loc[-1]!r} is missing"
-        elif error["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}"
-        nested = _NESTED_LOC.match(message)
-        if not loc and nested:  # cross-field checks name their place in the message: "demos[2]: ..."
-            loc = (nested["key"], int(nested["index"]))
-        line = _line_of(node, loc)
-        prefix = f"{field}: " if field and error["type"] not in ("missing", "extra_forbidden") else ""
-        raise PromptFileError(path, line, f"{prefix}{message}") from None
+    return parse_yaml_model(
+        text, path, Prompt, PromptFileError,
+        not_a_mapping="a prompt file must be a YAML mapping with name, instructions, inputs and outputs",
+    )
 
 
 def load_prompt_file(path: str | Path) -> Prompt:
@@ -267,7 +242,7 @@ def load_prompt_file(path: str | Path) -> Prompt:
         raise UnknownPromptError(f"{path}: no such prompt file") from None
     prompt = parse_prompt(text, path)
     if path.suffix in (".yaml", ".yml") and path.stem != prompt.name:
-        raise PromptFileError(path, _line_of(yaml.compose(text), ("name",)), f"name {prompt.name!r} must match the file name {path.stem!r}")
+        raise PromptFileError(path, line_of(yaml.compose(text), ("name",)), f"name {prompt.name!r} must match the file name {path.stem!r}")
     return prompt
 
 
@@ -317,33 +292,3 @@ def resolve_prompt_path(reference: str, root: str | Path | None = None) -> Path:
         hint = f"; known prompts: {', '.join(known)}" if known else f"; {folder / 'prompts'} has no prompt files"
         raise UnknownPromptError(f"unknown prompt {reference!r}{hint}")
     return path
-
-
-# --- YAML line lookup ----------------------------------------------------------------
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> Optional[int]:
-    """1-based line of the deepest YAML node on the path `loc`."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line

@@ -16,11 +16,12 @@ class _Group(click.Group):
     """Turns user mistakes into one line on stderr and a non-zero exit; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from promptops.budget import BudgetExhausted
         from promptops.errors import PromptopsError
 
         try:
             return super().invoke(ctx)
-        except PromptopsError as exc:
+        except (PromptopsError, BudgetExhausted) as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -149,6 +150,31 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
     else:
         count = f"{len(changes)} change{'s' if len(changes) != 1 else ''}"
         render.prompt_diff(f"{old_label} → {new_label}: {count}", changes)
+
+
+@main.command("optimize")
+@click.argument("experiment")
+@click.option("--n-trials", type=click.IntRange(min=1), help="Trials to complete (default: the experiment's budget.n_trials).")
+@click.option("--storage", help="Optuna storage URL, e.g. postgresql://host/db. Default: sqlite:///optuna.db at the project root.")
+@click.option("--resume", is_flag=True, help="Continue the experiment's latest study; finished trials are not redone.")
+@click.option("--no-write", is_flag=True, help="Report the winner without committing it as a new version.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the live view and tables.")
+def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional[str], resume: bool, no_write: bool, as_json: bool) -> None:
+    """Search the space of EXPERIMENT (a name in experiments/ or a YAML path); the winner becomes the candidate version."""
+    import promptops
+    from promptops import optimize_view
+
+    try:
+        with optimize_view.live_view(enabled=not as_json) as on_progress:
+            result = promptops.optimize(experiment, n_trials=n_trials, storage=storage, resume=resume,
+                                        write_winner=not no_write, on_progress=on_progress)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: finished trials are kept; continue with: promptops optimize {experiment} --resume", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(optimize_view.as_json(result), default=str))
+    else:
+        optimize_view.result(result)
 
 
 @main.command("promote")

@@ -496,3 +496,25 @@ def _quietly(function, *args) -> None:
         function(*args)
     except Exception:
         pass
+
+
+def assign_channel(name: str, version: str, channel: str, *, action: str, metrics: dict[str, Any], reason: str) -> ChannelMove:
+    """Point `channel` at `version` without a gate, for steps that measured it themselves (the optimizer's `candidate`).
+
+    Same lock, atomicity and audit as promote; `production` always goes through `promote`'s gate.
+    """
+    from promptops import versions
+
+    _check_channel(channel)
+    if channel == "production":
+        raise PromptopsError("production is moved only by promote, through the eval gate")
+    prompt_file = resolve_prompt_path(name)
+    repo = versions.open_repo(prompt_file)
+    with channel_lock(repo):
+        target = resolve_ref(prompt_file, version)
+        state = read_channels(name)
+        current_number = int(state[channel]["version"]) if state.get(channel) else None
+        if current_number == target.number:
+            return ChannelMove(name, channel, action, current_number, target.number, None, state[channel].get("registry_version"), None)
+        prompt = versions.load_prompt_at(prompt_file, target.commit)
+        return _move_channel(repo, prompt_file, prompt, target, channel, action, current_number, metrics, reason)

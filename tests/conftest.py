@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="promptops-tests-"))
-os.environ["DSPY_CACHEDIR"] = str(_SESSION_DIR / "dspy-cache")
+SESSION_DSPY_CACHE = _SESSION_DIR / "dspy-cache"
+os.environ["DSPY_CACHEDIR"] = str(SESSION_DSPY_CACHE)
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"

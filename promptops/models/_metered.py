@@ -91,6 +91,11 @@ class MeteredLM(dspy.LM):
         self.price = price
         self._totals_lock = threading.Lock()
         self.totals = CallMeter()
+        self._tokens_per_character: Optional[float] = None  # the densest ratio observed so far
+
+    def __deepcopy__(self, memo: dict) -> "MeteredLM":
+        """Copies of a program (DSPy's optimizers make many) share the model handle and its meter."""
+        return self
 
     @with_callbacks
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
@@ -99,9 +104,15 @@ class MeteredLM(dspy.LM):
 
         call = prepare(self, prompt, messages, kwargs)
         warn_openai_messages(self, messages)
+        admitted = self._admit(call)
         started = time.perf_counter()
-        result = execute(self, call)
-        self._record(result, time.perf_counter() - started)
+        try:
+            result = execute(self, call)
+        except BaseException:
+            _settle(admitted, None)
+            raise
+        cost = self._record(result, time.perf_counter() - started, call)
+        _settle(admitted, cost, sent=not result.cache_hit)
         return finalize(self, call, result)
 
     @with_callbacks
@@ -113,12 +124,44 @@ class MeteredLM(dspy.LM):
 
         call = await asyncio.to_thread(prepare, self, prompt, messages, kwargs, asynchronous=True)
         warn_openai_messages(self, messages)
+        admitted = self._admit(call, asynchronous=True)
         started = time.perf_counter()
-        result = await aexecute(self, call)
-        self._record(result, time.perf_counter() - started)
+        try:
+            result = await aexecute(self, call)
+        except BaseException:
+            _settle(admitted, None)
+            raise
+        cost = self._record(result, time.perf_counter() - started, call)
+        _settle(admitted, cost, sent=not result.cache_hit)
         return finalize(self, call, result)
 
-    def _record(self, result: Any, elapsed_s: float) -> None:
+    def _admit(self, call: Any, *, asynchronous: bool = False) -> Any:
+        """Reserve room in the active budget for a call the cache cannot answer; see `promptops.budget`."""
+        from promptops.budget import active_budget
+
+        budget = active_budget()
+        if budget is None or self._cache_answers(call, asynchronous):
+            return None
+        return budget, budget.admit(self._estimated_cost(call))
+
+    def _cache_answers(self, call: Any, asynchronous: bool) -> bool:
+        if not call.cache:
+            return False
+        from dspy.clients.execution import IGNORED_CACHE_KEYS
+
+        return dspy.cache.get(call.key(self, asynchronous), IGNORED_CACHE_KEYS) is not None
+
+    def _estimated_cost(self, call: Any) -> float:
+        """A high estimate: prompt characters at the densest tokens-per-character seen, plus max_tokens out."""
+        characters = _prompt_characters(call)
+        max_tokens = int((call.kwargs or {}).get("max_tokens") or self.kwargs.get("max_tokens") or 0)
+        input_tokens = characters * (self._tokens_per_character or 0.5)  # before any call: 2 characters a token, high for prose
+        if self.price is not None:
+            return (input_tokens * self.price.input + max_tokens * self.price.output) / 1e6
+        priced = [c.cost_usd for c in self.totals.calls if c.cost_usd is not None and not c.cached]
+        return max(priced) if priced else 0.0  # a hosted model's first call cannot be priced before it is made
+
+    def _record(self, result: Any, elapsed_s: float, call: Any = None) -> Optional[float]:
         input_tokens, output_tokens, backend_latency_s = _usage_of(result)
         cached = bool(result.cache_hit)
         # The backend's own timing excludes queueing for a shared local model and survives in the cache.
@@ -127,12 +170,31 @@ class MeteredLM(dspy.LM):
             cost = (input_tokens * self.price.input + output_tokens * self.price.output) / 1e6
         else:
             cost = result.cost  # DSPy's estimate from the provider's published prices, None when unknown
-        call = ModelCall(self.model, input_tokens, output_tokens, latency_s, cached, cost)
+        record = ModelCall(self.model, input_tokens, output_tokens, latency_s, cached, cost)
         with self._totals_lock:
-            self.totals.calls.append(call)
+            self.totals.calls.append(record)
+            if not cached and input_tokens and call is not None:
+                characters = _prompt_characters(call)
+                if characters:
+                    self._tokens_per_character = max(self._tokens_per_character or 0.0, input_tokens / characters)
         meter = _current_meter.get()
         if meter is not None:
-            meter.calls.append(call)
+            meter.calls.append(record)
+        return cost
+
+
+def _settle(admitted: Any, cost: Optional[float], *, sent: bool = True) -> None:
+    if admitted is not None:
+        budget, reservation = admitted
+        budget.settle(reservation, cost, sent=sent)
+
+
+def _prompt_characters(call: Any) -> int:
+    if call.messages:
+        return sum(len(str(message.get("content", ""))) for message in call.messages)
+    if call.request is not None:
+        return len(str(call.request))
+    return len(str(call.prompt or ""))
 
 
 def _usage_of(result: Any) -> tuple[int, int, Optional[float]]:

@@ -1,0 +1,114 @@
+"""What `promptops optimize` shows: a live view while it searches, then the front and the winner.
+
+The live view is bound to the terminal's stderr when it starts: DSPy's optimizers print while
+they compile, and that chatter is captured, but the view must keep drawing.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from promptops.optimizer import OptimizationResult, Progress
+
+
+@contextmanager
+def live_view(*, enabled: bool = True) -> Iterator[Optional[Callable[["Progress"], None]]]:
+    """A callback drawing trial n/N, best per objective, spend and calls, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    console = Console(file=sys.stderr)
+    bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    task = bar.add_task("trials", total=None)
+    status = Text()
+
+    def update(progress: "Progress") -> None:
+        if progress.n_trials:
+            bar.update(task, completed=progress.finished + progress.pruned, total=progress.n_trials,
+                       description=f"{progress.study} trials")
+        status.plain = ""
+        status.append(_status_lines(progress))
+
+    with Live(Group(bar, status), console=console, refresh_per_second=4, transient=False):
+        yield update
+
+
+def _status_lines(progress: "Progress") -> str:
+    lines = []
+    if progress.trial is not None:
+        lines.append(f"trial {progress.trial}: {progress.stage}")
+    elif progress.stage:
+        lines.append(progress.stage)
+    counts = f"{progress.finished} complete, {progress.pruned} pruned, {progress.failed} failed"
+    lines.append(counts)
+    if progress.best:
+        lines.append("best so far: " + ", ".join(f"{name} {_value(name, value)}" for name, value in progress.best.items()))
+    spend = f"spent ${progress.spent_usd:.6f}" + (f" of ${progress.max_cost_usd:g}" if progress.max_cost_usd else "")
+    calls = f"{progress.model_calls} model calls" + (f" of {progress.max_model_calls}" if progress.max_model_calls else "")
+    lines.append(f"{spend} · {calls}")
+    if progress.last:
+        lines.append(progress.last)
+    return "\n".join(lines)
+
+
+def _value(name: str, value: float) -> str:
+    return f"${value:.6f}" if name == "cost_usd" else f"{value:.4g}"
+
+
+def result(outcome: "OptimizationResult") -> None:
+    console = Console()
+    study = outcome.study
+    names = list(study.objectives)
+    counts = {state: sum(t.state == state for t in study.trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    console.print(
+        f"[bold]{study.study}[/]: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed trials;"
+        f" spent ${study.spent_usd:.6f} in {study.model_calls} model calls, {study.wall_time_s:.0f} s",
+        highlight=False,
+    )
+    if study.stopped_by:
+        console.print(f"[yellow]stopped early[/]: {study.stopped_by}", highlight=False)
+    table = Table(title="Pareto front (dev)", title_justify="left")
+    for column in ("trial", "model", "optimizer", "demos", "instruction", *names):
+        table.add_column(column, justify="right" if column in names or column in ("trial", "demos") else "left")
+    for point in study.front:
+        marker = " ★" if study.winner and point.number == study.winner.number else ""
+        marker += " (baseline)" if point.number == study.baseline_trial else ""
+        table.add_row(f"{point.number}{marker}", str(point.params.get("model")), str(point.params.get("optimizer")),
+                      str(point.params.get("demos", 0)), str(point.params.get("instruction", 0)),
+                      *[_value(name, point.values[name]) for name in names])
+    console.print(table)
+    test = outcome.test
+    if test is not None:
+        winner = "not measured" if test.winner_score is None else f"{test.winner_score:.3f}"
+        reference = "not measured" if test.reference_score is None else f"{test.reference_score:.3f}"
+        console.print(f"test ({test.n} examples) {test.metric}: winner {winner}, {test.reference_label} {reference}", highlight=False)
+        if test.note:
+            console.print(f"[yellow]{test.note}[/]", highlight=False)
+    if outcome.adopted is not None:
+        console.print(outcome.adopted.note, highlight=False)
+    console.print(f"MLflow run {study.parent_run_id} (the Pareto plot is its pareto_front.png)", highlight=False)
+    if outcome.adopted is not None and outcome.adopted.version:
+        console.print(f"next: promptops diff {study.experiment}@production {study.experiment}@candidate;"
+                      f" promptops promote {study.experiment} --version {outcome.adopted.version}", highlight=False)
+
+
+def as_json(outcome: "OptimizationResult") -> dict:
+    """The result as plain data for `--json` and scripts."""
+    import dataclasses
+
+    study = outcome.study
+    data = dataclasses.asdict(study)
+    data.pop("winner_prompt", None)
+    data["winner_prompt_hash"] = study.winner_prompt.content_hash if study.winner_prompt else None
+    data["test"] = dataclasses.asdict(outcome.test) if outcome.test else None
+    data["adopted"] = dataclasses.asdict(outcome.adopted) if outcome.adopted else None
+    return data

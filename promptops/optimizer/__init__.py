@@ -1,0 +1,85 @@
+"""`promptops.optimize`: a budgeted, multi-objective search whose winner becomes a prompt version.
+
+- `experiment`: the experiment file (search space, objectives, budget).
+- `candidates`: a trial's configuration compiled into a prompt by a DSPy optimizer.
+- `study`: the Optuna study, rungs and pruning, budget and resume.
+- `front`: the Pareto front, the winner rule, the plot.
+- `runs`: the MLflow parent run and one nested run per trial.
+- `winner`: the test comparison and the new version with the `candidate` alias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from promptops.optimizer.study import Progress, ProgressCallback, StudyOutcome
+from promptops.optimizer.winner import AdoptedWinner, TestComparison
+
+__all__ = ["OptimizationResult", "Progress", "optimize"]
+
+
+@dataclass(frozen=True)
+class OptimizationResult:
+    study: StudyOutcome
+    test: Optional[TestComparison]
+    adopted: Optional[AdoptedWinner]
+
+
+def optimize(
+    experiment: str | Path,
+    *,
+    n_trials: Optional[int] = None,
+    storage: Optional[str] = None,
+    resume: bool = False,
+    write_winner: bool = True,
+    on_progress: Optional[ProgressCallback] = None,
+) -> OptimizationResult:
+    """Search, pick the winner from the front, compare it on test, and commit it as the `candidate` version."""
+    from promptops.errors import PromptopsError
+    from promptops.optimizer import runs, study, winner
+    from promptops.versions import has_uncommitted_changes
+
+    context = study.load_context(experiment)
+    if write_winner and _in_git(context.prompt_file) and has_uncommitted_changes(context.prompt_file):
+        raise PromptopsError(
+            f"{context.prompt_file.name} has uncommitted changes: commit them first, the winner is written as the next version on top"
+        )
+    outcome, budget = study.run_study(context, n_trials=n_trials, storage=storage, resume=resume, on_progress=on_progress)
+    test = adopted = None
+    status = "FINISHED"
+    try:
+        if outcome.winner_prompt is not None:
+            if on_progress:
+                counts = [t.state for t in outcome.trials]
+                on_progress(study.Progress(outcome.study, n_trials or context.experiment.budget.n_trials, counts.count("COMPLETE"),
+                                           counts.count("PRUNED"), counts.count("FAIL"), stage="scoring the winner and the reference on test",
+                                           spent_usd=budget.spent_usd, model_calls=budget.model_calls))
+            test = winner.compare_on_test(outcome.winner_prompt, context.base, context.prompt_file, data=context.data,
+                                          metric=context.metric, budget=budget)
+            runs.log_test(outcome.parent_run_id, test)
+            if write_winner:
+                metrics = {"candidate": {context.metric_key: outcome.winner.values[context.metric_key], "split": "dev",
+                                         "test": test.winner_score, "test_reference": test.reference_score}}
+                adopted = winner.adopt(outcome.winner_prompt, context.base, context.prompt_file, study=outcome.study,
+                                       trial=outcome.winner.number, run_id=outcome.winner.run_id or outcome.parent_run_id,
+                                       metrics=metrics)
+                runs.tag_winner(outcome.parent_run_id, adopted.version, adopted.commit)
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        runs.finish_study_run(outcome.parent_run_id, status)
+    return OptimizationResult(outcome, test, adopted)
+
+
+def _in_git(path: Path) -> bool:
+    from promptops.errors import PromptopsError
+    from promptops.versions import open_repo
+
+    try:
+        open_repo(path)
+    except PromptopsError:
+        return False
+    return True

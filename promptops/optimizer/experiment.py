@@ -1,0 +1,204 @@
+"""Experiment files, `experiments/NAME.yaml`: what to optimize, over which space, within which budget.
+
+The file is the whole specification of a search, so a study can be resumed only with the
+same file (its content hash is stored with the study) and two people reading it know what
+was searched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from promptops.artifact import ModelSpec, find_project_root
+from promptops.errors import PromptFileError, UnknownPromptError
+from promptops.yaml_models import parse_yaml_model
+
+OptimizerName = Literal["none", "labeled", "bootstrap", "random_search", "mipro", "gepa"]
+Direction = Literal["maximize", "minimize"]
+# Objectives other than the quality metric: what a configuration costs to run.
+COST_OBJECTIVES = ("cost_usd", "latency_p50_s", "latency_p95_s", "tokens")
+
+
+class ExperimentFileError(PromptFileError):
+    """An experiment file that cannot be read or does not validate."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntRange(_Strict):
+    low: int = Field(ge=0)
+    high: int = Field(ge=0)
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntRange":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        return self
+
+
+class FloatRange(_Strict):
+    low: float = Field(ge=0, le=2)
+    high: float = Field(ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FloatRange":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        return self
+
+
+class SearchSpace(_Strict):
+    """What a trial may vary; a single value fixes a dimension, a list is a choice, low/high a range."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+    optimizers: list[OptimizerName] = Field(default_factory=lambda: ["none"], min_length=1)
+    demos: Union[int, list[int], IntRange] = 0
+    temperature: Union[float, list[float], FloatRange] = 0.0
+    instructions: list[str] = Field(default_factory=list)
+    reflection_model: Optional[ModelSpec] = None
+    train_limit: int = Field(64, ge=1)
+
+    @field_validator("models", "reflection_model", mode="before")
+    @classmethod
+    def _model_strings(cls, value: Any) -> Any:
+        """`- local/smollm2-135m` is shorthand for `- id: local/smollm2-135m`."""
+        if isinstance(value, list):
+            return [{"id": item} if isinstance(item, str) else item for item in value]
+        return {"id": value} if isinstance(value, str) else value
+
+    @field_validator("demos", "temperature", mode="before")
+    @classmethod
+    def _ranges(cls, value: Any, info: Any) -> Any:
+        """A mapping is a range; checked here so its error is about the range, not every union member."""
+        if not isinstance(value, dict):
+            return value
+        model = IntRange if info.field_name == "demos" else FloatRange
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where_ = ".".join(str(part) for part in error["loc"])
+            raise ValueError(f"{where_ + ': ' if where_ else ''}{error['msg'].removeprefix('Value error, ')}") from None
+
+    @field_validator("instructions")
+    @classmethod
+    def _instructions_not_blank(cls, texts: list[str]) -> list[str]:
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"instructions[{index}] is empty")
+        return texts
+
+    @model_validator(mode="after")
+    def _gepa_can_reflect(self) -> "SearchSpace":
+        if "gepa" in self.optimizers and self.reflection_model is None:
+            raise ValueError(
+                "optimizer gepa needs reflection_model: a model strong enough to critique answers, e.g. openai/gpt-4o-mini"
+            )
+        ids = [model.id for model in self.models]
+        duplicate = next((i for i in ids if ids.count(i) > 1), None)
+        if duplicate:
+            raise ValueError(f"model {duplicate!r} is listed twice")
+        return self
+
+    @property
+    def demo_choices(self) -> list[int]:
+        if isinstance(self.demos, int):
+            return [self.demos]
+        if isinstance(self.demos, list):
+            return sorted(set(self.demos))
+        return list(range(self.demos.low, self.demos.high + 1, self.demos.step))
+
+
+class BudgetSpec(_Strict):
+    """Hard limits for the whole study, across resumes; any one reached stops it."""
+
+    n_trials: int = Field(20, ge=1)
+    max_cost_usd: Optional[float] = Field(None, gt=0)
+    max_model_calls: Optional[int] = Field(None, ge=1)
+    timeout_s: Optional[float] = Field(None, gt=0)
+
+
+class PruningSpec(_Strict):
+    """Rungs: dev examples a trial is scored on before it may go on to the next (the last is all of dev)."""
+
+    rungs: list[int] = Field(default_factory=lambda: [16])
+    margin: float = Field(0.05, ge=0, le=1)
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing(cls, rungs: list[int]) -> list[int]:
+        if any(r < 1 for r in rungs) or rungs != sorted(set(rungs)):
+            raise ValueError("rungs must be increasing positive example counts")
+        return rungs
+
+
+class WinnerRule(_Strict):
+    """Among the Pareto front: the cheapest trial within `within` of the best primary metric."""
+
+    rule: Literal["cheapest_within", "best"] = "cheapest_within"
+    within: float = Field(0.01, ge=0, le=1)
+
+
+class Experiment(_Strict):
+    name: str
+    description: str = ""
+    prompt: str
+    data: Optional[str] = None
+    metric: Optional[str] = None
+    objectives: dict[str, Direction] = Field(default_factory=dict)
+    search: SearchSpace
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    pruning: PruningSpec = Field(default_factory=PruningSpec)
+    winner: WinnerRule = Field(default_factory=WinnerRule)
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _objectives_known(self) -> "Experiment":
+        extra = [name for name in list(self.objectives)[1:] if name not in COST_OBJECTIVES]
+        if extra:
+            raise ValueError(f"objective {extra[0]!r} is unknown: after the quality metric, use {', '.join(COST_OBJECTIVES)}")
+        if self.objectives and list(self.objectives)[0] in COST_OBJECTIVES:
+            raise ValueError("the first objective must be the quality metric (e.g. accuracy or f1), then costs")
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"budget", "description"}), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def load_experiment(reference: str | Path, root: Optional[Path] = None) -> tuple[Experiment, Path]:
+    """An experiment by name (`banking_intent`) or path; errors name the file and line."""
+    path = resolve_experiment_path(reference, root)
+    text = path.read_text(encoding="utf-8")
+    experiment = parse_yaml_model(
+        text, path, Experiment, ExperimentFileError,
+        not_a_mapping="an experiment file must be a YAML mapping with name, prompt and search",
+    )
+    if experiment.name != path.stem:
+        raise ExperimentFileError(path, 1, f"name {experiment.name!r} must match the file name {path.stem!r}")
+    return experiment, path
+
+
+def resolve_experiment_path(reference: str | Path, root: Optional[Path] = None) -> Path:
+    candidate = Path(reference)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.exists():
+            raise UnknownPromptError(f"{reference}: no such experiment file")
+        return candidate
+    folder = (root or find_project_root()) / "experiments"
+    path = folder / f"{reference}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        hint = f"; known experiments: {', '.join(known)}" if known else f"; {folder} has no experiment files"
+        raise UnknownPromptError(f"unknown experiment {reference!r}{hint}")
+    return path

@@ -1,0 +1,517 @@
+"""The search: an Optuna study whose trials compile, score and price prompt variants.
+
+Each trial samples a configuration, compiles a candidate with a DSPy optimizer on train,
+and scores it on dev in rungs: a small slice first, the whole of dev only if no other trial
+clearly dominates it there. Finished trials are stored by Optuna (sqlite by default), so an
+interrupted study resumes where it stopped; model answers are cached by DSPy, so a trial
+redone after a crash costs nothing twice. One budget covers every model call of the study.
+
+Sampler: TPE (Optuna's multi-objective TPE) by default, seeded; a first trial always runs the
+prompt as it is, so the front can be read against the baseline. NSGA-II needs populations of
+dozens of trials before it adapts and suits long runs; `random` is the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from promptops.artifact import Prompt, find_project_root, load_prompt_file, resolve_prompt_path
+from promptops.budget import Budget, BudgetExhausted, spending_limit
+from promptops.data import Dataset, load_dataset
+from promptops.errors import PromptopsError
+from promptops.metrics import check_metric_name, default_metric
+from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
+from promptops.optimizer.experiment import Experiment, load_experiment
+from promptops.optimizer.front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
+
+STUDY_PREFIX = "promptops"
+
+
+@dataclass
+class Progress:
+    """What the live view shows; updated as trials start and finish."""
+
+    study: str
+    n_trials: int
+    finished: int = 0
+    pruned: int = 0
+    failed: int = 0
+    trial: Optional[int] = None
+    stage: str = ""
+    best: dict[str, float] = field(default_factory=dict)
+    spent_usd: float = 0.0
+    model_calls: int = 0
+    max_cost_usd: Optional[float] = None
+    max_model_calls: Optional[int] = None
+    last: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    number: int
+    state: str
+    params: dict[str, Any]
+    values: dict[str, float]
+    dev_n: int
+    model_calls: int
+    spent_usd: float
+    run_id: Optional[str]
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What the search found: every trial, the front, the winner and why it stopped."""
+
+    experiment: str
+    study: str
+    storage: str
+    parent_run_id: str
+    objectives: dict[str, str]
+    trials: tuple[TrialSummary, ...]
+    front: tuple[FrontPoint, ...]
+    winner: Optional[FrontPoint]
+    winner_prompt: Optional[Prompt]
+    baseline_trial: Optional[int]
+    stopped_by: Optional[str]
+    spent_usd: float
+    model_calls: int
+    wall_time_s: float
+
+
+class StudyContext:
+    """Everything a trial needs, loaded and checked once before any model call."""
+
+    def __init__(self, experiment: Experiment, experiment_path: Path, root: Path):
+        from promptops.models import check_model_id
+
+        self.experiment = experiment
+        self.experiment_path = experiment_path
+        self.root = root
+        self.prompt_file = resolve_prompt_path(experiment.prompt, root)
+        self.base = load_prompt_file(self.prompt_file)
+        self.metric = experiment.metric or default_metric(self.base)
+        self.user_metric = check_metric_name(self.metric, root)
+        self.metric_key = self.metric.partition(":")[2] or self.metric
+        self.objectives = dict(experiment.objectives) or {self.metric_key: "maximize", "cost_usd": "minimize"}
+        if list(self.objectives)[0] != self.metric_key:
+            raise PromptopsError(
+                f"{experiment_path}: the first objective is {list(self.objectives)[0]!r} but the metric is {self.metric!r}; make them the same"
+            )
+        for model in experiment.search.models:
+            check_model_id(model.id)
+            _check_available(model.id)
+        data = experiment.data or None
+        self.train = load_dataset(self.base, data, "train").head(experiment.search.train_limit)
+        self.dev = load_dataset(self.base, data, "dev")
+        self.data = data
+        self.score = example_metric(self.base, self.metric_key, self.user_metric)
+        self.instructions = [self.base.instructions, *[t for t in experiment.search.instructions if t.strip() != self.base.instructions.strip()]]
+        self.rungs = [r for r in experiment.pruning.rungs if r < len(self.dev)] + [len(self.dev)]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return list(self.objectives)
+
+
+def load_context(experiment: str | Path) -> StudyContext:
+    """Read and check the experiment, its prompt, data and models: every mistake surfaces before a call is made."""
+    root = find_project_root()
+    spec, path = load_experiment(experiment, root)
+    return StudyContext(spec, path, root)
+
+
+def run_study(
+    context: StudyContext,
+    *,
+    n_trials: Optional[int] = None,
+    storage: Optional[str] = None,
+    resume: bool = False,
+    on_progress: Optional[ProgressCallback] = None,
+) -> tuple[StudyOutcome, Budget]:
+    """Run (or resume) the search until n_trials are complete or pruned, or a budget cap stops it.
+
+    Returns what was found and the budget, whose remainder the test comparison spends.
+    """
+    import optuna
+
+    from promptops.optimizer import runs
+
+    spec = context.experiment
+    storage = storage or f"sqlite:///{context.root / 'optuna.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _open_study(context, storage, resume)
+    n_trials = n_trials or spec.budget.n_trials
+    parent_run_id = runs.start_study_run(
+        context.base.name, study.study_name, _study_params(context, storage, n_trials), study.user_attrs.get("mlflow_run_id")
+    )
+    study.set_user_attr("mlflow_run_id", parent_run_id)
+    _recover_interrupted(study)
+
+    previous = study.get_trials(deepcopy=False)
+    budget = Budget.from_limits(
+        max_cost_usd=spec.budget.max_cost_usd,
+        max_model_calls=spec.budget.max_model_calls,
+        timeout_s=spec.budget.timeout_s,
+        spent_usd=sum(t.user_attrs.get("spent_usd", 0.0) for t in previous),
+        model_calls=sum(t.user_attrs.get("model_calls", 0) for t in previous),
+    )
+    progress = Progress(study.study_name, n_trials, max_cost_usd=spec.budget.max_cost_usd, max_model_calls=spec.budget.max_model_calls)
+    pruner = RungPruner(margin=spec.pruning.margin)
+    started = time.perf_counter()
+    stopped_by: Optional[str] = None
+    try:
+        with spending_limit(budget):
+            while True:
+                _refresh(progress, study, context, budget)
+                if on_progress:
+                    on_progress(progress)
+                if _counted(study) >= n_trials:
+                    break
+                try:
+                    _run_trial(study, context, pruner, parent_run_id, budget, progress, on_progress)
+                except BudgetExhausted as exc:
+                    stopped_by = str(exc)
+                    break
+    except BaseException:
+        runs.finish_study_run(parent_run_id, "KILLED")
+        raise
+    return _conclude(study, context, storage, parent_run_id, stopped_by, budget, time.perf_counter() - started), budget
+
+
+# --- the study ------------------------------------------------------------------------
+
+
+def _open_study(context: StudyContext, storage: str, resume: bool) -> Any:
+    """A new study `promptops/NAME/K`, or with `resume` the latest one of this experiment."""
+    import optuna
+
+    from promptops.optimizer.front import RungPruner
+
+    name = context.experiment.name
+    try:
+        existing = [s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+                    if s.study_name.startswith(f"{STUDY_PREFIX}/{name}/")]
+    except Exception as exc:
+        raise PromptopsError(f"cannot open the Optuna storage {_display_storage(storage)}: {str(exc).splitlines()[0]}") from None
+    existing.sort(key=lambda s: int(s.study_name.rsplit("/", 1)[1]))
+    directions = list(context.objectives.values())
+    sampler = _sampler(context.experiment)
+    pruner = RungPruner(margin=context.experiment.pruning.margin)
+    if resume:
+        if not existing:
+            raise PromptopsError(f"no study of experiment {name!r} in {_display_storage(storage)} to resume; run without --resume to start one")
+        study = optuna.load_study(study_name=existing[-1].study_name, storage=storage, sampler=sampler, pruner=pruner)
+        recorded = study.user_attrs.get("experiment_hash")
+        if recorded != context.experiment.content_hash:
+            raise PromptopsError(
+                f"{context.experiment_path} changed since study {study.study_name} started; resume needs the same search space"
+                " (budget changes are fine): restore the file or run without --resume"
+            )
+        return study
+    number = int(existing[-1].study_name.rsplit("/", 1)[1]) + 1 if existing else 1
+    study = optuna.create_study(study_name=f"{STUDY_PREFIX}/{name}/{number}", storage=storage, directions=directions,
+                                sampler=sampler, pruner=pruner)
+    study.set_user_attr("experiment", name)
+    study.set_user_attr("experiment_hash", context.experiment.content_hash)
+    study.set_user_attr("objectives", context.objective_names)
+    study.set_user_attr("prompt_hash", context.base.content_hash)
+    study.enqueue_trial(_baseline_params(context), user_attrs={"baseline": True})
+    return study
+
+
+def _sampler(experiment: Experiment) -> Any:
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE is "experimental" since 2.2
+
+    if experiment.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=experiment.seed)
+    if experiment.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=experiment.seed)
+    startup = max(3, min(10, experiment.budget.n_trials // 3))
+    return optuna.samplers.TPESampler(seed=experiment.seed, n_startup_trials=startup, multivariate=True, group=True)
+
+
+def _baseline_params(context: StudyContext) -> dict[str, Any]:
+    """The prompt as it is: its own model if the space has it, its instruction, no optimizer."""
+    space = context.experiment.search
+    ids = [m.id for m in space.models]
+    params: dict[str, Any] = {"model": context.base.model.id if context.base.model.id in ids else ids[0], "optimizer": "none",
+                              "instruction": 0}
+    if "none" not in space.optimizers:
+        params["optimizer"] = space.optimizers[0]
+        params["demos"] = space.demo_choices[0]
+    if isinstance(space.temperature, list):
+        params["temperature"] = min(space.temperature, key=lambda t: abs(t - context.base.model.temperature))
+    elif not isinstance(space.temperature, (int, float)):
+        params["temperature"] = min(max(context.base.model.temperature, space.temperature.low), space.temperature.high)
+    return params
+
+
+def _recover_interrupted(study: Any) -> None:
+    """Trials left RUNNING by a kill are failed and their configuration is queued again (cached answers make it cheap)."""
+    from optuna.trial import TrialState
+
+    from promptops.optimizer import runs
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        if trial.user_attrs.get("mlflow_run_id"):
+            runs.close_trial_run(trial.user_attrs["mlflow_run_id"])
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "baseline"},
+                                skip_if_exists=True)
+
+
+def _counted(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+# --- one trial ------------------------------------------------------------------------
+
+
+def _suggest(trial: Any, context: StudyContext) -> TrialConfig:
+    space = context.experiment.search
+    models = {m.id: m for m in space.models}
+    model_id = trial.suggest_categorical("model", list(models))
+    optimizer = trial.suggest_categorical("optimizer", list(space.optimizers))
+    demos = 0
+    if optimizer != "none":
+        choices = space.demo_choices
+        demos = trial.suggest_categorical("demos", choices) if len(choices) > 1 else choices[0]
+    if isinstance(space.temperature, (int, float)):
+        temperature = float(space.temperature)
+    elif isinstance(space.temperature, list):
+        temperature = float(trial.suggest_categorical("temperature", sorted(set(space.temperature))))
+    else:
+        temperature = trial.suggest_float("temperature", space.temperature.low, space.temperature.high)
+    index = trial.suggest_categorical("instruction", list(range(len(context.instructions)))) if len(context.instructions) > 1 else 0
+    return TrialConfig(models[model_id], optimizer, int(demos), temperature, int(index), context.instructions[index])
+
+
+def _run_trial(study, context: StudyContext, pruner, parent_run_id: str, budget: Budget, progress: Progress, on_progress) -> None:
+    from optuna.trial import TrialState
+
+    from promptops.evaluation import evaluate
+    from promptops.optimizer import runs
+
+    trial = study.ask()
+    config = _suggest(trial, context)
+    calls_before, spent_before = budget.model_calls, budget.spent_usd
+    run_id = runs.log_trial(parent_run_id, study.study_name, trial.number, "RUNNING", config.params(), {}, None)
+    trial.set_user_attr("mlflow_run_id", run_id)
+
+    def account() -> dict[str, float]:
+        spent = {"model_calls": budget.model_calls - calls_before, "spent_usd": round(budget.spent_usd - spent_before, 10)}
+        for key, value in spent.items():
+            trial.set_user_attr(key, value)
+        return spent
+
+    def show(stage: str) -> None:
+        progress.trial, progress.stage = trial.number, stage
+        _refresh(progress, None, context, budget)
+        if on_progress:
+            on_progress(progress)
+
+    candidate: Optional[Prompt] = None
+    try:
+        show(f"compiling ({config.optimizer}, {config.demos} demos, {config.model.id})")
+        candidate = compile_candidate(context.base, config, context.train, context.score, seed=context.experiment.seed + trial.number,
+                                      reflection_model=context.experiment.search.reflection_model)
+        trial.set_user_attr("compile_model_calls", budget.model_calls - calls_before)
+        account()
+        result = None
+        rungs: list[dict[str, Any]] = []
+        for step, size in enumerate(context.rungs):
+            show(f"scoring on dev[:{size}]")
+            result = evaluate(candidate, dataset=context.dev.head(size), metric=context.metric, split="dev")
+            rung = RungResult(size, result.score, _rung_costs(result, context))
+            rungs.append(rung.as_attr())
+            trial.set_user_attr(RUNGS_ATTR, rungs)
+            account()
+            if step < len(context.rungs) - 1 and pruner.prune(study, _frozen(study, trial.number)):
+                metrics = {**_trial_metrics(result, context), **account()}
+                runs.log_trial(parent_run_id, study.study_name, trial.number, "PRUNED", {}, metrics, candidate.to_yaml(), run_id)
+                study.tell(trial, state=TrialState.PRUNED)
+                progress.last = f"trial {trial.number} pruned after {size} dev examples ({context.metric_key} {result.score:.3f})"
+                return
+        assert result is not None
+        values = [_objective_value(name, result, context) for name in context.objective_names]
+        metrics = {**_trial_metrics(result, context), **account()}
+        trial.set_user_attr("candidate", candidate.to_yaml())
+        runs.log_trial(parent_run_id, study.study_name, trial.number, "COMPLETE", {}, metrics, candidate.to_yaml(), run_id)
+        study.tell(trial, values)
+        progress.last = f"trial {trial.number}: " + ", ".join(f"{n} {v:.4g}" for n, v in zip(context.objective_names, values))
+    except BudgetExhausted as exc:
+        _fail(study, trial, run_id, parent_run_id, candidate, account(), f"budget: {exc}")
+        raise
+    except KeyboardInterrupt:
+        _fail(study, trial, run_id, parent_run_id, candidate, account(), "interrupted")
+        raise
+    except PromptopsError as exc:
+        _fail(study, trial, run_id, parent_run_id, candidate, account(), str(exc))
+        progress.last = f"trial {trial.number} failed: {exc}"
+
+
+def _frozen(study: Any, number: int) -> Any:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _fail(study, trial, run_id, parent_run_id, candidate, spent, reason: str) -> None:
+    from optuna.trial import TrialState
+
+    from promptops.optimizer import runs
+
+    trial.set_user_attr("stopped_by", reason)
+    study.tell(trial, state=TrialState.FAIL)
+    runs.log_trial(parent_run_id, study.study_name, trial.number, "FAIL", {}, spent,
+                   candidate.to_yaml() if candidate is not None else None, run_id)
+
+
+def _rung_costs(result: Any, context: StudyContext) -> dict[str, float]:
+    """Per-example costs, so a small rung and all of dev compare."""
+    return {name: _objective_value(name, result, context) / (result.n if name in ("cost_usd", "tokens") else 1)
+            for name in context.objective_names[1:]}
+
+
+def _objective_value(name: str, result: Any, context: StudyContext) -> float:
+    if name == context.metric_key:
+        return float(result.score)
+    if name == "cost_usd":
+        return float(result.cost_usd or 0.0)
+    if name == "tokens":
+        return float(result.input_tokens + result.output_tokens)
+    return float(getattr(result, name))
+
+
+def _trial_metrics(result: Any, context: StudyContext) -> dict[str, float]:
+    metrics = {key.replace(":", "_"): value for key, value in result.metrics.items()}
+    metrics.update({
+        "score": result.score, "dev_n": result.n, "cost_usd": result.cost_usd or 0.0,
+        "cost_per_1k_requests_usd": 1000 * (result.cost_usd or 0.0) / max(result.n, 1),
+        "input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
+        "latency_p50_s": result.latency_p50_s, "latency_p95_s": result.latency_p95_s,
+        "eval_model_calls": result.model_calls, "cache_hits": result.cache_hits,
+        "parse_failures": result.parse_failures, "errors": result.errors,
+    })
+    return metrics
+
+
+# --- progress and the end -------------------------------------------------------------
+
+
+def _refresh(progress: Progress, study: Any, context: StudyContext, budget: Budget) -> None:
+    from optuna.trial import TrialState
+
+    progress.spent_usd, progress.model_calls = budget.spent_usd, budget.model_calls
+    if study is None:
+        return
+    trials = study.get_trials(deepcopy=False)
+    progress.finished = sum(t.state == TrialState.COMPLETE for t in trials)
+    progress.pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    progress.failed = sum(t.state == TrialState.FAIL for t in trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    progress.best = {}
+    for index, (name, direction) in enumerate(context.objectives.items()):
+        values = [t.values[index] for t in complete]
+        if values:
+            progress.best[name] = max(values) if direction == "maximize" else min(values)
+
+
+def _conclude(study, context: StudyContext, storage: str, parent_run_id: str, stopped_by, budget: Budget, wall_time_s: float) -> StudyOutcome:
+    from optuna.trial import TrialState
+
+    from promptops.optimizer import runs
+    from promptops.optimizer.front import front_figure
+
+    names = context.objective_names
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    front = pareto_front(study, names) if complete else []
+    rule = context.experiment.winner
+    winner = pick_winner(front, names, rule=rule.rule, within=rule.within)
+    baseline = next((t.number for t in trials if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE), None)
+    summaries = tuple(
+        TrialSummary(
+            t.number, t.state.name, dict(t.params),
+            dict(zip(names, t.values)) if t.values else {},
+            (t.user_attrs.get(RUNGS_ATTR) or [{}])[-1].get("n", 0),
+            t.user_attrs.get("model_calls", 0), t.user_attrs.get("spent_usd", 0.0), t.user_attrs.get("mlflow_run_id"),
+        )
+        for t in trials
+    )
+    table: dict[str, list[Any]] = {"trial": [p.number for p in front]}
+    for name in names:
+        table[name] = [p.values[name] for p in front]
+    for key in ("model", "optimizer", "demos", "temperature", "instruction"):
+        table[key] = [p.params.get(key, 0 if key == "demos" else None) for p in front]
+    table["winner"] = [winner is not None and p.number == winner.number for p in front]
+    table["mlflow_run_id"] = [p.run_id for p in front]
+    summary = {
+        "study": study.study_name, "storage": _display_storage(storage), "objectives": context.objectives,
+        "trials": {"complete": len(complete), "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+                   "failed": sum(t.state == TrialState.FAIL for t in trials)},
+        "spent_usd": round(budget.spent_usd, 8), "model_calls": budget.model_calls, "stopped_by": stopped_by,
+        "winner_trial": winner.number if winner else None, "baseline_trial": baseline,
+        "winner_rule": rule.model_dump(),
+    }
+    metrics = {"spent_usd": budget.spent_usd, "model_calls": budget.model_calls, "front_size": len(front),
+               "trials_complete": len(complete)}
+    if winner:
+        metrics.update({f"winner_{k}": v for k, v in winner.values.items()})
+    figure = front_figure(study, names, winner, baseline) if complete else None
+    runs.log_front(parent_run_id, table, figure, summary, metrics)
+    if figure is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    winner_prompt = None
+    if winner is not None:
+        from promptops.artifact import parse_prompt
+
+        winner_prompt = parse_prompt(study.trials[winner.number].user_attrs["candidate"], f"trial {winner.number}")
+    return StudyOutcome(
+        experiment=context.experiment.name, study=study.study_name, storage=_display_storage(storage),
+        parent_run_id=parent_run_id, objectives=context.objectives, trials=summaries, front=tuple(front), winner=winner,
+        winner_prompt=winner_prompt, baseline_trial=baseline, stopped_by=stopped_by, spent_usd=budget.spent_usd,
+        model_calls=budget.model_calls, wall_time_s=round(wall_time_s, 1),
+    )
+
+
+def _study_params(context: StudyContext, storage: str, n_trials: int) -> dict[str, Any]:
+    spec = context.experiment
+    return {
+        "experiment": spec.name, "experiment_hash": spec.content_hash, "prompt": context.base.name,
+        "prompt_hash": context.base.content_hash, "metric": context.metric,
+        "objectives": ",".join(f"{k}:{v}" for k, v in context.objectives.items()), "sampler": spec.sampler, "seed": spec.seed,
+        "models": ",".join(m.id for m in spec.search.models), "optimizers": ",".join(spec.search.optimizers),
+        "demos": str(spec.search.demo_choices), "instructions": len(context.instructions), "rungs": str(context.rungs),
+        "train_n": len(context.train), "dev_n": len(context.dev), "n_trials": n_trials,
+        "max_cost_usd": spec.budget.max_cost_usd, "max_model_calls": spec.budget.max_model_calls,
+        "timeout_s": spec.budget.timeout_s, "storage": _display_storage(storage),
+    }
+
+
+def _display_storage(storage: str) -> str:
+    from promptops._secrets import redact
+
+    return redact(storage.split("@")[-1] if "@" in storage else storage)  # never a database password
+
+
+def _check_available(model_id: str) -> None:
+    """A local model whose weights are missing fails here, before the study starts."""
+    from promptops.models import is_local
+    from promptops.models._catalog import local_model
+
+    if is_local(model_id) and model_id.startswith("local/"):
+        local_model(model_id).locate()

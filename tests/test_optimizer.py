@@ -1,0 +1,278 @@
+"""The optimizer: experiment files, the winner rule, rung pruning, hard budgets, and small
+studies end to end on the embedded model (trials in MLflow, front, winner committed, resume)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SESSION_DSPY_CACHE, git_commit
+
+from promptops.budget import Budget, BudgetExhausted, spending_limit
+from promptops.errors import PromptopsError
+
+NAME = "banking_intent"
+
+TINY = """\
+name: tiny
+prompt: banking_intent
+search:
+  models: [local/smollm2-135m]
+  optimizers: [labeled, bootstrap]
+  demos: [1, 2]
+  instructions:
+    - Pick the intent label that fits the customer's banking message.
+  train_limit: 12
+budget:
+  n_trials: {n_trials}
+{extra}
+pruning:
+  rungs: [4]
+"""
+
+
+def write_experiment(root: Path, *, n_trials: int = 3, extra: str = "") -> Path:
+    path = root / "experiments" / "tiny.yaml"
+    path.write_text(TINY.format(n_trials=n_trials, extra=extra))
+    return path
+
+
+# --- experiment files ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("name: tiny\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-135m]\n  optimiser: [none]\n", 5, "unknown key 'optimiser'"),
+        ("name: tiny\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-135m]\n  optimizers: [gepa]\n", 3, "reflection_model"),
+        ("name: tiny\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-135m]\n  demos: {low: 8, high: 2}\n", 5, "below low"),
+        ("name: tiny\nprompt: banking_intent\nobjectives:\n  accuracy: maximize\n  dollars: minimize\nsearch:\n  models: [x/y]\n", 1, "'dollars' is unknown"),
+        ("name: tiny\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-135m\n", 5, "not valid YAML"),
+        ("name: tiny\nprompt: banking_intent\nsearch:\n  models: []\n", 4, "at least 1"),
+    ],
+)
+def test_a_bad_experiment_file_names_its_line(project: Path, text: str, line: int, message: str) -> None:
+    from promptops.optimizer.experiment import load_experiment
+
+    (project / "experiments" / "tiny.yaml").write_text(text)
+    with pytest.raises(PromptopsError) as caught:
+        load_experiment("tiny")
+    assert f"tiny.yaml:{line}:" in str(caught.value) and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_example_experiment_is_valid_and_its_models_are_local(repo_root: Path, monkeypatch) -> None:
+    from promptops.optimizer.experiment import load_experiment
+
+    monkeypatch.chdir(repo_root)
+    experiment, _ = load_experiment("banking_intent")
+    assert [m.id for m in experiment.search.models] == ["local/smollm2-135m", "local/gemma3-270m"]
+    assert list(experiment.objectives) == ["accuracy", "cost_usd"] and experiment.budget.max_cost_usd
+
+
+# --- the winner and pruning ----------------------------------------------------------
+
+
+def test_winner_is_the_cheapest_point_within_the_tolerance_of_the_best() -> None:
+    from promptops.optimizer.front import FrontPoint, pick_winner
+
+    names = ["accuracy", "cost_usd"]
+    front = [
+        FrontPoint(1, {"accuracy": 0.50, "cost_usd": 0.010}, {}, None),
+        FrontPoint(2, {"accuracy": 0.495, "cost_usd": 0.002}, {}, None),
+        FrontPoint(3, {"accuracy": 0.30, "cost_usd": 0.001}, {}, None),
+    ]
+    assert pick_winner(front, names, within=0.01).number == 2
+    assert pick_winner(front, names, within=0.0).number == 1
+    assert pick_winner(front, names, rule="best").number == 1
+    assert pick_winner([], names) is None
+
+
+def test_rung_pruner_keeps_cheap_trials_and_prunes_dominated_ones() -> None:
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from promptops.optimizer.front import RungPruner
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for score, cost in ((0.6, 0.002), (0.5, 0.001)):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, values=[score, cost],
+                                     user_attrs={"rungs": [{"n": 16, "score": score, "costs": {"cost_usd": cost}}]}))
+
+    def standing(score: float, cost: float):
+        return create_trial(state=TrialState.COMPLETE, values=[0, 0],
+                            user_attrs={"rungs": [{"n": 16, "score": score, "costs": {"cost_usd": cost}}]})
+
+    pruner = RungPruner(margin=0.05)
+    assert pruner.prune(study, standing(0.4, 0.003))  # worse and dearer than both
+    assert not pruner.prune(study, standing(0.58, 0.003))  # within the margin of the best
+    assert not pruner.prune(study, standing(0.1, 0.0005))  # weak, but the cheapest: may be on the front
+    assert not RungPruner(min_trials=3).prune(study, standing(0.0, 1.0))  # too few others to judge
+
+
+# --- budgets -------------------------------------------------------------------------
+
+
+def test_budget_refuses_the_call_that_would_break_a_cap_and_counts_reservations() -> None:
+    budget = Budget(max_cost_usd=1.0, max_model_calls=3)
+    first = budget.admit(0.4)
+    second = budget.admit(0.4)  # in flight at once: both reserved
+    with pytest.raises(BudgetExhausted, match="max_cost_usd"):
+        budget.admit(0.4)
+    budget.settle(first, 0.1)
+    budget.settle(second, 0.1)
+    budget.settle(budget.admit(0.4), 0.1)
+    with pytest.raises(BudgetExhausted, match="max_model_calls=3"):
+        budget.admit(0.0)
+    assert budget.model_calls == 3 and budget.spent_usd == pytest.approx(0.3)
+    assert Budget.from_limits(timeout_s=1e-9).remaining_s == 0.0
+    with pytest.raises(BudgetExhausted, match="time budget"):
+        Budget.from_limits(timeout_s=1e-9).admit()
+
+
+def test_metered_lm_stops_before_a_call_over_the_cap_and_cache_hits_are_free(tmp_path: Path) -> None:
+    import dspy
+    from scripted import ScriptedEngine
+
+    from promptops.models._metered import MeteredLM, UsdPerMillion
+
+    engine = ScriptedEngine({"intent": "change_pin"}, input_tokens=1000, output_tokens=10)
+    # $1 per million tokens both ways: a call costs about $0.00101, the estimate is higher (max_tokens=100 out).
+    lm = MeteredLM("scripted/model", engine=engine, price=UsdPerMillion(1.0, 1.0), max_tokens=100, cache=True, num_retries=0)
+    budget = Budget(max_cost_usd=0.0035)
+    with spending_limit(budget), dspy.context(lm=lm):
+        answered = 0
+        with pytest.raises(BudgetExhausted, match="max_cost_usd"):
+            for index in range(10):
+                lm(messages=[{"role": "user", "content": f"question {index} " * 20}])
+                answered += 1
+        lm(messages=[{"role": "user", "content": "question 0 " * 20}])  # cached: no admission needed
+    assert len(engine.requests) == answered == budget.model_calls
+    assert 2 <= answered <= 3 and budget.spent_usd <= 0.0035
+    assert lm.totals.cache_hits == 1
+
+
+# --- end to end on the embedded model -------------------------------------------------
+
+
+@pytest.fixture()
+def study_project(git_project, tmp_path: Path, mlflow_store: str, monkeypatch):
+    """The example project with dev cut to 8 and test to 6 rows, a tiny experiment, a fresh DSPy cache."""
+    import dspy
+
+    root = Path(git_project.working_tree_dir)
+    data = root / "experiments" / "data" / NAME
+    for split, rows in (("dev", 8), ("test", 6)):
+        path = data / f"{split}.jsonl"
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:rows]))
+    write_experiment(root)
+    git_project.git.add("--all")
+    git_commit(git_project, "Tiny eval set and experiment")
+    cache = tmp_path / "dspy-cache"
+    monkeypatch.setenv("DSPY_CACHEDIR", str(cache))
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(cache))
+    yield git_project
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(SESSION_DSPY_CACHE))
+
+
+@pytest.mark.model
+def test_small_study_logs_trials_computes_the_front_and_commits_the_winner(study_project) -> None:
+    import optuna
+
+    import promptops
+    from promptops import tracking
+    from promptops.promotion import read_channels
+
+    repo = study_project
+    head_before = repo.head.commit.hexsha
+    seen = []
+    result = promptops.optimize("tiny", on_progress=lambda p: seen.append((p.finished, p.model_calls)))
+    study = result.study
+    assert [t.state for t in study.trials] == ["COMPLETE"] * 3
+    assert study.model_calls == sum(t.model_calls for t in study.trials) > 0
+    assert study.front and study.winner.number in {p.number for p in study.front}
+    assert seen[-1][0] == 3 and all(b >= a for a, b in zip([c for _, c in seen], [c for _, c in seen][1:]))
+
+    mlflow = tracking._mlflow()
+    children = mlflow.search_runs(experiment_names=[NAME], filter_string=f"tags.`mlflow.parentRunId` = '{study.parent_run_id}'")
+    assert len(children) == 3 and set(children["status"]) == {"FINISHED"}
+    assert {"params.model", "params.optimizer", "params.demos", "metrics.accuracy", "metrics.cost_usd",
+            "metrics.model_calls", "metrics.latency_p95_s"} <= set(children.columns)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(study.parent_run_id)}
+    assert {"pareto_front.json", "pareto_front.png", "study_summary.json"} <= artifacts
+    assert mlflow.get_run(study.parent_run_id).info.status == "FINISHED"
+
+    # The winner: test-compared, committed on top, and registered as the candidate.
+    assert result.test.n == 6 and result.test.winner_score is not None and result.test.reference_score is not None
+    assert result.adopted.version == "v2" and repo.head.commit.parents[0].hexsha != head_before  # prompt commit + channel commit
+    assert f"winner of {study.study}" in repo.commit(result.adopted.commit).message
+    assert read_channels(NAME)["candidate"]["version"] == 2
+    assert tracking.registry_aliases(NAME)["candidate"]
+    assert promptops.load(f"{NAME}@candidate").prompt.content_hash == study.winner_prompt.content_hash
+    assert optuna.load_study(study_name=study.study, storage=study.storage).user_attrs["mlflow_run_id"] == study.parent_run_id
+
+
+@pytest.mark.model
+def test_a_cap_of_a_few_calls_stops_the_study_with_partial_results(study_project) -> None:
+    import promptops
+
+    root = Path(study_project.working_tree_dir)
+    write_experiment(root, n_trials=5, extra="  max_model_calls: 10")
+    study_project.git.add("--all")
+    git_commit(study_project, "Cap the calls")
+    head_before = study_project.head.commit.hexsha
+    result = promptops.optimize("tiny")
+    study = result.study
+    assert study.stopped_by and "max_model_calls=10" in study.stopped_by
+    assert study.model_calls <= 10
+    states = [t.state for t in study.trials]
+    assert states[0] == "COMPLETE" and states[-1] == "FAIL" and len(states) < 5
+    assert study.front and study.front[0].number == 0  # the finished trial is kept and reported
+    assert result.test.note and "max_model_calls" in result.test.note  # no budget left for the test eval
+    assert study_project.head.commit.hexsha == head_before or result.adopted.version  # nothing half-written
+
+
+@pytest.mark.model
+def test_kill_minus_nine_then_resume_finishes_without_redoing_trials(study_project, tmp_path: Path) -> None:
+    import optuna
+
+    root = Path(study_project.working_tree_dir)
+    write_experiment(root, n_trials=4)
+    study_project.git.add("--all")
+    git_commit(study_project, "Four trials")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    command = [sys.executable, "-m", "promptops", "optimize", "tiny", "--storage", storage, "--no-write", "--json"]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    deadline = time.monotonic() + 240
+    finished_before: list[int] = []
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="promptops/tiny/1", storage=storage)
+        except KeyError:
+            continue
+        states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+        if list(states.values()).count("COMPLETE") >= 1 and "RUNNING" in states.values():
+            finished_before = [n for n, s in states.items() if s == "COMPLETE"]
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=30)
+    assert finished_before, f"the study never had a finished and a running trial at once: {process.stderr.read().decode()[-500:]}"
+
+    resumed = subprocess.run([*command, "--resume"], cwd=root, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert resumed.returncode == 0, resumed.stderr[-800:]
+    study = optuna.load_study(study_name="promptops/tiny/1", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(complete) == 4
+    assert [t.state.name for t in trials].count("FAIL") == 1  # the killed trial, queued again and redone
+    for number in finished_before:  # finished trials were not run again
+        assert trials[number].state.name == "COMPLETE"
+    configs = [tuple(sorted(t.params.items())) for t in complete]
+    killed = next(t for t in trials if t.state.name == "FAIL")
+    assert configs.count(tuple(sorted(killed.params.items()))) >= 1
