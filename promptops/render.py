@@ -175,8 +175,8 @@ def drifts(found) -> None:
     for drift in found:
         want = f"v{drift.git_version}" if drift.git_version else "none"
         state = "repaired" if drift.repaired else "drift"
-        console.print(f"{state}: {drift.prompt} {drift.channel}: git says {want}, the registry said {drift.registry_label or 'none'}",
-                      highlight=False)
+        problem = drift.problem or f"the registry said {drift.registry_label or 'none'}"
+        console.print(f"{state}: {drift.prompt} {drift.channel}: git says {want}; {problem}", highlight=False, soft_wrap=True)
 
 
 def status_table(rows) -> None:

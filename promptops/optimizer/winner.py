@@ -42,7 +42,11 @@ class AdoptedWinner:
 
 
 def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Optional[str], metric: str, budget: Budget) -> TestComparison:
-    """Evaluate winner and reference on test, within what is left of the study's budget."""
+    """Evaluate winner and reference on test, within what is left of the study's spend and call caps.
+
+    The timeout bounds the search, not this last measurement: a study stopped by its timeout
+    still gets its winner scored.
+    """
     from promptops.data import load_dataset
     from promptops.evaluation import evaluate
 
@@ -50,7 +54,8 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
     dataset = load_dataset(base, data, "test")
     scores: dict[str, Any] = {}
     note = None
-    with spending_limit(budget):
+    remaining = Budget(budget.max_cost_usd, budget.max_model_calls, None, budget.spent_usd, budget.model_calls)
+    with spending_limit(remaining):
         for key, prompt in (("reference", reference), ("winner", winner)):
             if key == "winner" and prompt.content_hash == reference.content_hash:
                 scores[key] = scores["reference"]
@@ -61,6 +66,7 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
                 note = f"test eval not finished: {exc}"
                 break
     winner_result, reference_result = scores.get("winner"), scores.get("reference")
+    budget.spent_usd, budget.model_calls = remaining.spent_usd, remaining.model_calls
     return TestComparison(
         split="test", n=len(dataset), metric=metric,
         winner_score=winner_result.score if winner_result else None,
