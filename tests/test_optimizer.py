@@ -276,3 +276,17 @@ def test_kill_minus_nine_then_resume_finishes_without_redoing_trials(study_proje
     configs = [tuple(sorted(t.params.items())) for t in complete]
     killed = next(t for t in trials if t.state.name == "FAIL")
     assert configs.count(tuple(sorted(killed.params.items()))) >= 1
+
+
+def test_a_configuration_sampled_twice_is_one_point_of_the_front() -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from promptops.optimizer.front import pareto_front
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    space = {"model": CategoricalDistribution(["a", "b"])}
+    for model, values in (("a", [0.5, 2.0]), ("b", [0.3, 1.0]), ("a", [0.5, 2.0])):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, values=values, params={"model": model}, distributions=space))
+    assert [(p.number, p.params["model"]) for p in pareto_front(study, ["accuracy", "cost_usd"])] == [(0, "a"), (1, "b")]

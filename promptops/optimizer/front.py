@@ -28,11 +28,16 @@ class FrontPoint:
 
 
 def pareto_front(study: optuna.Study, objective_names: Sequence[str]) -> list[FrontPoint]:
-    """The completed trials no other trial beats on every objective, best primary metric first."""
-    points = [
-        FrontPoint(t.number, dict(zip(objective_names, t.values)), dict(t.params), t.user_attrs.get("mlflow_run_id"))
-        for t in study.best_trials
-    ]
+    """The completed trials no other trial beats on every objective, best primary metric first.
+
+    A configuration the sampler proposed twice (answered from the cache the second time) is one point.
+    """
+    points: list[FrontPoint] = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        if any(point.params == trial.params for point in points):
+            continue
+        points.append(FrontPoint(trial.number, dict(zip(objective_names, trial.values)), dict(trial.params),
+                                 trial.user_attrs.get("mlflow_run_id")))
     primary = objective_names[0]
     return sorted(points, key=lambda p: (-p.values[primary], p.number))
 
@@ -128,7 +133,7 @@ def front_figure(study: optuna.Study, objective_names: Sequence[str], winner: Op
             if trial is not None and trial.values:
                 axes.scatter([trial.values[1]], [trial.values[0]], marker=marker, s=220, facecolors="none",
                              edgecolors="black", linewidths=1.5, label=label, zorder=5)
-        axes.legend(loc="lower right")
+        axes.legend(loc="best")
     axes.set_title(f"{study.study_name}: Pareto front")
     figure = axes.figure
     figure.set_size_inches(8, 5.5)
