@@ -229,9 +229,9 @@ def promote(
     with channel_lock(repo):
         target = resolve_ref(prompt_file, version or "HEAD")
         state = read_channels(name)
-        current_number = int(state[channel]["version"]) if state.get(channel) else None
+        current_number = _served(state, channel)
         if current_number == target.number:
-            return ChannelMove(name, channel, "promote", current_number, target.number, None, state[channel].get("registry_version"), None)
+            return _unmoved(name, channel, "promote", state, target.number)
         candidate = versions.load_prompt_at(prompt_file, target.commit)
         current = versions.load_prompt_at(prompt_file, state[channel]["commit"]) if current_number else None
         gate = run_gate(candidate, current, data=data, split=split, limit=limit, tolerance=tolerance, max_cost_usd=max_cost_usd,
@@ -513,8 +513,18 @@ def assign_channel(name: str, version: str, channel: str, *, action: str, metric
     with channel_lock(repo):
         target = resolve_ref(prompt_file, version)
         state = read_channels(name)
-        current_number = int(state[channel]["version"]) if state.get(channel) else None
+        current_number = _served(state, channel)
         if current_number == target.number:
-            return ChannelMove(name, channel, action, current_number, target.number, None, state[channel].get("registry_version"), None)
+            return _unmoved(name, channel, action, state, target.number)
         prompt = versions.load_prompt_at(prompt_file, target.commit)
         return _move_channel(repo, prompt_file, prompt, target, channel, action, current_number, metrics, reason)
+
+
+def _served(state: dict[str, Any], channel: str) -> Optional[int]:
+    """The version number the channel serves, None before its first move."""
+    return int(state[channel]["version"]) if state.get(channel) else None
+
+
+def _unmoved(name: str, channel: str, action: str, state: dict[str, Any], number: int) -> ChannelMove:
+    """The answer when the channel already serves the version asked for: nothing to do, nothing done."""
+    return ChannelMove(name, channel, action, number, number, None, state[channel].get("registry_version"), None)

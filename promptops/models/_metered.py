@@ -92,6 +92,7 @@ class MeteredLM(dspy.LM):
         self._totals_lock = threading.Lock()
         self.totals = CallMeter()
         self._tokens_per_character: Optional[float] = None  # the densest ratio observed so far
+        self._dearest_call_usd = 0.0  # the estimate for a call to a model without a configured price
 
     def __deepcopy__(self, memo: dict) -> "MeteredLM":
         """Copies of a program (DSPy's optimizers make many) share the model handle and its meter."""
@@ -158,8 +159,7 @@ class MeteredLM(dspy.LM):
         input_tokens = characters * (self._tokens_per_character or 0.5)  # before any call: 2 characters a token, high for prose
         if self.price is not None:
             return (input_tokens * self.price.input + max_tokens * self.price.output) / 1e6
-        priced = [c.cost_usd for c in self.totals.calls if c.cost_usd is not None and not c.cached]
-        return max(priced) if priced else 0.0  # a hosted model's first call cannot be priced before it is made
+        return self._dearest_call_usd  # a hosted model's first call cannot be priced before it is made
 
     def _record(self, result: Any, elapsed_s: float, call: Any = None) -> Optional[float]:
         input_tokens, output_tokens, backend_latency_s = _usage_of(result)
@@ -173,6 +173,8 @@ class MeteredLM(dspy.LM):
         record = ModelCall(self.model, input_tokens, output_tokens, latency_s, cached, cost)
         with self._totals_lock:
             self.totals.calls.append(record)
+            if not cached and cost is not None:
+                self._dearest_call_usd = max(self._dearest_call_usd, cost)
             if not cached and input_tokens and call is not None:
                 characters = _prompt_characters(call)
                 if characters:

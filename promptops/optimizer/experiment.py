@@ -32,27 +32,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class IntRange(_Strict):
+class _Range(_Strict):
+    @model_validator(mode="after")
+    def _ordered(self) -> "_Range":
+        if self.high < self.low:  # type: ignore[attr-defined]
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")  # type: ignore[attr-defined]
+        return self
+
+
+class IntRange(_Range):
     low: int = Field(ge=0)
     high: int = Field(ge=0)
     step: int = Field(1, ge=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "IntRange":
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) is below low ({self.low})")
-        return self
 
-
-class FloatRange(_Strict):
+class FloatRange(_Range):
     low: float = Field(ge=0, le=2)
     high: float = Field(ge=0, le=2)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "FloatRange":
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) is below low ({self.low})")
-        return self
 
 
 class SearchSpace(_Strict):

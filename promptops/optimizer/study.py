@@ -162,7 +162,6 @@ def run_study(
         model_calls=sum(t.user_attrs.get("model_calls", 0) for t in previous),
     )
     progress = Progress(study.study_name, n_trials, max_cost_usd=spec.budget.max_cost_usd, max_model_calls=spec.budget.max_model_calls)
-    pruner = RungPruner(margin=spec.pruning.margin)
     started = time.perf_counter()
     stopped_by: Optional[str] = None
     try:
@@ -174,7 +173,7 @@ def run_study(
                 if _counted(study) >= n_trials:
                     break
                 try:
-                    _run_trial(study, context, pruner, parent_run_id, budget, progress, on_progress)
+                    _run_trial(study, context, parent_run_id, budget, progress, on_progress)
                 except BudgetExhausted as exc:
                     stopped_by = str(exc)
                     break
@@ -190,8 +189,6 @@ def run_study(
 def _open_study(context: StudyContext, storage: str, resume: bool) -> Any:
     """A new study `promptops/NAME/K`, or with `resume` the latest one of this experiment."""
     import optuna
-
-    from promptops.optimizer.front import RungPruner
 
     name = context.experiment.name
     try:
@@ -299,7 +296,7 @@ def _suggest(trial: Any, context: StudyContext) -> TrialConfig:
     return TrialConfig(models[model_id], optimizer, int(demos), temperature, int(index), context.instructions[index])
 
 
-def _run_trial(study, context: StudyContext, pruner, parent_run_id: str, budget: Budget, progress: Progress, on_progress) -> None:
+def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget, progress: Progress, on_progress) -> None:
     from optuna.trial import TrialState
 
     from promptops.evaluation import evaluate
@@ -339,7 +336,7 @@ def _run_trial(study, context: StudyContext, pruner, parent_run_id: str, budget:
             rungs.append(rung.as_attr())
             trial.set_user_attr(RUNGS_ATTR, rungs)
             account()
-            if step < len(context.rungs) - 1 and pruner.prune(study, _frozen(study, trial.number)):
+            if step < len(context.rungs) - 1 and study.pruner.prune(study, _frozen(study, trial.number)):
                 metrics = {**_trial_metrics(result, context), **account()}
                 runs.log_trial(parent_run_id, study.study_name, trial.number, "PRUNED", {}, metrics, candidate.to_yaml(), run_id)
                 study.tell(trial, state=TrialState.PRUNED)
