@@ -290,3 +290,20 @@ def test_a_configuration_sampled_twice_is_one_point_of_the_front() -> None:
     for model, values in (("a", [0.5, 2.0]), ("b", [0.3, 1.0]), ("a", [0.5, 2.0])):
         study.add_trial(create_trial(state=TrialState.COMPLETE, values=values, params={"model": model}, distributions=space))
     assert [(p.number, p.params["model"]) for p in pareto_front(study, ["accuracy", "cost_usd"])] == [(0, "a"), (1, "b")]
+
+
+@pytest.mark.model
+def test_a_repeated_configuration_reuses_the_earlier_result_without_model_calls(study_project) -> None:
+    import promptops
+
+    root = Path(study_project.working_tree_dir)
+    (root / "experiments" / "one_point.yaml").write_text(
+        "name: one_point\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-135m]\n  optimizers: [none]\n"
+        "budget:\n  n_trials: 3\npruning:\n  rungs: [4]\n"
+    )
+    result = promptops.optimize("one_point", write_winner=False)
+    trials = result.study.trials
+    assert [t.state for t in trials] == ["COMPLETE"] * 3
+    assert trials[0].model_calls > 0 and [t.model_calls for t in trials[1:]] == [0, 0]
+    assert [t.values for t in trials[1:]] == [trials[0].values] * 2
+    assert [p.number for p in result.study.front] == [0]

@@ -30,7 +30,7 @@ class FrontPoint:
 def pareto_front(study: optuna.Study, objective_names: Sequence[str]) -> list[FrontPoint]:
     """The completed trials no other trial beats on every objective, best primary metric first.
 
-    A configuration the sampler proposed twice (answered from the cache the second time) is one point.
+    A configuration the sampler proposed twice (the repeat reuses the first result) is one point.
     """
     points: list[FrontPoint] = []
     for trial in sorted(study.best_trials, key=lambda t: t.number):

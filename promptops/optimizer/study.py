@@ -304,6 +304,10 @@ def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget,
 
     trial = study.ask()
     config = _suggest(trial, context)
+    earlier = _same_configuration(study, trial)
+    if earlier is not None:
+        _repeat(study, trial, earlier, context, parent_run_id, config, progress)
+        return
     calls_before, spent_before = budget.model_calls, budget.spent_usd
     run_id = runs.log_trial(parent_run_id, study.study_name, trial.number, "RUNNING", config.params(), {}, None)
     trial.set_user_attr("mlflow_run_id", run_id)
@@ -358,6 +362,42 @@ def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget,
     except PromptopsError as exc:
         _fail(study, trial, run_id, parent_run_id, candidate, account(), str(exc))
         progress.last = f"trial {trial.number} failed: {exc}"
+
+
+def _same_configuration(study: Any, trial: Any) -> Any:
+    """A finished trial with exactly these parameters: TPE samples a good point again once it has found it."""
+    from optuna.trial import TrialState
+
+    for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if earlier.params == trial.params:
+            return earlier
+    return None
+
+
+def _repeat(study, trial, earlier, context: StudyContext, parent_run_id: str, config: TrialConfig, progress: Progress) -> None:
+    """Answer a repeated configuration with the earlier trial's result instead of recompiling and rescoring it.
+
+    Optuna's FAQ recommends this for duplicated suggestions; the sampler still learns that the
+    point was asked for, and no model call, not even a cached one, is spent on it.
+    """
+    from optuna.trial import TrialState
+
+    from promptops.optimizer import runs
+
+    for key in (RUNGS_ATTR, "candidate"):
+        if key in earlier.user_attrs:
+            trial.set_user_attr(key, earlier.user_attrs[key])
+    trial.set_user_attr("repeat_of", earlier.number)
+    state = "COMPLETE" if earlier.state == TrialState.COMPLETE else "PRUNED"
+    metrics = dict(zip(context.objective_names, earlier.values)) if earlier.values else {}
+    run_id = runs.log_trial(parent_run_id, study.study_name, trial.number, state, {**config.params(), "repeat_of": earlier.number},
+                            {**metrics, "model_calls": 0}, earlier.user_attrs.get("candidate"))
+    trial.set_user_attr("mlflow_run_id", run_id)
+    if earlier.state == TrialState.COMPLETE:
+        study.tell(trial, list(earlier.values))
+    else:
+        study.tell(trial, state=TrialState.PRUNED)
+    progress.last = f"trial {trial.number} repeats trial {earlier.number}: its result is reused"
 
 
 def _frozen(study: Any, number: int) -> Any:
