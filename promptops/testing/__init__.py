@@ -1,0 +1,29 @@
+"""Test doubles for what promptops talks to: a fault-injecting OpenAI-compatible server.
+
+    from promptops.testing import FaultRates, FaultServer
+
+    with FaultServer(FaultRates(server_error=0.1, timeout=0.05), seed=1) as server:
+        ...  # point a prompt's `model.api_base` at server.base_url
+"""
+
+from promptops.testing.fault_server import (
+    BAD_REQUEST,
+    FAULTS,
+    FaultRates,
+    FaultServer,
+    ServedRequest,
+    default_answer,
+    last_user_message,
+    request_schema,
+)
+
+__all__ = [
+    "BAD_REQUEST",
+    "FAULTS",
+    "FaultRates",
+    "FaultServer",
+    "ServedRequest",
+    "default_answer",
+    "last_user_message",
+    "request_schema",
+]
