@@ -26,7 +26,14 @@ def bounds(value: Interval, digits: int = 3, *, prefix: str = "", suffix: str = 
 
 
 def p_value(value: float) -> str:
+    """`0.0213`, or `< 0.001` where more digits would claim a precision nobody needs."""
     return f"{value:.3g}" if value >= 0.001 else "< 0.001"
+
+
+def p_equals(value: float, name: str = "p") -> str:
+    """`p = 0.0213` or `p < 0.001`."""
+    text = p_value(value)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
 
 
 def usd(value: Optional[float], digits: int = 6) -> str:

@@ -146,7 +146,7 @@ class ABReport:
         for comparison in self.comparisons:
             parts = []
             if comparison.accuracy is not None and comparison.accuracy_test is not None:
-                parts.append(f"accuracy {md.interval(comparison.accuracy)}, Fisher's exact p = {md.p_value(comparison.accuracy_test.p_value)}")
+                parts.append(f"accuracy {md.interval(comparison.accuracy)}, Fisher's exact {md.p_equals(comparison.accuracy_test.p_value)}")
             else:
                 parts.append("accuracy not comparable (an arm has no feedback)")
             if comparison.cost_per_call_usd is not None:

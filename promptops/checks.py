@@ -1,0 +1,352 @@
+"""`promptops check`: the prompts a change touches, each evaluated against what production serves, as a CI gate.
+
+A change touches a prompt through its file, a file of its eval set, or an experiment file that
+names it, changed between the base and the working tree (uncommitted edits and new files
+included). The base is where this branch left `main` (`git diff main...`); on `main` itself
+that is HEAD, so the check covers what is not committed yet.
+
+Each touched prompt is evaluated on its gate split beside its production version (before any
+promotion: its version at the base) on the same examples, and fails by promote's gate rule:
+its primary metric is more than the tolerance below the other's, or below the
+`eval.threshold` its file sets. A new prompt is held to its threshold only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from promptops import _markdown as md
+from promptops.comparison import Comparison, Contender
+from promptops.errors import PromptopsError, RepositoryError
+from promptops.stats import DEFAULT_RESAMPLES
+
+if TYPE_CHECKING:
+    from promptops.evaluation import EvalResult, ProgressCallback
+
+# Where a branch is taken to have left from, first found wins; GITHUB_BASE_REF comes first in CI.
+DEFAULT_BASES = ("main", "origin/main", "master", "origin/master")
+
+
+@dataclass(frozen=True)
+class PromptCheck:
+    """One touched prompt: what it was compared with, its scores, and why it fails (no reasons: it passes)."""
+
+    prompt: str
+    changed: tuple[str, ...]  # the paths that brought it into the check
+    baseline: Optional[str]  # e.g. "production v2 (abc12345)"; None for a new prompt
+    metric: Optional[str]
+    baseline_score: Optional[float]
+    score: Optional[float]
+    threshold: Optional[float]
+    reasons: tuple[str, ...]
+    note: Optional[str] = None
+    new: bool = False  # no earlier version to compare with
+    comparison: Optional[Comparison] = field(default=None, repr=False)
+    result: "Optional[EvalResult]" = field(default=None, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    base: str  # the ref the base was found from, e.g. main
+    base_commit: str
+    split: str
+    tolerance: float
+    checks: tuple[PromptCheck, ...]
+    removed: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready, for `--json` and notebooks."""
+        return {
+            "passed": self.passed, "base": self.base, "base_commit": self.base_commit, "split": self.split,
+            "tolerance": self.tolerance, "removed": list(self.removed),
+            "prompts": [{
+                "prompt": c.prompt, "passed": c.passed, "changed": list(c.changed), "baseline": c.baseline, "metric": c.metric,
+                "baseline_score": c.baseline_score, "score": c.score, "threshold": c.threshold, "reasons": list(c.reasons),
+                "note": c.note, "new": c.new, "comparison": c.comparison.summary() if c.comparison else None,
+            } for c in self.checks],
+        }
+
+    def markdown(self) -> str:
+        """The pull-request comment: a verdict line, one table row per prompt, then the details of each."""
+        failed = [c for c in self.checks if not c.passed]
+        count = len(self.checks)
+        if not count:
+            title = "✅ no prompt changed"
+        elif failed:
+            title = f"❌ {len(failed)} of {count} changed prompt{'s' if count != 1 else ''} failed"
+        else:
+            title = f"✅ {'the changed prompt passes' if count == 1 else f'all {count} changed prompts pass'}"
+        lines = [f"## promptops check: {title}", "",
+                 f"Changes since `{self.base}` (`{self.base_commit[:8]}`). Each changed prompt is evaluated on its `{self.split}` "
+                 "split beside its production version (before any promotion, its version at the base) on the same examples; "
+                 f"it fails if its primary metric falls below that version's by more than the tolerance ({self.tolerance:g}), "
+                 "or below its file's `eval.threshold`."]
+        if self.checks:
+            lines += ["", "| prompt | metric | before | after | change (95% CI) | McNemar p | cost | latency p50 | verdict |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += [_row(check) for check in self.checks]
+        for check in self.checks:
+            lines += ["", *_details(check)]
+        if self.removed:
+            lines += ["", f"Removed, not evaluated: {', '.join(f'`{name}`' for name in self.removed)}."]
+        return "\n".join(lines) + "\n"
+
+
+def _row(check: PromptCheck) -> str:
+    verdict = "✅ pass" if check.passed else ("❌ error" if check.score is None else "❌ fail")
+    comparison = check.comparison
+    if check.score is None:
+        return f"| `{check.prompt}` | | | | | | | | {verdict} |"
+    if comparison is None:
+        after = f"{check.score:.3f}"
+        return f"| `{check.prompt}` | {check.metric} | {'new' if check.new else 'not compared'} | {after} | | | {md.usd(check.result.cost_usd) if check.result else ''} | | {verdict} |"
+    cost = md.share(comparison.b_cost_usd, comparison.a_cost_usd) or md.usd(comparison.b_cost_usd)
+    latency = md.signed(comparison.b_latency_p50_s - comparison.a_latency_p50_s, suffix=" s")
+    change = f"**{md.signed(comparison.difference.estimate)}** ({md.bounds(comparison.difference)})"
+    return (f"| `{check.prompt}` | {check.metric} | {comparison.a_score:.3f} ({check.baseline}) | {comparison.b_score:.3f} | "
+            f"{change} | {md.p_value(comparison.mcnemar.p_value)} | {cost} | {latency} | {verdict} |")
+
+
+def _details(check: PromptCheck) -> list[str]:
+    mark = "✅" if check.passed else "❌"
+    lines = [f"### {mark} {check.prompt}", ""]
+    if check.changed:
+        lines.append(f"Changed: {', '.join(f'`{path}`' for path in check.changed)}.")
+    if check.note:
+        lines.append(check.note)
+    for reason in check.reasons:
+        lines.append(f"- **{reason}**")
+    if check.comparison is not None:
+        comparison = check.comparison
+        command = f"promptops compare {comparison.a.reference} {check.prompt} --split {comparison.split} --limit {comparison.n}"
+        lines += ["", comparison.markdown(heading=None, a_name="before", b_name="after").rstrip(), "", f"Reproduce: `{command}`"]
+    elif check.result is not None:
+        result = check.result
+        lines += ["", f"{check.metric} {result.score:.3f} on {result.n} `{result.split}` examples of `{result.dataset}`, "
+                  f"model `{result.model}`, cost {md.usd(result.cost_usd)}, latency p50 {md.seconds(result.latency_p50_s)}."]
+    return lines
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+def check(
+    base: Optional[str] = None,
+    *,
+    split: str = "test",
+    limit: Optional[int] = None,
+    tolerance: float = 0.0,
+    model: Optional[str] = None,
+    track: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    on_progress: "Optional[ProgressCallback]" = None,
+) -> CheckReport:
+    """Evaluate every prompt changed since `base` (default: where HEAD left main) against its production version."""
+    from promptops.artifact import find_project_root
+    from promptops.versions import open_repo
+
+    if tolerance < 0:
+        raise PromptopsError(f"tolerance {tolerance:g} must be 0 or more")
+    root = find_project_root()
+    repo = open_repo(root)
+    base_name, base_commit = resolve_base(repo, base)
+    touched, removed = touched_prompts(changed_paths(repo, base_commit), root)
+    checks = tuple(
+        check_prompt(name, tuple(paths), root=root, base_commit=base_commit, split=split, limit=limit, tolerance=tolerance,
+                     model=model, track=track, resamples=resamples, seed=seed, on_progress=on_progress)
+        for name, paths in sorted(touched.items())
+    )
+    return CheckReport(base_name, base_commit, split, tolerance, checks, tuple(removed))
+
+
+def check_prompt(
+    name: str,
+    changed: tuple[str, ...],
+    *,
+    root: Path,
+    base_commit: str,
+    split: str = "test",
+    limit: Optional[int] = None,
+    tolerance: float = 0.0,
+    model: Optional[str] = None,
+    track: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    on_progress: "Optional[ProgressCallback]" = None,
+) -> PromptCheck:
+    """One prompt against its production version (or its version at the base); a user error fails it, with the message."""
+    from promptops import evaluation, tracking
+    from promptops.artifact import load_prompt_file
+    from promptops.comparison import IncomparableError, compare_contenders
+    from promptops.errors import where
+    from promptops.metrics import default_metric
+    from promptops.versions import file_revision
+
+    path = root / "prompts" / f"{name}.yaml"
+    try:
+        revision = file_revision(path)
+        candidate = Contender(name, "this change", load_prompt_file(path), None if revision.dirty else revision.commit)
+        baseline = _baseline(path, base_commit)
+        metric = default_metric(candidate.prompt)
+        note = None if baseline else "New prompt: nothing to compare with; only its threshold applies."
+        comparison, result = None, None
+        if baseline is not None:
+            try:
+                comparison = compare_contenders(baseline, candidate, split=split, limit=limit, model=model, metric=metric,
+                                                resamples=resamples, seed=seed, track=track, kind="check", on_progress=on_progress)
+                result = comparison.b_result
+            except IncomparableError as exc:
+                note = f"Not compared with {baseline.label}, which cannot answer the same examples ({exc}); only its threshold applies."
+        if comparison is None:
+            result = evaluation.evaluate(candidate.prompt, split=split, limit=limit, model=model, metric=metric, on_progress=on_progress)
+            if track:
+                tracking.log_eval(result, candidate.prompt, prompt_file=path, git_commit=candidate.commit, git_dirty=revision.dirty, root=root)
+    except PromptopsError as exc:
+        return PromptCheck(name, changed, None, None, None, None, None, (str(exc),))
+    reasons = []
+    if comparison is not None and comparison.b_score < comparison.a_score - tolerance:
+        reasons.append(f"{result.metric} fell from {comparison.a_score:.3f} ({comparison.a.label}) to {comparison.b_score:.3f} "
+                       f"({md.signed(comparison.b_score - comparison.a_score)}), more than the tolerance {tolerance:g}")
+    threshold = candidate.prompt.eval.threshold
+    if threshold is not None and result.score < threshold:
+        reasons.append(f"{result.metric} {result.score:.3f} is below the threshold {threshold:g} set in {where(path)}")
+    return PromptCheck(name, changed, comparison.a.label if comparison else None, result.metric,
+                       comparison.a_score if comparison else None, result.score, threshold, tuple(reasons), note,
+                       baseline is None, comparison, result)
+
+
+def _baseline(path: Path, base_commit: str) -> Optional[Contender]:
+    """What production serves, per the channels file in the working tree; else the file at the base; else None."""
+    from promptops.artifact import parse_prompt
+    from promptops.errors import UnknownVersionError
+    from promptops.promotion import read_channels, resolve_ref
+    from promptops.versions import load_prompt_at, open_repo, read_text_at, relative_path, resolve_version
+
+    name = path.stem
+    if read_channels(name, path.parent.parent).get("production"):
+        version = resolve_ref(path, "production")
+        return Contender(f"{name}@production", f"production {version.label}", load_prompt_at(path, version.commit), version.commit)
+    try:
+        text = read_text_at(path, base_commit)
+    except UnknownVersionError:
+        return None
+    prompt = parse_prompt(text, f"{relative_path(open_repo(path), path)}@{base_commit[:8]}")
+    try:
+        label = f"{resolve_version(path, base_commit).label} at base"
+    except UnknownVersionError:
+        label = f"base {base_commit[:8]}"
+    return Contender(f"{name}@{base_commit[:8]}", label, prompt, base_commit)
+
+
+# --- what changed -------------------------------------------------------------------------
+# Git access beyond `versions` (merge-base, diff against the work tree); kept here, in one place.
+
+
+def resolve_base(repo: Any, base: Optional[str] = None) -> tuple[str, str]:
+    """(the ref used, the commit): the merge-base of HEAD and `base`, as `git diff base...` takes it.
+
+    Without `base`: origin/$GITHUB_BASE_REF in a pull-request build, else main, origin/main,
+    master, origin/master; with none of them, HEAD (the check covers uncommitted changes)."""
+    import git
+
+    if not repo.head.is_valid():
+        raise RepositoryError(f"the git repository at {repo.working_tree_dir} has no commits yet: commit the prompts, then check")
+    if base is not None:
+        candidates = [base]
+    else:
+        in_ci = os.environ.get("GITHUB_BASE_REF")
+        candidates = [f"origin/{in_ci}"] * bool(in_ci) + list(DEFAULT_BASES)
+    for ref in candidates:
+        commit = _commit(repo, ref)
+        if commit is None:
+            continue
+        try:
+            return ref, repo.git.merge_base("HEAD", commit)
+        except git.GitCommandError:
+            raise RepositoryError(f"HEAD and {ref} have no common history, so there is no base to compare with: pass --base REF") from None
+    if base is not None:
+        raise RepositoryError(f"--base {base!r} is not a commit, tag or branch in {repo.working_tree_dir}")
+    return "HEAD", repo.head.commit.hexsha
+
+
+def changed_paths(repo: Any, base_commit: str) -> list[Path]:
+    """Files that differ between `base_commit` and the work tree, untracked ones included, as absolute paths."""
+    root = Path(repo.working_tree_dir).resolve()
+    tracked = repo.git.diff("--name-only", "--no-renames", "-z", base_commit, "--").split("\0")
+    untracked = repo.git.ls_files("--others", "--exclude-standard", "-z").split("\0")
+    return sorted({root / name for name in tracked + untracked if name})
+
+
+def touched_prompts(paths: list[Path], root: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """Prompt name → the changed paths that touch it (its file, its eval set, an experiment naming it); and removed prompts."""
+    from promptops.artifact import load_prompt_file
+    from promptops.data import default_data_path
+
+    root = root.resolve()
+    prompts_folder, experiments_folder = root / "prompts", root / "experiments"
+    eval_sets: dict[str, Path] = {}
+    for file in sorted(prompts_folder.glob("*.yaml")):
+        try:
+            eval_sets[file.stem] = default_data_path(load_prompt_file(file), root).resolve()
+        except PromptopsError:
+            pass  # a broken file is reported when it is itself changed, and checked
+    touched: dict[str, list[str]] = {}
+    removed = []
+    for path in paths:
+        shown = _shown(path, root)
+        is_yaml = path.suffix in (".yaml", ".yml")
+        if path.parent == prompts_folder and is_yaml:
+            if path.exists():
+                touched.setdefault(path.stem, []).append(shown)
+            else:
+                removed.append(path.stem)
+        elif path.parent == experiments_folder and is_yaml and path.exists():
+            named = _experiment_prompt(path)
+            if named and (prompts_folder / f"{named}.yaml").exists():
+                touched.setdefault(named, []).append(shown)
+        for name, eval_set in eval_sets.items():
+            if path == eval_set or eval_set in path.parents:
+                touched.setdefault(name, []).append(shown)
+    return touched, removed
+
+
+def _experiment_prompt(path: Path) -> Optional[str]:
+    """The prompt an experiment file names; None if the file does not say (its own errors show when it is run)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None
+    named = data.get("prompt") if isinstance(data, dict) else None
+    return Path(named).stem if isinstance(named, str) and named else None
+
+
+def _commit(repo: Any, ref: str) -> Optional[str]:
+    import git
+
+    if not ref or ref.startswith("-"):
+        return None
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}") or None
+    except git.GitCommandError:
+        return None
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

@@ -1,0 +1,449 @@
+"""Two versions of a prompt on the same examples, with the statistics that say whether the difference is real.
+
+Both sides answer every example of one eval split; the examples pair up by position. The
+quality difference gets a paired bootstrap interval and, on right/wrong per example, McNemar's
+exact test; extraction prompts also get per-field F1 deltas with intervals; cost and latency
+get their deltas. The comparison is logged as one MLflow run holding both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from promptops import _markdown as md
+from promptops.artifact import Prompt
+from promptops.errors import PromptopsError
+from promptops.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, McNemarResult, f1_from_counts, mcnemar, paired_bootstrap
+
+if TYPE_CHECKING:
+    from promptops.data import Dataset
+    from promptops.evaluation import EvalResult, ExampleResult, ProgressCallback
+
+
+class IncomparableError(PromptopsError):
+    """Two versions that cannot answer the same examples: different fields, or rows only one of them accepts."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One side of a comparison: a prompt as of some version, and how to name it in a report."""
+
+    reference: str  # what was asked for: banking_intent@v1
+    label: str  # how the report names it: v1 (abc12345), production v2 (...), working file
+    prompt: Prompt = field(repr=False)
+    commit: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class FieldDelta:
+    """One output field's F1 on each side and the paired interval of B minus A."""
+
+    field: str
+    a_f1: float
+    b_f1: float
+    difference: Interval
+
+
+@dataclass(frozen=True)
+class ChangedExample:
+    """An example one side got right and the other wrong."""
+
+    source: str
+    inputs: dict[str, Any]
+    expected: dict[str, Any]
+    a_predicted: Optional[dict[str, Any]]
+    b_predicted: Optional[dict[str, Any]]
+    b_correct: bool  # True: B fixed it; False: B broke it
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A against B on the same examples; every difference is B minus A."""
+
+    prompt: str
+    a: Contender
+    b: Contender
+    model: str
+    dataset: str
+    split: str
+    n: int
+    metric: str
+    a_score: float
+    b_score: float
+    difference: Interval  # of the primary metric
+    exact_match: Interval  # of the share of examples with every output field right
+    mcnemar: McNemarResult  # on every-field-right per example
+    fields: tuple[FieldDelta, ...]  # extraction prompts (more than one output field)
+    a_cost_usd: Optional[float]
+    b_cost_usd: Optional[float]
+    cost_per_example_usd: Optional[Interval]
+    a_latency_p50_s: float
+    b_latency_p50_s: float
+    a_latency_p95_s: float
+    b_latency_p95_s: float
+    latency_per_example_s: Interval
+    changed: tuple[ChangedExample, ...] = field(repr=False)
+    a_result: "EvalResult" = field(repr=False)
+    b_result: "EvalResult" = field(repr=False)
+    seed: int = 0
+    run_id: Optional[str] = None
+
+    @property
+    def regression(self) -> float:
+        """How far B's primary metric is below A's (0 when it is not)."""
+        return max(0.0, self.a_score - self.b_score)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready, without the per-example results, for `--json` and notebooks."""
+        data = {key: value for key, value in dataclasses.asdict(self).items()
+                if key not in ("a_result", "b_result", "changed", "a", "b")}
+        for side in ("a", "b"):
+            contender = getattr(self, side)
+            data[side] = {"reference": contender.reference, "label": contender.label, "commit": contender.commit,
+                          "prompt_hash": contender.prompt.content_hash}
+        data["fixed"] = [c.source for c in self.changed if c.b_correct]
+        data["broken"] = [c.source for c in self.changed if not c.b_correct]
+        return data
+
+    def markdown(self, *, heading: Optional[str] = "###", a_name: str = "A", b_name: str = "B") -> str:
+        """The comparison as markdown: a table of both sides and the deltas, the tests, the examples that flipped."""
+        lines = []
+        if heading:
+            lines += [f"{heading} {self.prompt}: {self.a.label} → {self.b.label}", ""]
+        lines += [f"{self.n} `{self.split}` examples of `{self.dataset}`, model `{self.model}`.", "",
+                  f"| | {a_name}: {self.a.label} | {b_name}: {self.b.label} | {b_name} − {a_name} | {self.difference.confidence:.0%} CI |",
+                  "|---|---|---|---|---|"]
+        primary = _metric_key(self.metric)
+        lines.append(f"| **{primary}** (primary) | {self.a_score:.3f} | {self.b_score:.3f} | **{md.signed(self.difference.estimate)}** | "
+                     f"{md.bounds(self.difference)} |")
+        if primary != "accuracy":
+            name = "exact match (all fields)" if self.fields else "accuracy"
+            lines.append(f"| {name} | {self.a_result.metrics['accuracy']:.3f} | {self.b_result.metrics['accuracy']:.3f} | "
+                         f"{md.signed(self.exact_match.estimate)} | {md.bounds(self.exact_match)} |")
+        for delta in self.fields:
+            lines.append(f"| F1 `{delta.field}` | {delta.a_f1:.3f} | {delta.b_f1:.3f} | {md.signed(delta.difference.estimate)} | "
+                         f"{md.bounds(delta.difference)} |")
+        cost_delta = ""
+        if self.a_cost_usd is not None and self.b_cost_usd is not None:
+            share = md.share(self.b_cost_usd, self.a_cost_usd)
+            cost_delta = md.signed(self.b_cost_usd - self.a_cost_usd, 6, prefix="$") + (f" ({share})" if share else "")
+        cost_bounds = f"per example {md.bounds(self.cost_per_example_usd, 8, prefix='$')}" if self.cost_per_example_usd else ""
+        lines.append(f"| cost | {md.usd(self.a_cost_usd)} | {md.usd(self.b_cost_usd)} | {cost_delta} | {cost_bounds} |")
+        lines.append(f"| latency p50 | {md.seconds(self.a_latency_p50_s)} | {md.seconds(self.b_latency_p50_s)} | "
+                     f"{md.signed(self.b_latency_p50_s - self.a_latency_p50_s, suffix=' s')} | "
+                     f"mean per example {md.bounds(self.latency_per_example_s, suffix=' s')} |")
+        lines.append(f"| latency p95 | {md.seconds(self.a_latency_p95_s)} | {md.seconds(self.b_latency_p95_s)} | "
+                     f"{md.signed(self.b_latency_p95_s - self.a_latency_p95_s, suffix=' s')} | |")
+        fixed = sum(c.b_correct for c in self.changed)
+        broken = len(self.changed) - fixed
+        right = " (right = every output field right)" if self.fields else ""
+        lines += ["", f"McNemar's exact test on right/wrong per example{right}: {b_name} fixed {fixed} that {a_name} got wrong "
+                  f"and broke {broken} that {a_name} got right; {md.p_equals(self.mcnemar.p_value)} "
+                  f"({md.p_equals(self.mcnemar.mid_p_value, 'mid-p')}). "
+                  f"Intervals: paired bootstrap over examples, {self.difference.resamples:,} resamples, seed {self.seed}."]
+        if self.changed:
+            shown = sorted(self.changed, key=lambda c: c.b_correct)[:20]
+            lines += ["", f"<details><summary>{broken} example{'s' if broken != 1 else ''} broken, {fixed} fixed</summary>", "",
+                      f"| example | | input | expected | {a_name} | {b_name} |", "|---|---|---|---|---|---|"]
+            for change in shown:
+                keys = _differing(change)
+                lines.append(f"| {change.source} | {'fixed' if change.b_correct else 'broken'} | {md.cell(_values(change.inputs))} | "
+                             f"{md.cell(_values(change.expected, keys), 40)} | {md.cell(_values(change.a_predicted, keys), 40)} | "
+                             f"{md.cell(_values(change.b_predicted, keys), 40)} |")
+            if len(self.changed) > len(shown):
+                lines.append(f"| … {len(self.changed) - len(shown)} more | | | | | |")
+            lines += ["", "</details>"]
+        if self.run_id:
+            lines += ["", f"MLflow run `{self.run_id}` in experiment `{self.prompt}`."]
+        return "\n".join(lines) + "\n"
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+def compare(
+    a: str,
+    b: str,
+    *,
+    data: Optional[str | Path] = None,
+    split: str = "test",
+    limit: Optional[int] = None,
+    model: Optional[str] = None,
+    metric: Optional[str] = None,
+    threads: Optional[int] = None,
+    cache: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+    track: bool = True,
+    on_progress: "Optional[ProgressCallback]" = None,
+) -> Comparison:
+    """`NAME@A` against `NAME@B` (a version, commit, channel, or the working file without @) on the same examples."""
+    return compare_contenders(
+        contender(a), contender(b), data=data, split=split, limit=limit, model=model, metric=metric, threads=threads,
+        cache=cache, resamples=resamples, confidence=confidence, seed=seed, track=track, on_progress=on_progress,
+    )
+
+
+def contender(reference: str) -> Contender:
+    """`NAME@v3`, `NAME@production`, `NAME@<commit>`, or `NAME` for the working file, read from git."""
+    from promptops.artifact import load_prompt_file, resolve_prompt_path
+    from promptops.promotion import CHANNELS, resolve_ref
+    from promptops.versions import file_revision, load_prompt_at, parse_prompt_ref
+
+    name, ref = parse_prompt_ref(reference)
+    path = resolve_prompt_path(name)
+    if ref is None:
+        revision = file_revision(path)
+        label = "working file" if revision.dirty else f"working file ({revision.commit[:8]})"  # type: ignore[index]
+        return Contender(reference, label, load_prompt_file(path), None if revision.dirty else revision.commit)
+    version = resolve_ref(path, ref)
+    label = f"{ref} {version.label} ({version.short})" if ref in CHANNELS else f"{version.label} ({version.short})"
+    return Contender(reference, label, load_prompt_at(path, version.commit), version.commit)
+
+
+def compare_contenders(
+    a: Contender,
+    b: Contender,
+    *,
+    dataset: "Optional[Dataset]" = None,
+    data: Optional[str | Path] = None,
+    split: str = "test",
+    limit: Optional[int] = None,
+    model: Optional[str] = None,
+    metric: Optional[str] = None,
+    threads: Optional[int] = None,
+    cache: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+    track: bool = True,
+    kind: str = "compare",
+    on_progress: "Optional[ProgressCallback]" = None,
+) -> Comparison:
+    """Evaluate both on B's eval set (or `dataset`/`data`), pair the examples, compute the statistics, log the run."""
+    from promptops import evaluation
+    from promptops.data import load_dataset
+    from promptops.metrics import default_metric
+
+    _check_same_fields(a, b)
+    dataset = (dataset or load_dataset(b.prompt, data, split)).head(limit)
+    for example in dataset.examples:
+        problem = a.prompt.check_example({**example.inputs, **example.expected})
+        if problem:
+            raise IncomparableError(f"{example.source}: fits {b.label} but not {a.label}: {problem}")
+    metric = metric or default_metric(b.prompt)
+    options = dict(dataset=dataset, split=split, model=model, threads=threads, cache=cache, metric=metric, on_progress=on_progress)
+    b_result = evaluation.evaluate(b.prompt, **options)
+    same = a.prompt.content_hash == b.prompt.content_hash
+    a_result = b_result if same else evaluation.evaluate(a.prompt, **options)  # one prompt, one set of answers
+    comparison = paired_comparison(a, b, a_result, b_result, resamples=resamples, confidence=confidence, seed=seed)
+    if track:
+        comparison = dataclasses.replace(comparison, run_id=log_comparison(comparison, kind=kind))
+    return comparison
+
+
+def _check_same_fields(a: Contender, b: Contender) -> None:
+    """Both sides must read the same inputs and give the same outputs, or their scores do not pair."""
+    a_fields = [f.name for f in a.prompt.inputs + a.prompt.outputs]
+    b_fields = [f.name for f in b.prompt.inputs + b.prompt.outputs]
+    if sorted(a_fields) != sorted(b_fields):
+        raise IncomparableError(
+            f"{a.prompt.name} {a.label} has fields {', '.join(a_fields)} but {b.label} has {', '.join(b_fields)}: "
+            "only versions with the same inputs and outputs can be scored on the same examples")
+
+
+def paired_comparison(
+    a: Contender,
+    b: Contender,
+    a_result: "EvalResult",
+    b_result: "EvalResult",
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> Comparison:
+    """The statistics of two evals of the same examples (no model calls: testable on any results)."""
+    from promptops.metrics import flatten
+
+    a_examples, b_examples = a_result.examples, b_result.examples
+    if [e.source for e in a_examples] != [e.source for e in b_examples]:
+        raise PromptopsError(f"the evals of {a.label} and {b.label} did not answer the same examples, so they cannot be paired")
+    bootstrap = dict(resamples=resamples, confidence=confidence, seed=seed)
+    outputs = b.prompt.outputs
+    a_right = np.array([e.correct for e in a_examples], dtype=float)
+    b_right = np.array([e.correct for e in b_examples], dtype=float)
+    exact_match = paired_bootstrap(a_right, b_right, **bootstrap)
+
+    leaves = list(flatten({}, outputs))
+    fields: tuple[FieldDelta, ...] = ()
+    if len(leaves) > 1:
+        a_counts, b_counts = _field_counts(a_examples, outputs, leaves), _field_counts(b_examples, outputs, leaves)
+        deltas = []
+        for position, leaf in enumerate(leaves):
+            a_leaf, b_leaf = a_counts[:, position, :], b_counts[:, position, :]
+            deltas.append(FieldDelta(leaf, float(f1_from_counts(a_leaf[None])[0]), float(f1_from_counts(b_leaf[None])[0]),
+                                     paired_bootstrap(a_leaf, b_leaf, f1_from_counts, **bootstrap)))
+        fields = tuple(deltas)
+
+    metric = b_result.metric
+    key = _metric_key(metric)
+    if key == "accuracy":
+        difference = exact_match
+    elif key == "f1":
+        a_micro, b_micro = _field_counts(a_examples, outputs, leaves).sum(axis=1), _field_counts(b_examples, outputs, leaves).sum(axis=1)
+        difference = paired_bootstrap(a_micro, b_micro, f1_from_counts, **bootstrap)
+    else:
+        difference = paired_bootstrap(_example_scores(a_result, a.prompt, metric), _example_scores(b_result, b.prompt, metric), **bootstrap)
+
+    a_costs, b_costs = [e.cost_usd for e in a_examples], [e.cost_usd for e in b_examples]
+    cost = None
+    if all(c is not None for c in a_costs + b_costs):
+        cost = paired_bootstrap(np.array(a_costs, dtype=float), np.array(b_costs, dtype=float), **bootstrap)
+    latency = paired_bootstrap(np.array([e.latency_s for e in a_examples]), np.array([e.latency_s for e in b_examples]), **bootstrap)
+    changed = tuple(
+        ChangedExample(y.source, y.inputs, y.expected, x.predicted, y.predicted, y.correct)
+        for x, y in zip(a_examples, b_examples) if x.correct != y.correct
+    )
+    return Comparison(
+        prompt=b.prompt.name, a=a, b=b,
+        model=a_result.model if a_result.model == b_result.model else f"{a_result.model} vs {b_result.model}",
+        dataset=b_result.dataset, split=b_result.split, n=b_result.n, metric=metric,
+        a_score=a_result.score, b_score=b_result.score, difference=difference, exact_match=exact_match,
+        mcnemar=mcnemar(a_right.astype(bool), b_right.astype(bool)), fields=fields,
+        a_cost_usd=a_result.cost_usd, b_cost_usd=b_result.cost_usd, cost_per_example_usd=cost,
+        a_latency_p50_s=a_result.latency_p50_s, b_latency_p50_s=b_result.latency_p50_s,
+        a_latency_p95_s=a_result.latency_p95_s, b_latency_p95_s=b_result.latency_p95_s,
+        latency_per_example_s=latency, changed=changed, a_result=a_result, b_result=b_result, seed=seed,
+    )
+
+
+def _field_counts(examples: "tuple[ExampleResult, ...]", outputs: list[Any], leaves: list[str]) -> np.ndarray:
+    """(examples, fields, 3): true positives, false positives, false negatives of each field in each example."""
+    from promptops.metrics import field_scores
+
+    counts = np.zeros((len(examples), len(leaves), 3))
+    for row, example in enumerate(examples):
+        scores = field_scores([(example.expected, example.predicted)], outputs)
+        for column, leaf in enumerate(leaves):
+            score = scores[leaf]
+            counts[row, column] = (score.true_positives, score.false_positives, score.false_negatives)
+    return counts
+
+
+def _example_scores(result: "EvalResult", prompt: Prompt, metric: str) -> np.ndarray:
+    """Per-example values of a metric that is a mean over examples: schema validity or a user metric."""
+    from promptops.artifact import find_project_root
+    from promptops.metrics import check_metric_name, schema_validity
+
+    if metric == "schema_validity":
+        return np.array([schema_validity([e.predicted], prompt) for e in result.examples])
+    function = check_metric_name(metric, find_project_root())
+    if function is None:
+        raise PromptopsError(f"metric {metric!r} has no per-example value to compare")
+    return np.array([0.0 if e.predicted is None else float(function({**e.inputs, **e.expected}, e.predicted)) for e in result.examples])
+
+
+def _metric_key(metric: str) -> str:
+    return metric.partition(":")[2] or metric
+
+
+def _differing(change: ChangedExample) -> list[str]:
+    """The output fields the two answers disagree on: what a reader of a flipped example needs to see."""
+    from promptops.metrics import normalize
+
+    a, b = change.a_predicted or {}, change.b_predicted or {}
+    keys = [key for key in change.expected if normalize(a.get(key)) != normalize(b.get(key))]
+    return keys or list(change.expected)
+
+
+def _values(values: Optional[dict[str, Any]], keys: Optional[list[str]] = None) -> Any:
+    """One field as its bare value (a label reads as a label); several as `field: value; ...`, empty ones left out."""
+    if values is None:
+        return "no answer"
+    if len(values) == 1:
+        return next(iter(values.values()))
+    shown = {key: values.get(key) for key in (keys or values)}
+    return "; ".join(f"{key}: {md.cell(value)}" for key, value in shown.items() if keys or value not in (None, ""))
+
+
+# --- MLflow -------------------------------------------------------------------------------
+
+
+def log_comparison(comparison: Comparison, *, kind: str = "compare") -> str:
+    """One run in the prompt's experiment: both sides' figures, the statistics, both prompts and the paired table."""
+    from promptops import tracking
+    from promptops._secrets import redact, redact_mapping
+    from promptops.errors import TrackingError
+
+    mlflow = tracking._mlflow()
+    tracking._experiment(mlflow, comparison.prompt)
+    a, b = comparison.a, comparison.b
+    params = redact_mapping({
+        "prompt": comparison.prompt, "a": a.reference, "b": b.reference, "a_label": a.label, "b_label": b.label,
+        "a_prompt_hash": a.prompt.content_hash, "b_prompt_hash": b.prompt.content_hash,
+        "a_git_commit": a.commit or "none", "b_git_commit": b.commit or "none",
+        "a_model": comparison.a_result.model, "b_model": comparison.b_result.model,
+        "dataset": comparison.dataset, "split": comparison.split, "n": comparison.n, "metric": comparison.metric,
+        "resamples": comparison.difference.resamples, "confidence": comparison.difference.confidence, "seed": comparison.seed,
+    })
+    metrics: dict[str, float] = {}
+    for side, result in (("a", comparison.a_result), ("b", comparison.b_result)):
+        metrics.update({f"{side}.{key.replace(':', '_')}": value for key, value in result.metrics.items()})
+        metrics.update({f"{side}.score": result.score, f"{side}.latency_p50_s": result.latency_p50_s,
+                        f"{side}.latency_p95_s": result.latency_p95_s, f"{side}.input_tokens": result.input_tokens,
+                        f"{side}.output_tokens": result.output_tokens, f"{side}.errors": result.errors})
+        if result.cost_usd is not None:
+            metrics[f"{side}.cost_usd"] = result.cost_usd
+    intervals = {"difference": comparison.difference, "exact_match_difference": comparison.exact_match,
+                 "latency_difference_s": comparison.latency_per_example_s}
+    if comparison.cost_per_example_usd is not None:
+        intervals["cost_per_example_difference_usd"] = comparison.cost_per_example_usd
+    for delta in comparison.fields:
+        intervals[f"f1_difference/{delta.field}"] = delta.difference
+    for name, interval in intervals.items():
+        metrics.update({name: interval.estimate, f"{name}.low": interval.low, f"{name}.high": interval.high})
+    metrics.update({"mcnemar.p_value": comparison.mcnemar.p_value, "mcnemar.mid_p_value": comparison.mcnemar.mid_p_value,
+                    "mcnemar.a_only": comparison.mcnemar.a_only, "mcnemar.b_only": comparison.mcnemar.b_only})
+    try:
+        with mlflow.start_run(run_name=f"{kind} {a.reference} vs {b.reference}") as run:
+            mlflow.set_tags({"promptops.kind": kind})
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+            mlflow.log_text(a.prompt.to_yaml(), f"a/{a.prompt.name}.yaml")
+            mlflow.log_text(b.prompt.to_yaml(), f"b/{b.prompt.name}.yaml")
+            mlflow.log_table(data=_pairs_table(comparison), artifact_file="pairs.json")
+            mlflow.log_dict(comparison.summary(), "comparison.json")
+            return run.info.run_id
+    except Exception as exc:
+        raise TrackingError(f"cannot log the comparison to MLflow at {tracking.tracking_uri()}: {redact(str(exc)).splitlines()[0]}") from None
+
+
+def _pairs_table(comparison: Comparison) -> dict[str, list[Any]]:
+    """One row per example: inputs, expected, both answers, both right/wrong, both latencies and costs."""
+    import json
+
+    def cell(value: Any) -> Any:
+        return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value, ensure_ascii=False, default=str)
+
+    prompt = comparison.b.prompt
+    a_examples, b_examples = comparison.a_result.examples, comparison.b_result.examples
+    table: dict[str, list[Any]] = {"source": [e.source for e in b_examples]}
+    for spec in prompt.inputs:
+        table[spec.name] = [cell(e.inputs.get(spec.name)) for e in b_examples]
+    for spec in prompt.outputs:
+        table[f"expected.{spec.name}"] = [cell(e.expected.get(spec.name)) for e in b_examples]
+        table[f"a.{spec.name}"] = [cell((e.predicted or {}).get(spec.name)) for e in a_examples]
+        table[f"b.{spec.name}"] = [cell((e.predicted or {}).get(spec.name)) for e in b_examples]
+    table["a.correct"] = [e.correct for e in a_examples]
+    table["b.correct"] = [e.correct for e in b_examples]
+    table["a.latency_s"] = [e.latency_s for e in a_examples]
+    table["b.latency_s"] = [e.latency_s for e in b_examples]
+    table["a.cost_usd"] = [e.cost_usd for e in a_examples]
+    table["b.cost_usd"] = [e.cost_usd for e in b_examples]
+    return table
