@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
 
-__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load", "load_prompt", "optimize", "promote", "rollback"]
+__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load", "load_prompt", "optimize", "promote",
+           "record_feedback", "rollback"]
 __version__ = "0.1.0"
 
 
@@ -79,17 +80,58 @@ def evaluate(
     return dataclasses.replace(result, run_id=run_id)
 
 
-def load(reference: str, *, model: Optional[str] = None, cache: bool = True) -> Any:
-    """A callable DSPy program built from exactly the content `reference` names.
+def load(
+    reference: str,
+    *,
+    model: Optional[str] = None,
+    cache: bool = True,
+    key: Optional[str] = None,
+    split: Optional[dict[str, float]] = None,
+    guardrails: bool = True,
+    trace: bool = True,
+) -> Any:
+    """The prompt `reference` names, ready to serve: call it with the input fields, get a `dspy.Prediction`.
 
     `NAME@production` (or staging, candidate) reads the channel from git, or from MLflow's
     Prompt Registry (`prompts:/NAME@production`) when the repository is not available;
     `NAME@v3` and `NAME@<commit>` read that version; `NAME` alone the working file.
-    """
-    from promptops.program import build_program
-    from promptops.promotion import prompt_at
 
-    return build_program(prompt_at(reference), model=model, cache=cache)
+    The result applies the prompt's `guardrails:` (input checks, retries, caps, breaker,
+    fallbacks) and traces each request to MLflow. `key` names the user (per-key cap and rate
+    limit; only its hash is traced). `split={"production": 0.9, "candidate": 0.1}` with a `key`
+    picks a channel per user, stable across calls and processes (an A/B test; the arm is traced).
+    `guardrails=False` returns the plain DSPy program.
+    """
+    from promptops.promotion import served_version
+
+    arm = None
+    if split is not None:
+        from promptops.ab import choose_arm
+
+        if key is None:
+            raise PromptopsError("an A/B split needs a key (the user id) so each user stays in one arm")
+        name = reference.partition("@")[0]
+        arm = choose_arm(split, key, salt=name)
+        reference = f"{name}@{arm}"
+    served = served_version(reference)
+    if not guardrails:
+        from promptops.program import build_program
+
+        return build_program(served.prompt, model=model, cache=cache)
+    from promptops.runtime.guarded import GuardedProgram
+
+    return GuardedProgram(served, model=model, cache=cache, key=key, arm=arm, trace=trace)
+
+
+def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: Optional[dict[str, Any]] = None) -> None:
+    """Tell promptops how a traced request went: was the answer right, what should it have been.
+
+    Kept on the MLflow trace; `promptops feedback add --from-failed NAME` turns the corrected
+    failures into eval rows, and `promptops ab-report NAME` counts the verdicts per arm.
+    """
+    from promptops.runtime.feedback import record_feedback as record
+
+    record(trace_id, correct=correct, expected=expected)
 
 
 def optimize(experiment: "str | Path", **options: Any) -> Any:

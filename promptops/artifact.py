@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from promptops._secrets import SECRET_NAME
 from promptops.errors import PromptFileError, UnknownPromptError
+from promptops.runtime.spec import GuardrailsSpec
 from promptops.yaml_models import line_of, parse_yaml_model
 
 DEFAULT_MODEL = "local/smollm2-135m"
@@ -122,10 +123,11 @@ class ModelSpec(_Strict):
 
 
 class EvalSpec(_Strict):
-    """The prompt's default eval set and the metric its gate compares."""
+    """The prompt's default eval set, the metric its gate compares, and the score `promptops check` requires."""
 
     data: Optional[str] = None
     metric: Optional[str] = None
+    threshold: Optional[float] = None  # the primary metric's floor on the gate split
 
 
 class Prompt(_Strict):
@@ -140,6 +142,7 @@ class Prompt(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     config: dict[str, Any] = Field(default_factory=dict)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    guardrails: GuardrailsSpec = Field(default_factory=GuardrailsSpec)
 
     @field_validator("name")
     @classmethod
@@ -176,7 +179,12 @@ class Prompt(_Strict):
     @property
     def content_hash(self) -> str:
         """Identity of the content, independent of YAML formatting."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if self.guardrails == GuardrailsSpec():
+            del data["guardrails"]  # sections added after a version was written do not change its identity
+        if self.eval.threshold is None:
+            del data["eval"]["threshold"]  # likewise fields added later, while unset
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def with_changes(self, **changes: Any) -> "Prompt":

@@ -6,10 +6,13 @@ answer; the call's price is estimated from its prompt length (at the most tokens
 character seen so far) and its `max_tokens`, so the estimate errs on the high side.
 One budget is active per process: the optimizer's own calls (bootstrapping, instruction
 proposals) and its evals run on threads DSPy starts, and all of them must be counted.
+The production runtime adds budgets per request, session and user key with `request_limits`,
+scoped to the calling context (thread or task), so one user's cap never refuses another's call.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from contextlib import contextmanager
@@ -113,3 +116,35 @@ def spending_limit(budget: Budget) -> Iterator[Budget]:
 
 def active_budget() -> Optional[Budget]:
     return _active
+
+
+_scoped: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar("promptops_budgets", default=())
+
+
+@contextmanager
+def request_limits(*budgets: Budget) -> Iterator[tuple[Budget, ...]]:
+    """Check every model call made in this context (and contexts copied from it) against `budgets` too."""
+    token = _scoped.set(_scoped.get() + budgets)
+    try:
+        yield budgets
+    finally:
+        _scoped.reset(token)
+
+
+def active_budgets() -> tuple[Budget, ...]:
+    """The process budget, if any, then the budgets of the current request, session and key."""
+    return ((_active,) if _active is not None else ()) + _scoped.get()
+
+
+def admit_all(budgets: tuple[Budget, ...], estimated_cost_usd: float) -> list[tuple[Budget, "Reservation"]]:
+    """Reserve one call in every budget, or in none: a refusal releases what was already reserved."""
+    reserved: list[tuple[Budget, Reservation]] = []
+    for budget in budgets:
+        try:
+            reserved.append((budget, budget.admit(estimated_cost_usd)))
+        except BudgetExhausted as exc:
+            exc.budget = budget  # which cap refused: the runtime words a session cap and a loop guard differently
+            for admitted, reservation in reserved:
+                admitted.settle(reservation, None, sent=False)
+            raise
+    return reserved

@@ -246,12 +246,15 @@ def sync_command(prompts: tuple[str, ...], check: bool) -> None:
 @click.argument("reference", metavar="PROMPT[@REF]")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="FIELD=VALUE", help="An input field; repeat for each.")
 @click.option("--model", help="Model string overriding the prompt's.")
+@click.option("--key", help="The user this request is for: their cost cap and rate limit apply (only a hash is traced).")
+@click.option("--no-trace", is_flag=True, help="Do not write an MLflow trace.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs as one JSON object.")
-def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], as_json: bool) -> None:
-    """Run PROMPT@production (or @vN, @staging, ...) on the given inputs and print its outputs."""
+def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], key: Optional[str], no_trace: bool, as_json: bool) -> None:
+    """Run PROMPT@production (or @vN, @staging, ...) on the given inputs, within its guardrails, and print its outputs."""
     import promptops
-    from promptops.errors import PromptopsError
+    from promptops.errors import GuardrailError, PromptopsError
     from promptops.program import prediction_values
+    from promptops.runtime import tracing
 
     values = {}
     for item in inputs:
@@ -259,16 +262,98 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], a
         if not equals:
             raise PromptopsError(f"--input {item!r} is not FIELD=VALUE")
         values[field] = value
-    program = promptops.load(reference, model=model)
-    missing = [spec.name for spec in program.prompt.inputs if spec.name not in values]
-    if missing:
-        raise PromptopsError(f"missing input {', '.join(missing)}: pass --input {missing[0]}=...")
-    outputs = prediction_values(program.prompt, program(**values))
+    program = promptops.load(reference, model=model, key=key, trace=not no_trace)
+    try:
+        prediction = program(**values)
+    except GuardrailError as exc:
+        if exc.trace_id:  # one line still, with what `promptops replay` and `feedback add` need
+            raise GuardrailError(f"{exc} (trace {exc.trace_id})") from None
+        raise
+    finally:
+        if not no_trace:
+            tracing.flush()
+    outputs = prediction_values(program.prompt, prediction)
     if as_json:
-        click.echo(json.dumps(outputs, ensure_ascii=False))
+        click.echo(json.dumps({**outputs, "_trace_id": program.last_trace_id} if program.last_trace_id else outputs, ensure_ascii=False))
     else:
         for field, value in outputs.items():
             click.echo(f"{field}: {value}")
+        if program.last_trace_id:
+            click.echo(f"trace: {program.last_trace_id}", err=True)
+
+
+@main.command("traces")
+@click.argument("prompt")
+@click.option("--failed", is_flag=True, help="Only refused or failed requests.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
+def traces_command(prompt: str, failed: bool, limit: int, as_json: bool) -> None:
+    """List PROMPT's most recent traced requests: version, status, guardrail decisions, cost, tokens, latency."""
+    import dataclasses
+
+    from promptops import render
+    from promptops.runtime import tracing
+
+    found = tracing.search(prompt, failed=failed, limit=limit)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(summary) for summary in found]))
+    else:
+        render.trace_table(prompt, found, failed=failed)
+
+
+@main.command("replay")
+@click.argument("trace_id")
+@click.option("--version", "version", help="Replay against this version instead (vN, a channel or a commit).")
+@click.option("--model", help="Replay against this model instead.")
+@click.option("--no-cache", is_flag=True, help="Ask the model again even if DSPy's cache holds the answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def replay_command(trace_id: str, version: Optional[str], model: Optional[str], no_cache: bool, as_json: bool) -> None:
+    """Re-run the request traced as TRACE_ID and show its outputs beside the original ones."""
+    import dataclasses
+
+    from promptops import render
+    from promptops.runtime.replay import replay
+
+    result = replay(trace_id, version=version, model=model, cache=not no_cache)
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(result), "same": result.same}, default=str, ensure_ascii=False))
+    else:
+        render.replay_result(result)
+
+
+@main.group("feedback")
+def feedback_group() -> None:
+    """Turn traced requests into eval rows: what the answer should have been."""
+
+
+@feedback_group.command("add")
+@click.argument("trace_id", required=False)
+@click.option("--expected", "expected", multiple=True, metavar="FIELD=VALUE", help="The correct output; repeat per field.")
+@click.option("--from-failed", "from_failed", metavar="PROMPT", help="Add every failing trace of PROMPT that has expected outputs recorded.")
+@click.option("--split", default="dev", show_default=True, type=click.Choice(["train", "dev", "test"]), help="Which split gets the rows.")
+def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], from_failed: Optional[str], split: str) -> None:
+    """Append TRACE_ID's inputs with the --expected outputs to its prompt's eval set, as one commit."""
+    from promptops import render
+    from promptops.errors import PromptopsError
+    from promptops.runtime import feedback
+
+    if (trace_id is None) == (from_failed is None):
+        raise PromptopsError("give either a TRACE_ID or --from-failed PROMPT")
+    if from_failed:
+        if expected:
+            raise PromptopsError("--expected goes with one TRACE_ID; --from-failed uses the outputs recorded on each trace")
+        added = feedback.add_failed(from_failed, split=split)
+    else:
+        values = {}
+        for item in expected:
+            field, equals, value = item.partition("=")
+            if not equals:
+                raise PromptopsError(f"--expected {item!r} is not FIELD=VALUE")
+            values[field] = value
+        added = feedback.add_feedback(trace_id, values, split=split)
+    render.feedback_added(added)
+    if from_failed and not added.rows and added.skipped:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -72,3 +72,59 @@ class NothingToCommitError(RepositoryError):
 
 class UnknownVersionError(PromptopsError):
     """A version (`v3`), commit, tag or branch that does not name a version of the prompt."""
+
+
+class GuardrailError(PromptopsError):
+    """A request a loaded prompt refused or could not answer within its guardrails; `decision` names which."""
+
+    decision = "refused"
+
+    def __init__(self, message: str, *, trace_id: str | None = None):
+        self.trace_id = trace_id
+        super().__init__(message)
+
+
+class InputRejected(GuardrailError):
+    """An input of the wrong type, too long, or matching a deny pattern; no model was called."""
+
+    decision = "input_rejected"
+
+
+class RateLimited(GuardrailError):
+    """The user key sent requests faster than the prompt's rate limit allows."""
+
+    decision = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, trace_id: str | None = None):
+        self.retry_after_s = retry_after_s
+        super().__init__(message, trace_id=trace_id)
+
+
+class CostCapReached(GuardrailError):
+    """The session's or the user key's spending cap leaves no room for another model call."""
+
+    decision = "cost_cap"
+
+
+class LoopGuardTripped(GuardrailError):
+    """The request used up its model calls (max_calls_per_request) without an acceptable answer."""
+
+    decision = "loop_guard"
+
+
+class CircuitOpen(GuardrailError):
+    """Every model the request could use has failed repeatedly and is resting until its cool-down ends."""
+
+    decision = "circuit_open"
+
+
+class InvalidOutput(GuardrailError):
+    """The model's answers did not fit the prompt's output fields, retries included."""
+
+    decision = "invalid_output"
+
+
+class ModelCallFailed(GuardrailError):
+    """The model (and every fallback) failed: server errors, timeouts or unreadable answers."""
+
+    decision = "model_failed"

@@ -35,16 +35,20 @@ class PromptProgram(dspy.Module):
         self.predict.demos = [dspy.Example(**demo) for demo in prompt.demos]
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
+        return self.answer(inputs)
+
+    def answer(self, inputs: dict[str, Any], config: dict[str, Any] | None = None) -> dspy.Prediction:
+        """`config` overrides LM parameters for this call only, e.g. a retry's `rollout_id` and temperature."""
         with dspy.context(lm=self.lm, adapter=self.adapter):
-            return self.predict(**inputs)
+            return self.predict(**inputs, config=config or {})
 
 
-def build_program(prompt: Prompt, *, model: str | None = None, cache: bool = True) -> PromptProgram:
-    """The prompt as a runnable DSPy program; `model` overrides the file's model id."""
+def build_program(prompt: Prompt, *, model: str | None = None, cache: bool = True, num_retries: int | None = None) -> PromptProgram:
+    """The prompt as a runnable DSPy program; `model` overrides the file's model id, `num_retries` the client's own retries."""
     from promptops.models import build_lm
 
     spec = prompt.model if model is None else prompt.model.model_copy(update={"id": model})
-    return PromptProgram(prompt, build_lm(spec, cache=cache))
+    return PromptProgram(prompt, build_lm(spec, cache=cache, num_retries=num_retries))
 
 
 def prediction_values(prompt: Prompt, prediction: dspy.Prediction) -> dict[str, Any]:

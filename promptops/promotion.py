@@ -259,11 +259,9 @@ def rollback(name: str, *, channel: str = "production", to: Optional[str] = None
             raise PromptopsError(f"{name} has no {channel} version to roll back")
         current_number = int(state[channel]["version"])
         if to is None:
-            moves = [entry for entry in state["history"] if entry["channel"] == channel]
-            previous = moves[-1].get("from") if moves else None
-            if previous is None:
+            to = previous_version(name, channel)
+            if to is None:
                 raise PromptopsError(f"{name} {channel} has no earlier version to roll back to")
-            to = f"v{previous}"
         target = resolve_ref(prompt_file, to)
         if target.number == current_number:
             raise PromptopsError(f"{name} {channel} already serves {target.label}")
@@ -329,23 +327,50 @@ def _move_channel(repo, prompt_file, prompt, target, channel, action, from_numbe
 def prompt_at(reference: str) -> Prompt:
     """`NAME` (the working file), `NAME@vN`, `NAME@<commit>` or `NAME@<channel>`, from git;
     a channel comes from MLflow's Prompt Registry when the git repository is not available."""
+    return served_version(reference).prompt
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A prompt as loaded for serving, with the names a trace needs to find it again."""
+
+    prompt: Prompt
+    reference: str
+    label: str  # v3, or "working file"
+    commit: Optional[str]  # None for a working file with uncommitted edits
+    channel: Optional[str]
+
+
+def served_version(reference: str) -> ServedVersion:
+    """Like `prompt_at`, keeping which version and commit the reference resolved to."""
     from promptops import versions
     from promptops.artifact import load_prompt_file, parse_prompt
     from promptops.errors import RepositoryError, UnknownPromptError
 
     name, _, ref = reference.partition("@")
+    channel = ref if ref in CHANNELS else None
     try:
         prompt_file = resolve_prompt_path(name)
         if not ref:
-            return load_prompt_file(prompt_file)
-        return versions.load_prompt_at(prompt_file, resolve_ref(prompt_file, ref).commit)
+            revision = versions.file_revision(prompt_file)
+            return ServedVersion(load_prompt_file(prompt_file), reference, "working file", None if revision.dirty else revision.commit, None)
+        version = resolve_ref(prompt_file, ref)
+        return ServedVersion(versions.load_prompt_at(prompt_file, version.commit), reference, version.label, version.commit, channel)
     except (UnknownPromptError, RepositoryError):
-        if ref not in CHANNELS:
+        if channel is None:
             raise
     from promptops import tracking
 
     text, tags = tracking.load_registered_text(name, ref)
-    return parse_prompt(text, f"prompts:/{name}@{ref} (registry version {tags.get('prompt_version', '?')})")
+    prompt = parse_prompt(text, f"prompts:/{name}@{ref} (registry version {tags.get('prompt_version', '?')})")
+    return ServedVersion(prompt, reference, tags.get("prompt_version", "registry"), tags.get("git_commit"), channel)
+
+
+def previous_version(name: str, channel: str = "production") -> Optional[str]:
+    """`vN` the channel served before its current version (the rollback target), or None."""
+    moves = [entry for entry in read_channels(name)["history"] if entry["channel"] == channel]
+    previous = moves[-1].get("from") if moves else None
+    return f"v{previous}" if previous is not None else None
 
 
 def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int, str]]:

@@ -190,3 +190,56 @@ def status_table(rows) -> None:
         table.add_row(row.prompt, *cells, f"v{row.latest_version}" if row.latest_version else "uncommitted",
                       "yes" if row.working_file_changed else "no", last_text)
     console.print(table)
+
+
+def trace_table(name: str, traces, *, failed: bool = False) -> None:
+    from datetime import datetime, timezone
+
+    if not traces:
+        console.print(f"no {'failed ' if failed else ''}traces of {name} yet: requests through promptops.load() or promptops run write them.",
+                      highlight=False)
+        return
+    table = Table(title=f"{name}: {len(traces)} most recent {'failed ' if failed else ''}traces")
+    for column in ("trace", "time (UTC)", "version", "status", "decisions", "cost", "tokens", "latency", "request → response"):
+        table.add_column(column, overflow="fold")
+    styles = {"ok": "green", "fallback": "yellow", "refused": "magenta", "error": "red"}
+    for trace in traces:
+        when = datetime.fromtimestamp(trace.timestamp_ms / 1000, tz=timezone.utc).strftime("%m-%d %H:%M:%S")
+        status = f"[{styles.get(trace.status, '')}]{trace.status}[/]" + (f" ({trace.arm})" if trace.arm else "")
+        outcome = trace.response or (trace.error or "")[:80]
+        table.add_row(trace.trace_id, when, trace.version, status, trace.decisions.replace(",", " "),
+                      f"${trace.cost_usd:.6f}", str(trace.tokens), f"{trace.latency_s:.3f} s", f"{trace.request[:60]} → {outcome[:60]}")
+    console.print(table)
+
+
+def replay_result(result) -> None:
+    console.print(f"replay of {result.trace_id} ({result.prompt}, originally {result.original_status})", highlight=False)
+    table = Table()
+    table.add_column("field")
+    table.add_column(f"original: {result.original_label}", overflow="fold")
+    table.add_column(f"replay: {result.replay_label}", overflow="fold")
+    for name, value in result.inputs.items():
+        table.add_row(f"[dim]{name} (input)[/]", str(value), "")
+    table.add_section()
+    original, replayed = result.original_outputs or {}, result.replay_outputs or {}
+    for name in sorted(set(original) | set(replayed)):
+        mark = "" if original.get(name) == replayed.get(name) else "[yellow]"
+        table.add_row(f"{mark}{name}", str(original.get(name, "-")), f"{mark}{replayed.get(name, '-')}")
+    if result.replay_error:
+        table.add_row("[red]error[/]", "", result.replay_error)
+    console.print(table)
+    source = "from DSPy's cache (exact, no model call)" if result.from_cache else f"from the model (${result.cost_usd:.6f})"
+    verdict = "same outputs" if result.same else f"different: {', '.join(result.changed_fields) or 'no answer'}"
+    console.print(f"{verdict}; answered {source}", highlight=False)
+
+
+def feedback_added(added) -> None:
+    for row in added.rows:
+        console.print(f"added trace {row.trace_id} to {added.prompt} {added.split} at {row.file}:{row.line}", highlight=False)
+    if added.commit:
+        console.print(f"commit {added.commit[:8]}: the next promptops eval --split {added.split} and optimize include "
+                      f"{'it' if len(added.rows) == 1 else 'them'}", highlight=False)
+    for trace_id, why in added.skipped:
+        errors.print(f"skipped {trace_id}: {why}", highlight=False)
+    if not added.rows and not added.skipped:
+        console.print(f"no failing traces of {added.prompt} to add.", highlight=False)

@@ -49,8 +49,12 @@ def check_model_id(model_id: str) -> None:
         )
 
 
-def build_lm(spec: ModelSpec, *, cache: bool = True) -> Any:
-    """A `MeteredLM` for `spec`; DSPy's cache keys on model, messages and parameters, so any change misses."""
+def build_lm(spec: ModelSpec, *, cache: bool = True, num_retries: Optional[int] = None) -> Any:
+    """A `MeteredLM` for `spec`; DSPy's cache keys on model, messages and parameters, so any change misses.
+
+    `num_retries` overrides how often the provider client retries a failed request by itself
+    (LiteLLM's default otherwise); local models never retry.
+    """
     from promptops.models._metered import MeteredLM, UsdPerMillion
 
     check_model_id(spec.id)
@@ -71,4 +75,6 @@ def build_lm(spec: ModelSpec, *, cache: bool = True) -> Any:
         return MeteredLM(spec.id, engine=engine, num_retries=0, **options)
     if spec.api_base:
         options["api_base"] = spec.api_base
+    if num_retries is not None:
+        options["num_retries"] = num_retries
     return MeteredLM(spec.id, **options)

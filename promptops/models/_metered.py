@@ -137,13 +137,13 @@ class MeteredLM(dspy.LM):
         return finalize(self, call, result)
 
     def _admit(self, call: Any, *, asynchronous: bool = False) -> Any:
-        """Reserve room in the active budget for a call the cache cannot answer; see `promptops.budget`."""
-        from promptops.budget import active_budget
+        """Reserve room in every active budget for a call the cache cannot answer; see `promptops.budget`."""
+        from promptops.budget import active_budgets, admit_all
 
-        budget = active_budget()
-        if budget is None or self._cache_answers(call, asynchronous):
+        budgets = active_budgets()
+        if not budgets or self._cache_answers(call, asynchronous):
             return None
-        return budget, budget.admit(self._estimated_cost(call))
+        return admit_all(budgets, self._estimated_cost(call))
 
     def _cache_answers(self, call: Any, asynchronous: bool) -> bool:
         if not call.cache:
@@ -186,8 +186,7 @@ class MeteredLM(dspy.LM):
 
 
 def _settle(admitted: Any, cost: Optional[float], *, sent: bool = True) -> None:
-    if admitted is not None:
-        budget, reservation = admitted
+    for budget, reservation in admitted or ():
         budget.settle(reservation, cost, sent=sent)
 
 

@@ -1,0 +1,90 @@
+"""The `guardrails:` section of a prompt file: what a loaded prompt refuses, retries and falls back to.
+
+Every field has a safe default, so a prompt without the section is still checked (input types,
+output schema with one retry, a loop guard, a timeout, a circuit breaker); caps, rate limits,
+deny patterns and fallbacks are opt-in because only the prompt's owner knows their values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputRules(_Strict):
+    """Checked before any model call; field types are always checked against the prompt's inputs."""
+
+    max_chars: Optional[int] = Field(None, gt=0, description="longest accepted text, per input field")
+    deny: list[str] = Field(default_factory=list, description="regular expressions no input may match")
+
+    @field_validator("deny")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"deny pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        return patterns
+
+
+class OutputRules(_Strict):
+    """An answer must fit the output fields (schema, enum labels); a bad one is asked again, a bounded number of times."""
+
+    retries: int = Field(1, ge=0, le=5)
+    retry_temperature: float = Field(0.7, ge=0, le=2, description="re-asking at temperature 0 would return the same answer")
+
+
+class CostCap(_Strict):
+    """USD caps on what the model calls of one session (one loaded program) or one user key may spend."""
+
+    session_usd: Optional[float] = Field(None, gt=0)
+    per_key_usd: Optional[float] = Field(None, gt=0)
+
+
+class RateLimit(_Strict):
+    """A token bucket per user key: `per_minute` requests on average, bursts of up to `burst`."""
+
+    per_minute: float = Field(gt=0)
+    burst: int = Field(1, ge=1)
+
+
+class CircuitBreaker(_Strict):
+    """Stop calling a model that keeps failing: open after `failures` in a row, try one call again after `cooldown_s`."""
+
+    failures: int = Field(5, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class FallbackStep(_Strict):
+    """Where a request goes when the one before it fails: another version of the prompt, or another model."""
+
+    version: Optional[str] = Field(None, description="'previous' (what the channel served before), a channel, vN or a commit")
+    model: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "FallbackStep":
+        if (self.version is None) == (self.model is None):
+            raise ValueError("a fallback step names either a version or a model")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"version {self.version}" if self.version else f"model {self.model}"
+
+
+class GuardrailsSpec(_Strict):
+    input: InputRules = Field(default_factory=InputRules)
+    output: OutputRules = Field(default_factory=OutputRules)
+    max_calls_per_request: int = Field(4, ge=1, description="loop guard: model calls one request may make, retries and fallbacks included")
+    timeout_s: Optional[float] = Field(60.0, gt=0, description="per model call")
+    cost_cap: CostCap = Field(default_factory=CostCap)
+    rate_limit: Optional[RateLimit] = None
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    fallback: list[FallbackStep] = Field(default_factory=list)
