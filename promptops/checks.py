@@ -306,7 +306,7 @@ def touched_prompts(paths: list[Path], root: Path) -> tuple[dict[str, list[str]]
     removed = []
     for path in paths:
         shown = _shown(path, root)
-        is_yaml = path.suffix in (".yaml", ".yml")
+        is_yaml = path.suffix == ".yaml"  # prompts/NAME.yaml and experiments/NAME.yaml, as everywhere else
         if path.parent == prompts_folder and is_yaml:
             if path.exists():
                 touched.setdefault(path.stem, []).append(shown)

@@ -100,8 +100,8 @@ class Comparison:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready, without the per-example results, for `--json` and notebooks."""
-        data = {key: value for key, value in dataclasses.asdict(self).items()
-                if key not in ("a_result", "b_result", "changed", "a", "b")}
+        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name not in ("a_result", "b_result", "changed", "a", "b")}
         for side in ("a", "b"):
             contender = getattr(self, side)
             data[side] = {"reference": contender.reference, "label": contender.label, "commit": contender.commit,
@@ -351,6 +351,15 @@ def _example_scores(result: "EvalResult", prompt: Prompt, metric: str) -> np.nda
 
 def _metric_key(metric: str) -> str:
     return metric.partition(":")[2] or metric
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses (intervals, test results) as dicts, tuples of them as lists; the rest as it is."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _differing(change: ChangedExample) -> list[str]:
