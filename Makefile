@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test bench bench-optimizer install clean
+.PHONY: demo test bench bench-optimizer bench-faults install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench: $(STAMP)
 
 bench-optimizer: $(DEMO_STAMP)
 	$(BIN)/python benchmarks/optimizer.py --out benchmarks/optimizer-results.json
+
+bench-faults: $(STAMP)
+	$(BIN)/python benchmarks/faults.py --out benchmarks/faults-results.json
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info .pytest_cache

@@ -37,8 +37,9 @@ from promptops.errors import (
 from promptops.promotion import ServedVersion
 from promptops.runtime import limits
 
-# Calls run here when they have a timeout, so a hung model call can be abandoned; a local model's
-# abandoned generation still finishes in the background and the next call queues behind it.
+# Calls run here when they have a timeout, so a hung model call can be abandoned. An abandoned call
+# still holds its thread until it ends: a local generation finishes in the background, a hosted
+# request waits for the client's own timeout (`params: {timeout: N}` in the model bounds it).
 _CALLS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="promptops-call")
 
 
@@ -172,13 +173,13 @@ class GuardedProgram:
         for index, target in enumerate(self._resolved_targets()):
             if target is None:
                 continue
+            if not target.breaker.allow():  # once per target: a half-open breaker lets one request probe
+                record.decide("circuit_open", target=target.label, retry_in_s=round(target.breaker.retry_in_s, 3))
+                if failure is None:  # a model error or bad answer seen earlier says more than "resting"
+                    failure = CircuitOpen(f"{self.name}: {target.label} failed {target.breaker.failures} times in a row;"
+                                          f" it rests {target.breaker.retry_in_s:.0f} s more (guardrails.circuit_breaker)")
+                continue
             for attempt in range(attempts):
-                if not target.breaker.allow():
-                    record.decide("circuit_open", target=target.label, retry_in_s=round(target.breaker.retry_in_s, 3))
-                    if failure is None:  # a model error or bad answer seen earlier says more than "resting"
-                        failure = CircuitOpen(f"{self.name}: {target.label} failed {target.breaker.failures} times in a row;"
-                                              f" it rests {target.breaker.retry_in_s:.0f} s more (guardrails.circuit_breaker)")
-                    break
                 try:
                     prediction, answer = self._attempt(target, index, attempt, checked, budgets, record)
                 except BudgetExhausted as exc:
@@ -187,14 +188,16 @@ class GuardedProgram:
                 except _Invalid as exc:
                     record.decide("invalid_output", target=target.label, attempt=attempt, problem=exc.problem)
                     failure = InvalidOutput(f"{self.name}: {target.label} answered outside the output fields"
-                                            f" {attempts} time(s): {exc.problem}")
+                                            f" {attempt + 1} time(s): {exc.problem}")
                     if attempt == attempts - 1:
-                        target.breaker.failed()
+                        target.breaker.failed()  # it answers, but never usably: as bad as down
                     continue
                 except _Failed as exc:
                     target.breaker.failed()
                     record.decide(exc.kind, target=target.label, attempt=attempt, problem=exc.problem)
                     failure = ModelCallFailed(f"{self.name}: {target.label} failed: {exc.problem}")
+                    if target.breaker.state == limits.OPEN:
+                        break
                     continue
                 target.breaker.succeeded()
                 record.answer = answer
@@ -227,8 +230,12 @@ class GuardedProgram:
             if timeout_s is None:
                 prediction, _ = call()
             else:
-                context = contextvars.copy_context()
-                prediction, _ = _CALLS.submit(context.run, call).result(timeout=timeout_s)
+                future = _CALLS.submit(contextvars.copy_context().run, call)
+                try:
+                    prediction, _ = future.result(timeout=timeout_s)
+                except FutureTimeout:
+                    future.cancel()  # still queued behind hung calls: it must not run (and spend) later
+                    raise
         except BudgetExhausted:
             raise
         except FutureTimeout:
