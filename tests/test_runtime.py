@@ -345,3 +345,17 @@ def test_run_traces_replay_and_feedback_on_the_embedded_model(git_project, mlflo
     assert len(load_dataset(prompt, split="dev")) == 3
     evaluated = promptops.evaluate(NAME, split="dev", track=False)
     assert evaluated.n == 3 and evaluated.examples[-1].expected == {"intent": "card_arrival"}
+
+
+def test_a_probe_whose_first_answer_is_retried_still_closes_the_breaker(served, server: FaultServer) -> None:
+    import time
+
+    program = served("  output: {retries: 1}\n  circuit_breaker: {failures: 2, cooldown_s: 0.2}\n")
+    server.reset(script=["server_error", "server_error"])
+    with pytest.raises(ModelCallFailed):
+        program(text="card?")  # two failures: the first attempt and its retry
+    time.sleep(0.25)
+    server.reset(script=["off_schema", "ok"])
+    assert program(text="card?").intent == "card_arrival"  # the probe's retry is part of the probe
+    breaker = program._resolved_targets()[0].breaker
+    assert breaker.state == limits.CLOSED and program(text="card?").intent == "card_arrival"
