@@ -359,3 +359,17 @@ def test_a_probe_whose_first_answer_is_retried_still_closes_the_breaker(served, 
     assert program(text="card?").intent == "card_arrival"  # the probe's retry is part of the probe
     breaker = program._resolved_targets()[0].breaker
     assert breaker.state == limits.CLOSED and program(text="card?").intent == "card_arrival"
+
+
+@pytest.mark.model
+def test_the_embedded_model_is_capped_per_session_before_the_call_that_would_pass_the_cap(project: Path, mlflow_store: str) -> None:
+    # SmolLM2's nominal price makes a call here cost about $0.000006.
+    path = project / "prompts" / f"{NAME}.yaml"
+    path.write_text(path.read_text() + "guardrails:\n  cost_cap: {session_usd: 0.000015}\n")
+    program = promptops.load(NAME, trace=False, cache=False)
+    answered = 0
+    with pytest.raises(CostCapReached, match="session_usd"):
+        for text in ("Where is my new card?", "What is the euro rate?", "I lost my card", "Close my account"):
+            program(text=text)
+            answered += 1
+    assert answered == 2 and 0 < program.spent_usd <= 0.000015
