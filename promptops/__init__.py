@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
 
-__all__ = ["EvalResult", "Prompt", "PromptopsError", "evaluate", "load", "load_prompt", "optimize", "promote",
+__all__ = ["EvalResult", "Prompt", "PromptopsError", "check", "compare", "evaluate", "load", "load_prompt", "optimize", "promote",
            "record_feedback", "rollback"]
 __version__ = "0.1.0"
 
@@ -132,6 +132,20 @@ def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: 
     from promptops.runtime.feedback import record_feedback as record
 
     record(trace_id, correct=correct, expected=expected)
+
+
+def compare(a: str, b: str, **options: Any) -> Any:
+    """`NAME@A` against `NAME@B` on the same examples, with intervals and McNemar's test; see `promptops.comparison.compare`."""
+    from promptops.comparison import compare as compare_versions
+
+    return compare_versions(a, b, **options)
+
+
+def check(base: Optional[str] = None, **options: Any) -> Any:
+    """Every prompt changed since `base` against its production version, as a CI gate; see `promptops.checks.check`."""
+    from promptops.checks import check as check_changes
+
+    return check_changes(base, **options)
 
 
 def optimize(experiment: "str | Path", **options: Any) -> Any:

@@ -356,5 +356,68 @@ def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], fro
         sys.exit(1)
 
 
+@main.command("check")
+@click.option("--base", help="Compare with where HEAD left this ref (git diff REF...). Default: main, or origin/$GITHUB_BASE_REF in CI; on main itself, HEAD.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Also write the markdown report to this file (for a pull-request comment).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]), help="The gate split of each prompt's eval set.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N examples of each eval set.")
+@click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0), help="How far below production a prompt's primary metric may score.")
+@click.option("--model", help="Model string overriding every prompt's, e.g. local/smollm2-135m in CI.")
+@click.option("--no-track", is_flag=True, help="Do not log MLflow runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of markdown.")
+def check_command(base: Optional[str], report_file: Optional[str], split: str, limit: Optional[int], tolerance: float,
+                  model: Optional[str], no_track: bool, as_json: bool) -> None:
+    """Evaluate the prompts changed since BASE against production; exit 1 if one regressed or missed its threshold."""
+    from pathlib import Path
+
+    from promptops import render
+    from promptops.artifact import atomic_write_text
+    from promptops.checks import check
+
+    with render.progress_bar("checking", enabled=not as_json) as on_progress:
+        report = check(base, split=split, limit=limit, tolerance=tolerance, model=model, track=not no_track, on_progress=on_progress)
+    markdown = report.markdown()
+    if report_file:
+        atomic_write_text(Path(report_file), markdown)
+    click.echo(json.dumps(report.summary(), default=str) if as_json else markdown, nl=as_json)
+    if not report.passed:
+        sys.exit(1)
+
+
+@main.command("compare")
+@click.argument("a", metavar="PROMPT@A")
+@click.argument("b", metavar="PROMPT@B")
+@click.option("--data", type=click.Path(), help="Eval set (default: B's eval.data).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
+@click.option("--limit", type=click.IntRange(min=1), help="Compare on the first N examples only.")
+@click.option("--model", help="Model string overriding both prompts'.")
+@click.option("--metric", help="Primary metric (default: B's).")
+@click.option("--no-track", is_flag=True, help="Do not log an MLflow run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of markdown.")
+def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Optional[int], model: Optional[str],
+                    metric: Optional[str], no_track: bool, as_json: bool) -> None:
+    """Compare PROMPT@A with PROMPT@B on the same examples: differences, confidence intervals, McNemar's test."""
+    from promptops import render
+    from promptops.comparison import compare
+
+    with render.progress_bar("comparing", enabled=not as_json) as on_progress:
+        comparison = compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,
+                             track=not no_track, on_progress=on_progress)
+    click.echo(json.dumps(comparison.summary(), default=str) if as_json else comparison.markdown(heading="##"), nl=as_json)
+
+
+@main.command("ab-report")
+@click.argument("prompt")
+@click.option("--since", help="Only requests from this date on (YYYY-MM-DD or an ISO date-time, UTC unless it says).")
+@click.option("--reference", help="The arm the others are compared with (default: production, else the largest).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of markdown.")
+def ab_report_command(prompt: str, since: Optional[str], reference: Optional[str], as_json: bool) -> None:
+    """Per-arm outcomes of PROMPT's A/B split, from its traces and their feedback, with intervals and Fisher's test."""
+    from promptops.ab import ab_report
+
+    report = ab_report(prompt, since=since, reference=reference)
+    click.echo(json.dumps(report.summary(), default=str) if as_json else report.markdown(), nl=as_json)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
