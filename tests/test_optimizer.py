@@ -112,6 +112,8 @@ def test_rung_pruner_keeps_cheap_trials_and_prunes_dominated_ones() -> None:
     assert pruner.prune(study, standing(0.4, 0.003))  # worse and dearer than both
     assert not pruner.prune(study, standing(0.58, 0.003))  # within the margin of the best
     assert not pruner.prune(study, standing(0.1, 0.0005))  # weak, but the cheapest: may be on the front
+    assert pruner.prune(study, standing(0.1, 0.00099))  # weak, and only 1% cheaper than a far better trial
+    assert not pruner.prune(study, standing(0.1, 0.0009))  # 10% cheaper: it may be the front's cheap end
     assert not RungPruner(min_trials=3).prune(study, standing(0.0, 1.0))  # too few others to judge
 
 

@@ -74,14 +74,16 @@ class RungPruner(optuna.pruners.BasePruner):
     """Prune a trial whose rung result is clearly dominated.
 
     With cost objectives: another trial scored at least `margin` better on the same rung
-    and cost no more on every cost objective. With quality alone: the trial is `margin`
-    below the median of the others at that rung. A weak but cheap trial is kept: it may
-    be the cheap end of the front.
+    and cost no more on every cost objective, give or take `cost_slack` (relative: a
+    0.7% dearer prompt that scores 0.5 against 0.125 still dominates). With quality alone:
+    the trial is `margin` below the median of the others at that rung. A weak but clearly
+    cheaper trial is kept: it may be the cheap end of the front.
     """
 
-    def __init__(self, margin: float = 0.05, min_trials: int = 2):
+    def __init__(self, margin: float = 0.05, min_trials: int = 2, cost_slack: float = 0.05):
         self.margin = margin
         self.min_trials = min_trials
+        self.cost_slack = cost_slack
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         rungs = trial.user_attrs.get(RUNGS_ATTR) or []
@@ -100,7 +102,7 @@ class RungPruner(optuna.pruners.BasePruner):
             return mine["score"] + self.margin < statistics.median(o["score"] for o in others)
         return any(
             o["score"] >= mine["score"] + self.margin
-            and all(o["costs"].get(k, float("inf")) <= v for k, v in mine["costs"].items())
+            and all(o["costs"].get(k, float("inf")) <= v * (1 + self.cost_slack) for k, v in mine["costs"].items())
             for o in others
         )
 
