@@ -373,3 +373,38 @@ def test_the_embedded_model_is_capped_per_session_before_the_call_that_would_pas
             program(text=text)
             answered += 1
     assert answered == 2 and 0 < program.spent_usd <= 0.000015
+
+
+def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served, server: FaultServer, git_project) -> None:
+    from promptops import promotion
+    from promptops.ab import ab_report
+
+    served("  output: {retries: 0}\n")  # the prompt on the fault server, as v2
+    git_project.git.add("--all")
+    git_project.git.commit("-qm", "Serve from the fault server")
+    path = Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml"
+    path.write_text(path.read_text().replace("You are a bank", "You are a careful bank", 1))
+    git_project.git.add("--all")
+    git_project.git.commit("-qm", "v3: careful")
+    promotion.promote(NAME, version="v2", limit=4)
+    promotion.assign_channel(NAME, "v3", "candidate", action="assign", metrics={}, reason="A/B test")
+
+    split = {"production": 0.5, "candidate": 0.5}
+    arms = {}
+    for number in range(24):
+        key = f"user-{number}"
+        program = promptops.load(NAME, split=split, key=key, cache=False)
+        assert program.arm in split and program.served.label == {"production": "v2", "candidate": "v3"}[program.arm]
+        assert promptops.load(NAME, split=split, key=key).arm == program.arm  # sticky
+        program(text="card?")
+        promptops.record_feedback(program.last_trace_id, correct=program.arm == "candidate" or number % 2 == 0)
+        arms[key] = program.arm
+    assert 6 <= list(arms.values()).count("candidate") <= 18
+
+    report = ab_report(NAME)
+    by_arm = {arm.arm: arm for arm in report.arms}
+    assert {arm: summary.traces for arm, summary in by_arm.items()} == {
+        arm: list(arms.values()).count(arm) for arm in split}
+    assert by_arm["candidate"].accuracy == 1.0 and by_arm["production"].versions == ("v2",)
+    with pytest.raises(promptops.PromptopsError, match="needs a key"):
+        promptops.load(NAME, split=split)
