@@ -261,6 +261,8 @@ def resolve_base(repo: Any, base: Optional[str] = None) -> tuple[str, str]:
     master, origin/master; with none of them, HEAD (the check covers uncommitted changes)."""
     import git
 
+    from promptops.versions import resolve_commit
+
     if not repo.head.is_valid():
         raise RepositoryError(f"the git repository at {repo.working_tree_dir} has no commits yet: commit the prompts, then check")
     if base is not None:
@@ -269,7 +271,7 @@ def resolve_base(repo: Any, base: Optional[str] = None) -> tuple[str, str]:
         in_ci = os.environ.get("GITHUB_BASE_REF")
         candidates = [f"origin/{in_ci}"] * bool(in_ci) + list(DEFAULT_BASES)
     for ref in candidates:
-        commit = _commit(repo, ref)
+        commit = resolve_commit(repo, ref)
         if commit is None:
             continue
         try:
@@ -332,17 +334,6 @@ def _experiment_prompt(path: Path) -> Optional[str]:
         return None
     named = data.get("prompt") if isinstance(data, dict) else None
     return Path(named).stem if isinstance(named, str) and named else None
-
-
-def _commit(repo: Any, ref: str) -> Optional[str]:
-    import git
-
-    if not ref or ref.startswith("-"):
-        return None
-    try:
-        return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}") or None
-    except git.GitCommandError:
-        return None
 
 
 def _shown(path: Path, root: Path) -> str:

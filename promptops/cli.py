@@ -12,6 +12,19 @@ from typing import Any, Optional
 import click
 
 
+def _field_values(items: tuple[str, ...], option: str) -> dict[str, str]:
+    """`FIELD=VALUE` options as a mapping; the value may itself contain '='."""
+    from promptops.errors import PromptopsError
+
+    values = {}
+    for item in items:
+        field, equals, value = item.partition("=")
+        if not equals:
+            raise PromptopsError(f"{option} {item!r} is not FIELD=VALUE")
+        values[field] = value
+    return values
+
+
 class _Group(click.Group):
     """Turns user mistakes into one line on stderr and a non-zero exit; bugs keep their traceback."""
 
@@ -252,16 +265,11 @@ def sync_command(prompts: tuple[str, ...], check: bool) -> None:
 def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], key: Optional[str], no_trace: bool, as_json: bool) -> None:
     """Run PROMPT@production (or @vN, @staging, ...) on the given inputs, within its guardrails, and print its outputs."""
     import promptops
-    from promptops.errors import GuardrailError, PromptopsError
+    from promptops.errors import GuardrailError
     from promptops.program import prediction_values
     from promptops.runtime import tracing
 
-    values = {}
-    for item in inputs:
-        field, equals, value = item.partition("=")
-        if not equals:
-            raise PromptopsError(f"--input {item!r} is not FIELD=VALUE")
-        values[field] = value
+    values = _field_values(inputs, "--input")
     program = promptops.load(reference, model=model, key=key, trace=not no_trace)
     try:
         prediction = program(**values)
@@ -344,13 +352,7 @@ def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], fro
             raise PromptopsError("--expected goes with one TRACE_ID; --from-failed uses the outputs recorded on each trace")
         added = feedback.add_failed(from_failed, split=split)
     else:
-        values = {}
-        for item in expected:
-            field, equals, value = item.partition("=")
-            if not equals:
-                raise PromptopsError(f"--expected {item!r} is not FIELD=VALUE")
-            values[field] = value
-        added = feedback.add_feedback(trace_id, values, split=split)
+        added = feedback.add_feedback(trace_id, _field_values(expected, "--expected"), split=split)
     render.feedback_added(added)
     if from_failed and not added.rows and added.skipped:
         sys.exit(1)

@@ -140,7 +140,7 @@ def resolve_version(prompt_file: str | Path, ref: str) -> PromptVersion:
         raise UnknownVersionError(f"prompt {name!r} has no version {ref}; it has {_version_range(versions)}")
     repo = open_repo(prompt_file)
     relative = relative_path(repo, prompt_file)
-    commit = _resolve_commit(repo, ref)
+    commit = resolve_commit(repo, ref)
     if commit is None:
         raise UnknownVersionError(
             f"{ref!r} is neither a version of prompt {name!r} ({_version_range(versions)}) nor a commit, tag or branch")
@@ -158,7 +158,7 @@ def read_text_at(prompt_file: str | Path, commit: str) -> str:
     """The file's text exactly as committed (`git show commit:path`)."""
     repo = open_repo(prompt_file)
     relative = relative_path(repo, prompt_file)
-    resolved = _resolve_commit(repo, commit)
+    resolved = resolve_commit(repo, commit)
     if resolved is None:
         raise UnknownVersionError(f"{commit!r} is not a commit, tag or branch in {repo.working_tree_dir}")
     try:
@@ -221,10 +221,10 @@ def tag(repo: "git.Repo", name: str, commit: str, message: str) -> None:
     """Create an annotated tag; a no-op if it already marks `commit`, an error if it marks another."""
     import git
 
-    target = _resolve_commit(repo, commit)
+    target = resolve_commit(repo, commit)
     if target is None:
         raise UnknownVersionError(f"cannot tag {name!r}: {commit!r} is not a commit, tag or branch")
-    existing = _resolve_commit(repo, f"refs/tags/{name}")
+    existing = resolve_commit(repo, f"refs/tags/{name}")
     if existing == target:
         return
     if existing is not None:
@@ -237,7 +237,7 @@ def tag(repo: "git.Repo", name: str, commit: str, message: str) -> None:
 
 def delete_tag(repo: "git.Repo", name: str) -> None:
     """Remove the tag if present; deleting what is not there is not an error."""
-    if _resolve_commit(repo, f"refs/tags/{name}") is not None:
+    if resolve_commit(repo, f"refs/tags/{name}") is not None:
         repo.git.tag("--delete", "--", name)
 
 
@@ -251,11 +251,11 @@ def reset_paths_to(repo: "git.Repo", commit: str, *, expected_head: Optional[str
     """
     import git
 
-    target = _resolve_commit(repo, commit)
+    target = resolve_commit(repo, commit)
     if target is None:
         raise UnknownVersionError(f"cannot reset to {commit!r}: not a commit, tag or branch")
     head = repo.head.commit.hexsha
-    if expected_head is not None and _resolve_commit(repo, expected_head) != head:
+    if expected_head is not None and resolve_commit(repo, expected_head) != head:
         raise RepositoryError(f"HEAD moved to {head[:8]} (expected {expected_head[:8]}), so it was not reset to {target[:8]}")
     if not repo.is_ancestor(target, head):
         raise RepositoryError(f"{target[:8]} is not an ancestor of HEAD ({head[:8]}), so resetting to it would not undo commits")
@@ -281,7 +281,7 @@ def undo_commit(repo: "git.Repo", commit: str, paths: list[Path]) -> None:
 # --- helpers -------------------------------------------------------------------------
 
 
-def _resolve_commit(repo: "git.Repo", ref: str) -> Optional[str]:
+def resolve_commit(repo: "git.Repo", ref: str) -> Optional[str]:
     """The full sha `ref` names, or None; a leading '-' is never passed to git as an option."""
     import git
 

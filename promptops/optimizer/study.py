@@ -14,13 +14,13 @@ dozens of trials before it adapts and suits long runs; `random` is the reference
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from promptops.artifact import Prompt, find_project_root, load_prompt_file, resolve_prompt_path
 from promptops.budget import Budget, BudgetExhausted, spending_limit
-from promptops.data import Dataset, load_dataset
+from promptops.data import load_dataset
 from promptops.errors import PromptopsError
 from promptops.metrics import check_metric_name, default_metric
 from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
