@@ -408,3 +408,24 @@ def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served,
     assert by_arm["candidate"].accuracy == 1.0 and by_arm["production"].versions == ("v2",)
     with pytest.raises(promptops.PromptopsError, match="needs a key"):
         promptops.load(NAME, split=split)
+
+
+def test_the_previous_production_version_answers_when_the_current_one_fails(served, server: FaultServer, git_project) -> None:
+    from promptops import promotion
+
+    served("  output: {retries: 0}\n  fallback:\n    - version: previous\n")
+    git_project.git.add("--all")
+    git_project.git.commit("-qm", "v2: served from the fault server")
+    path = Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml"
+    path.write_text(path.read_text().replace("You are a bank", "You are a careful bank", 1))
+    git_project.git.add("--all")
+    git_project.git.commit("-qm", "v3: careful")
+    promotion.promote(NAME, version="v2", limit=2)
+    promotion.promote(NAME, version="v3", limit=2, tolerance=1.0)
+
+    program = promptops.load(f"{NAME}@production", trace=False, cache=False)
+    server.reset(script=["server_error", "ok"])
+    assert program(text="card please").intent == "card_arrival"
+    answer = program.last_record.answer
+    assert program.served.label == "v3" and answer.fallback and answer.version == "v2"
+    assert [d["decision"] for d in program.last_record.decisions] == ["input_ok", "model_error", "answered"]
