@@ -191,20 +191,17 @@ def compare(
 
 
 def contender(reference: str) -> Contender:
-    """`NAME@v3`, `NAME@production`, `NAME@<commit>`, or `NAME` for the working file, read from git."""
-    from promptops.artifact import load_prompt_file, resolve_prompt_path
-    from promptops.promotion import CHANNELS, resolve_ref
-    from promptops.versions import file_revision, load_prompt_at, parse_prompt_ref
+    """`NAME@v3`, `NAME@production`, `NAME@<commit>`, or `NAME` for the working file, as `load` resolves it."""
+    from promptops.promotion import served_version
 
-    name, ref = parse_prompt_ref(reference)
-    path = resolve_prompt_path(name)
-    if ref is None:
-        revision = file_revision(path)
-        label = "working file" if revision.dirty else f"working file ({revision.commit[:8]})"  # type: ignore[index]
-        return Contender(reference, label, load_prompt_file(path), None if revision.dirty else revision.commit)
-    version = resolve_ref(path, ref)
-    label = f"{ref} {version.label} ({version.short})" if ref in CHANNELS else f"{version.label} ({version.short})"
-    return Contender(reference, label, load_prompt_at(path, version.commit), version.commit)
+    served = served_version(reference)
+    short = served.commit[:8] if served.commit else None
+    if served.label == "working file":
+        label = f"working file ({short})" if short else "working file"
+    else:
+        label = f"{served.label} ({short})" if short else served.label
+        label = f"{served.channel} {label}" if served.channel else label
+    return Contender(reference, label, served.prompt, served.commit)
 
 
 def compare_contenders(

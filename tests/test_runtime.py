@@ -375,17 +375,22 @@ def test_the_embedded_model_is_capped_per_session_before_the_call_that_would_pas
     assert answered == 2 and 0 < program.spent_usd <= 0.000015
 
 
-def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served, server: FaultServer, git_project) -> None:
-    from promptops import promotion
-    from promptops.ab import ab_report
-
-    served("  output: {retries: 0}\n")  # the prompt on the fault server, as v2
+def _commit_v2_and_v3(served, git_project, guardrails: str) -> None:
+    """v2: the prompt on the fault server with `guardrails`; v3: the same with a changed instruction."""
+    served(guardrails)
     git_project.git.add("--all")
-    git_project.git.commit("-qm", "Serve from the fault server")
+    git_project.git.commit("-qm", "v2: served from the fault server")
     path = Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml"
     path.write_text(path.read_text().replace("You are a bank", "You are a careful bank", 1))
     git_project.git.add("--all")
     git_project.git.commit("-qm", "v3: careful")
+
+
+def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served, server: FaultServer, git_project) -> None:
+    from promptops import promotion
+    from promptops.ab import ab_report
+
+    _commit_v2_and_v3(served, git_project, "  output: {retries: 0}\n")
     promotion.promote(NAME, version="v2", limit=4)
     promotion.assign_channel(NAME, "v3", "candidate", action="assign", metrics={}, reason="A/B test")
 
@@ -413,13 +418,7 @@ def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served,
 def test_the_previous_production_version_answers_when_the_current_one_fails(served, server: FaultServer, git_project) -> None:
     from promptops import promotion
 
-    served("  output: {retries: 0}\n  fallback:\n    - version: previous\n")
-    git_project.git.add("--all")
-    git_project.git.commit("-qm", "v2: served from the fault server")
-    path = Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml"
-    path.write_text(path.read_text().replace("You are a bank", "You are a careful bank", 1))
-    git_project.git.add("--all")
-    git_project.git.commit("-qm", "v3: careful")
+    _commit_v2_and_v3(served, git_project, "  output: {retries: 0}\n  fallback:\n    - version: previous\n")
     promotion.promote(NAME, version="v2", limit=2)
     promotion.promote(NAME, version="v3", limit=2, tolerance=1.0)
 

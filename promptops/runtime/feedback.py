@@ -77,20 +77,20 @@ def add_failed(name: str, *, split: str = "dev", limit: int = 200) -> FeedbackAd
     prompt = _current_prompt(name)
     rows, skipped = [], []
     already = _trace_ids_in(prompt, split)
-    for summary in tracing.search(name, limit=limit):
-        trace = tracing.get(summary.trace_id)
-        if not _failed(trace) or summary.trace_id in already:
+    for found in tracing.find(name, limit=limit):  # tags and assessments only; spans are read for the rows kept
+        trace_id = found.info.trace_id
+        if not _failed(found) or trace_id in already:
             continue
-        expected = _recorded_expectations(trace)
+        expected = _recorded_expectations(found)
         missing = [spec.name for spec in prompt.outputs if spec.name not in expected]
         if missing:
-            skipped.append((summary.trace_id, f"no expected {missing[0]!r} recorded: promptops feedback add {summary.trace_id}"
-                                              f" --expected {missing[0]}=..."))
+            skipped.append((trace_id, f"no expected {missing[0]!r} recorded: promptops feedback add {trace_id}"
+                                      f" --expected {missing[0]}=..."))
             continue
         try:
-            rows.append(_row(prompt, trace, expected))
+            rows.append(_row(prompt, tracing.get(trace_id), expected))
         except PromptopsError as exc:
-            skipped.append((summary.trace_id, str(exc)))
+            skipped.append((trace_id, str(exc)))
     if not rows:
         return FeedbackAdded(name, split, (), None, tuple(skipped))
     added = _append_rows(prompt, rows, split, f"Feedback: {len(rows)} failing request(s) of {name} added to {split}")

@@ -196,6 +196,11 @@ class TraceSummary:
 
 def search(name: str, *, failed: bool = False, limit: int = 20) -> list[TraceSummary]:
     """The prompt's most recent traces, newest first; `failed`: refused or errored requests only."""
+    return [summarize(trace) for trace in find(name, failed=failed, limit=limit)]
+
+
+def find(name: str, *, failed: bool = False, limit: int = 20) -> list[Any]:
+    """Like `search`, as MLflow `Trace` objects: tags and assessments, without spans."""
     mlflow = _mlflow_for_traces()
     if mlflow.get_experiment_by_name(name) is None:
         return []
@@ -203,13 +208,12 @@ def search(name: str, *, failed: bool = False, limit: int = 20) -> list[TraceSum
     if failed:
         filter_string += " AND tags.`promptops.status` != 'ok' AND tags.`promptops.status` != 'fallback'"
     try:
-        traces = mlflow.search_traces(locations=[experiment_id(name)], filter_string=filter_string, max_results=limit,
-                                      order_by=["timestamp_ms DESC"], return_type="list", include_spans=False, flush=True)
+        return mlflow.search_traces(locations=[experiment_id(name)], filter_string=filter_string, max_results=limit,
+                                    order_by=["timestamp_ms DESC"], return_type="list", include_spans=False, flush=True)
     except Exception as exc:
         from promptops.tracking import tracking_uri
 
         raise TrackingError(f"cannot search traces of {name!r} in MLflow at {tracking_uri()}: {redact(str(exc)).splitlines()[0]}") from None
-    return [summarize(trace) for trace in traces]
 
 
 def summarize(trace: Any) -> TraceSummary:
