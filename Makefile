@@ -1,8 +1,11 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test`.
 # `make demo` optimizes the example experiment in demo/, a git copy of prompts/ and experiments/,
 # so the winner's commit lands there and not in this repository.
-# Each creates .venv and installs what it needs on first use (llama-cpp-python compiles
-# from source once, about 6 minutes on 2 cores; pip caches the built wheel).
+# Each creates .venv and installs what it needs on first use. llama-cpp-python is compiled
+# from source once per version and flags by scripts/llama_wheel.sh (4 to 8 minutes on 2 cores)
+# into ~/.cache/promptops/wheels/, keyed by its flags, and that wheel is installed before
+# anything else can pull in another build: native CPU detection and AMX stay off (README,
+# "The embedded model's build").
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,11 +15,15 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test bench bench-optimizer bench-faults install clean
+.PHONY: demo test bench bench-optimizer bench-faults install doctor clean
 
-$(STAMP): pyproject.toml
+LLAMA_WHEEL := scripts/llama_wheel.sh
+
+$(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	wheel=$$($(LLAMA_WHEEL) $(BIN)/python) && \
+	  $(BIN)/python -m pip install --quiet --force-reinstall --no-deps "$$wheel"
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -37,6 +44,9 @@ $(DEMO)/.git:
 
 demo: $(DEMO_STAMP) $(DEMO)/.git
 	cd $(DEMO) && ../$(BIN)/promptops optimize banking_intent
+
+doctor: $(STAMP)
+	$(BIN)/promptops doctor
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

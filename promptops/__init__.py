@@ -23,10 +23,21 @@ prepare_environment()
 if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
+    from promptops.models.doctor import ModelHealth
 
-__all__ = ["EvalResult", "Prompt", "PromptopsError", "check", "compare", "evaluate", "load", "load_prompt", "optimize", "promote",
+__all__ = ["EvalResult", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate", "load", "load_prompt", "optimize", "promote",
            "record_feedback", "rollback"]
 __version__ = "0.1.0"
+
+
+def doctor(models: Optional[list[str]] = None, *, timeout_s: float = 180.0) -> "list[ModelHealth]":
+    """Load each embedded model (all by default) in a child process and make one constrained call.
+
+    A crash of llama.cpp on this CPU is reported in the result, never raised in the caller.
+    """
+    from promptops.models.doctor import diagnose
+
+    return diagnose(models, timeout_s=timeout_s)
 
 
 def load_prompt(reference: "str | Path | Prompt") -> "Prompt":

@@ -94,6 +94,29 @@ def models_command() -> None:
     render.local_models()
 
 
+@main.command("doctor")
+@click.argument("models", nargs=-1)
+@click.option("--timeout", "timeout_s", default=180.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds each model may take to load and answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
+def doctor_command(models: tuple[str, ...], timeout_s: float, as_json: bool) -> None:
+    """Check that each embedded model (or each of MODELS) loads and answers on this machine.
+
+    Each runs one short constrained call in a child process, so a crash of llama.cpp is reported,
+    not suffered. Exits 1 if an installed model fails, or if none is installed.
+    """
+    import promptops
+    from promptops import render
+
+    results = promptops.doctor(list(models) or None, timeout_s=timeout_s)
+    if as_json:
+        click.echo(json.dumps([result.summary() for result in results]))
+    else:
+        render.doctor_report(results)
+    if any(r.status == "failed" for r in results) or not any(r.ok for r in results):
+        sys.exit(1)
+
+
 @main.command("versions")
 @click.argument("prompt")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, oldest version first.")

