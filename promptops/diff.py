@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from promptops.artifact import FieldSpec, Prompt
+    from promptops.runtime.spec import GuardrailsSpec
 
 _MODEL_SETTINGS = ("id", "temperature", "max_tokens", "api_base")
 _DEMO_WIDTH = 120
@@ -40,6 +41,7 @@ def diff_prompts(old: "Prompt", new: "Prompt", *, old_label: str = "old", new_la
         _model(old, new),
         _mapping("config", old.config, new.config),
         _mapping("eval", old.eval.model_dump(), new.eval.model_dump()),
+        _guardrails(old.guardrails, new.guardrails),
     )
     return [change for change in checks if change is not None]
 
@@ -165,6 +167,22 @@ def _model(old: "Prompt", new: "Prompt") -> Optional[PromptChange]:
 
 def _mapping(section: str, old: dict[str, Any], new: dict[str, Any]) -> Optional[PromptChange]:
     return _settings_change(section, _key_changes(old, new))
+
+
+def _guardrails(old: "GuardrailsSpec", new: "GuardrailsSpec") -> Optional[PromptChange]:
+    """Effective values, defaults included, so writing out a default is no change; an unset cap
+    or rate limit (None) is absent, so setting one reads `added` and clearing it `removed`."""
+    return _mapping("guardrails", _without_unset(old.model_dump(mode="json")), _without_unset(new.model_dump(mode="json")))
+
+
+def _without_unset(data: Any) -> Any:
+    """`data` less None values and the sections that leaves empty, in lists too (a fallback step's unused target)."""
+    if isinstance(data, list):
+        return [_without_unset(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    kept = {key: _without_unset(value) for key, value in data.items() if value is not None}
+    return {key: value for key, value in kept.items() if value != {}}
 
 
 def _settings_change(section: str, settings: list[tuple[str, str]]) -> Optional[PromptChange]:
