@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Mapping, Optional, Sequence
 
 from promptops import _markdown as md
-from promptops.errors import PromptopsError, TrackingError
+from promptops.errors import PromptopsError
 from promptops.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, FisherResult, Interval, fisher_exact, percentile, unpaired_bootstrap
 
 STATUSES = ("ok", "refused", "error", "fallback")
@@ -257,21 +257,11 @@ def ab_report(
 def read_outcomes(name: str, *, since_ms: Optional[int] = None) -> tuple[list[Outcome], int]:
     """The outcome of every traced request of `name` that carries an arm, and how many carry none."""
     from promptops import tracking
-    from promptops._secrets import redact
 
-    mlflow = tracking._mlflow()
-    if mlflow.get_experiment_by_name(name) is None:
-        return [], 0
-    experiment_id = tracking._experiment(mlflow, name)
     filter_string = f"tags.`promptops.prompt` = '{name}'"
     if since_ms is not None:
         filter_string += f" AND trace.timestamp_ms >= {since_ms}"
-    try:
-        traces = mlflow.search_traces(locations=[experiment_id], filter_string=filter_string, return_type="list",
-                                      include_spans=False, flush=True)
-    except Exception as exc:
-        raise TrackingError(f"cannot read the traces of {name!r} from MLflow at {tracking.tracking_uri()}: "
-                            f"{redact(str(exc)).splitlines()[0]}") from None
+    traces = tracking.search_traces(name, filter_string)
     outcomes, unrouted = [], 0
     for trace in traces:
         tags = trace.info.tags
@@ -285,32 +275,31 @@ def read_outcomes(name: str, *, since_ms: Optional[int] = None) -> tuple[list[Ou
             status=tags.get("promptops.status", "ok"),
             cost_usd=_number(tags.get("promptops.cost_usd")),
             latency_s=_number(tags.get("promptops.latency_s")) if "promptops.latency_s" in tags else _duration_s(trace.info),
-            correct=_correctness(trace, mlflow),
+            correct=_correctness(trace),
         ))
     return outcomes, unrouted
 
 
-def _correctness(trace: Any, mlflow: Any) -> Optional[bool]:
+def _correctness(trace: Any) -> Optional[bool]:
     """The latest valid `correct` feedback; else whether the answer matched every expectation; else None."""
+    from promptops import tracking
     from promptops.metrics import normalize
 
-    assessments = sorted((a for a in trace.info.assessments or () if getattr(a, "valid", True) is not False),
-                         key=lambda a: a.create_time_ms or 0)
-    feedback = [a for a in assessments if a.name == "correct" and a.feedback is not None and a.feedback.error is None]
+    feedback = [a for a in tracking.assessments(trace) if a.name == "correct" and a.feedback is not None and a.feedback.error is None]
     if feedback:
         verdict = _truth(feedback[-1].feedback.value)
         if verdict is not None:
             return verdict
-    expectations = {a.name: a.expectation.value for a in assessments if a.expectation is not None}
+    expectations = tracking.expectations(trace)
     if not expectations:
         return None
-    answer = _response(trace, mlflow)
+    answer = _response(trace)
     if answer is None:
         return False  # refused or failed: whatever was expected, it was not given
     return all(normalize(expected) == normalize(answer.get(field)) for field, expected in expectations.items())
 
 
-def _response(trace: Any, mlflow: Any) -> Optional[dict[str, Any]]:
+def _response(trace: Any) -> Optional[dict[str, Any]]:
     """The root span's outputs: from the preview, or from the whole trace when the preview was cut short."""
     preview = trace.info.response_preview
     if not preview:
@@ -318,7 +307,9 @@ def _response(trace: Any, mlflow: Any) -> Optional[dict[str, Any]]:
     try:
         value = json.loads(preview)
     except json.JSONDecodeError:
-        full = mlflow.get_trace(trace.info.trace_id)
+        from promptops import tracking
+
+        full = tracking.get_trace(trace.info.trace_id)
         value = full.data.response if full is not None else None
         if isinstance(value, str):
             try:

@@ -241,7 +241,9 @@ def compare_contenders(
     a_result = b_result if same else evaluation.evaluate(a.prompt, **options)  # one prompt, one set of answers
     comparison = paired_comparison(a, b, a_result, b_result, resamples=resamples, confidence=confidence, seed=seed)
     if track:
-        comparison = dataclasses.replace(comparison, run_id=log_comparison(comparison, kind=kind))
+        from promptops import tracking
+
+        comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind=kind))
     return comparison
 
 
@@ -376,80 +378,3 @@ def _values(values: Optional[dict[str, Any]], keys: Optional[list[str]] = None) 
         return next(iter(values.values()))
     shown = {key: values.get(key) for key in (keys or values)}
     return "; ".join(f"{key}: {md.cell(value)}" for key, value in shown.items() if keys or value not in (None, ""))
-
-
-# --- MLflow -------------------------------------------------------------------------------
-
-
-def log_comparison(comparison: Comparison, *, kind: str = "compare") -> str:
-    """One run in the prompt's experiment: both sides' figures, the statistics, both prompts and the paired table."""
-    from promptops import tracking
-    from promptops._secrets import redact, redact_mapping
-    from promptops.errors import TrackingError
-
-    mlflow = tracking._mlflow()
-    tracking._experiment(mlflow, comparison.prompt)
-    a, b = comparison.a, comparison.b
-    params = redact_mapping({
-        "prompt": comparison.prompt, "a": a.reference, "b": b.reference, "a_label": a.label, "b_label": b.label,
-        "a_prompt_hash": a.prompt.content_hash, "b_prompt_hash": b.prompt.content_hash,
-        "a_git_commit": a.commit or "none", "b_git_commit": b.commit or "none",
-        "a_model": comparison.a_result.model, "b_model": comparison.b_result.model,
-        "dataset": comparison.dataset, "split": comparison.split, "n": comparison.n, "metric": comparison.metric,
-        "resamples": comparison.difference.resamples, "confidence": comparison.difference.confidence, "seed": comparison.seed,
-    })
-    metrics: dict[str, float] = {}
-    for side, result in (("a", comparison.a_result), ("b", comparison.b_result)):
-        metrics.update({f"{side}.{key.replace(':', '_')}": value for key, value in result.metrics.items()})
-        metrics.update({f"{side}.score": result.score, f"{side}.latency_p50_s": result.latency_p50_s,
-                        f"{side}.latency_p95_s": result.latency_p95_s, f"{side}.input_tokens": result.input_tokens,
-                        f"{side}.output_tokens": result.output_tokens, f"{side}.errors": result.errors})
-        if result.cost_usd is not None:
-            metrics[f"{side}.cost_usd"] = result.cost_usd
-    intervals = {"difference": comparison.difference, "exact_match_difference": comparison.exact_match,
-                 "latency_difference_s": comparison.latency_per_example_s}
-    if comparison.cost_per_example_usd is not None:
-        intervals["cost_per_example_difference_usd"] = comparison.cost_per_example_usd
-    for delta in comparison.fields:
-        intervals[f"f1_difference/{delta.field}"] = delta.difference
-    for name, interval in intervals.items():
-        metrics.update({name: interval.estimate, f"{name}.low": interval.low, f"{name}.high": interval.high})
-    metrics.update({"mcnemar.p_value": comparison.mcnemar.p_value, "mcnemar.mid_p_value": comparison.mcnemar.mid_p_value,
-                    "mcnemar.a_only": comparison.mcnemar.a_only, "mcnemar.b_only": comparison.mcnemar.b_only})
-    try:
-        with mlflow.start_run(run_name=f"{kind} {a.reference} vs {b.reference}") as run:
-            mlflow.set_tags({"promptops.kind": kind})
-            mlflow.log_params(params)
-            mlflow.log_metrics(metrics)
-            mlflow.log_text(a.prompt.to_yaml(), f"a/{a.prompt.name}.yaml")
-            mlflow.log_text(b.prompt.to_yaml(), f"b/{b.prompt.name}.yaml")
-            mlflow.log_table(data=_pairs_table(comparison), artifact_file="pairs.json")
-            mlflow.log_dict(comparison.summary(), "comparison.json")
-            return run.info.run_id
-    except Exception as exc:
-        raise TrackingError(f"cannot log the comparison to MLflow at {tracking.tracking_uri()}: {redact(str(exc)).splitlines()[0]}") from None
-
-
-def _pairs_table(comparison: Comparison) -> dict[str, list[Any]]:
-    """One row per example: inputs, expected, both answers, both right/wrong, both latencies and costs."""
-    import json
-
-    def cell(value: Any) -> Any:
-        return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value, ensure_ascii=False, default=str)
-
-    prompt = comparison.b.prompt
-    a_examples, b_examples = comparison.a_result.examples, comparison.b_result.examples
-    table: dict[str, list[Any]] = {"source": [e.source for e in b_examples]}
-    for spec in prompt.inputs:
-        table[spec.name] = [cell(e.inputs.get(spec.name)) for e in b_examples]
-    for spec in prompt.outputs:
-        table[f"expected.{spec.name}"] = [cell(e.expected.get(spec.name)) for e in b_examples]
-        table[f"a.{spec.name}"] = [cell((e.predicted or {}).get(spec.name)) for e in a_examples]
-        table[f"b.{spec.name}"] = [cell((e.predicted or {}).get(spec.name)) for e in b_examples]
-    table["a.correct"] = [e.correct for e in a_examples]
-    table["b.correct"] = [e.correct for e in b_examples]
-    table["a.latency_s"] = [e.latency_s for e in a_examples]
-    table["b.latency_s"] = [e.latency_s for e in b_examples]
-    table["a.cost_usd"] = [e.cost_usd for e in a_examples]
-    table["b.cost_usd"] = [e.cost_usd for e in b_examples]
-    return table

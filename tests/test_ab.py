@@ -89,7 +89,8 @@ def log_traces(name: str) -> list[str]:
 
     from promptops import tracking
 
-    tracking._experiment(tracking._mlflow(), name)
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_experiment(experiment_id=tracking.experiment_id(name))
     rows = [  # arm, version, status, answer, feedback, expectation
         ("production", "v1", "ok", "card_arrival", True, None),
         ("production", "v1", "ok", "change_pin", False, None),

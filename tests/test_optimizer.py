@@ -201,7 +201,9 @@ def test_small_study_logs_trials_computes_the_front_and_commits_the_winner(study
     assert study.front and study.winner.number in {p.number for p in study.front}
     assert seen[-1][0] == 3 and all(b >= a for a, b in zip([c for _, c in seen], [c for _, c in seen][1:]))
 
-    mlflow = tracking._mlflow()
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
     children = mlflow.search_runs(experiment_names=[NAME], filter_string=f"tags.`mlflow.parentRunId` = '{study.parent_run_id}'")
     assert len(children) == 3 and set(children["status"]) == {"FINISHED"}
     assert {"params.model", "params.optimizer", "params.demos", "metrics.accuracy", "metrics.cost_usd",

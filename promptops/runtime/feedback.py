@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from promptops.errors import DatasetError, PromptopsError, TrackingError
+from promptops.errors import DatasetError, PromptopsError
 
 
 @dataclass(frozen=True)
@@ -40,30 +40,22 @@ class FeedbackAdded:
 def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: Optional[dict[str, Any]] = None,
                     source: str = "promptops") -> None:
     """Attach an outcome to a traced request: whether the answer was right, and what it should have been."""
-    import mlflow
-    from mlflow.entities import AssessmentSource, AssessmentSourceType
-
+    from promptops import tracking
     from promptops.runtime import tracing
 
     tracing.get(trace_id)  # a clear error for an unknown id, before writing anything
-    who = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=source)
-    try:
-        if correct is not None:
-            mlflow.log_feedback(trace_id=trace_id, name="correct", value=bool(correct), source=who)
-        for name, value in (expected or {}).items():
-            mlflow.log_expectation(trace_id=trace_id, name=name, value=value, source=who)
-    except Exception as exc:
-        raise TrackingError(f"cannot record feedback on trace {trace_id}: {str(exc).splitlines()[0]}") from None
+    tracking.log_feedback(trace_id, correct=correct, expected=expected, source=source)
 
 
 def add_feedback(trace_id: str, expected: Optional[dict[str, Any]] = None, *, split: str = "dev") -> FeedbackAdded:
     """Append the traced request with `expected` outputs (or those recorded on the trace) to the eval set; one commit."""
+    from promptops import tracking
     from promptops.runtime import tracing
 
     trace = tracing.get(trace_id)
     name = _prompt_name(trace)
     prompt = _current_prompt(name)
-    corrected = {**_recorded_expectations(trace), **_typed(prompt, expected or {})}
+    corrected = {**tracking.expectations(trace), **_typed(prompt, expected or {})}
     row = _row(prompt, trace, corrected)
     if expected:
         record_feedback(trace_id, expected=_typed(prompt, expected))
@@ -72,6 +64,7 @@ def add_feedback(trace_id: str, expected: Optional[dict[str, Any]] = None, *, sp
 
 def add_failed(name: str, *, split: str = "dev", limit: int = 200) -> FeedbackAdded:
     """Every recent failing request of `name` (error status, or feedback `correct` = false) with corrected outputs recorded."""
+    from promptops import tracking
     from promptops.runtime import tracing
 
     prompt = _current_prompt(name)
@@ -81,7 +74,7 @@ def add_failed(name: str, *, split: str = "dev", limit: int = 200) -> FeedbackAd
         trace_id = found.info.trace_id
         if not _failed(found) or trace_id in already:
             continue
-        expected = _recorded_expectations(found)
+        expected = tracking.expectations(found)  # the newest per output field
         missing = [spec.name for spec in prompt.outputs if spec.name not in expected]
         if missing:
             skipped.append((trace_id, f"no expected {missing[0]!r} recorded: promptops feedback add {trace_id}"
@@ -113,27 +106,13 @@ def _current_prompt(name: str) -> Any:
     return load_prompt_file(resolve_prompt_path(name))
 
 
-def _assessments(trace: Any) -> list[Any]:
-    return [a for a in (trace.info.assessments or []) if getattr(a, "valid", True) is not False]
-
-
-def _recorded_expectations(trace: Any) -> dict[str, Any]:
-    """Expectations on the trace, the newest per name."""
-    found: dict[str, tuple[Any, Any]] = {}
-    for assessment in _assessments(trace):
-        if assessment.expectation is not None:
-            stamp = assessment.create_time_ms or 0
-            if assessment.name not in found or stamp >= found[assessment.name][0]:
-                found[assessment.name] = (stamp, assessment.expectation.value)
-    return {name: value for name, (_, value) in found.items()}
-
-
 def _failed(trace: Any) -> bool:
+    from promptops import tracking
+
     if trace.info.tags.get("promptops.status") == "error":
         return True
-    verdicts = sorted(((a.create_time_ms or 0, a.feedback.value) for a in _assessments(trace)
-                       if a.name == "correct" and a.feedback is not None), key=lambda item: item[0])
-    return bool(verdicts) and verdicts[-1][1] is False
+    verdicts = [a.feedback.value for a in tracking.assessments(trace) if a.name == "correct" and a.feedback is not None]
+    return bool(verdicts) and verdicts[-1] is False
 
 
 def _typed(prompt: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ it through MLflow's DSPy callback, added for the request only so evals and optim
 untraced. Tags make traces searchable by prompt, version, arm and status; decisions are span
 events. Inputs and outputs are redacted like every other thing promptops logs.
 
+What a trace says is decided here; `promptops.tracking` writes and reads it in MLflow.
 Turn tracing off with `PROMPTOPS_TRACING=false` or `promptops.load(..., trace=False)`.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,9 +20,6 @@ from typing import Any, Iterator, Optional
 
 from promptops._secrets import redact, redact_mapping
 from promptops.errors import GuardrailError, TrackingError
-
-_EXPERIMENTS: dict[tuple[str, str], str] = {}
-_EXPERIMENTS_LOCK = threading.Lock()
 
 
 def tracing_enabled() -> bool:
@@ -42,49 +39,36 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
         yield handle
         return
     import dspy
-    from mlflow.entities import SpanEvent, SpanType
-    from mlflow.entities.trace_location import MlflowExperimentLocation
-    from mlflow.tracing.constant import SpanAttributeKey
 
-    mlflow = _mlflow_for_traces()
-    destination = MlflowExperimentLocation(experiment_id(program.name))
-    started = time.perf_counter()
-    with mlflow.start_span(name=program.name, span_type=SpanType.CHAIN, trace_destination=destination) as span:
+    from promptops import tracking
+
+    with tracking.request_span(program.name, redact_mapping(dict(inputs))) as span:
+        started = time.perf_counter()
         handle.trace_id = span.trace_id
-        span.set_inputs(redact_mapping(dict(inputs)))
         error: Optional[BaseException] = None
         try:
-            with dspy.context(callbacks=_callbacks_with_dspy_spans(dspy.settings.callbacks)):
+            with dspy.context(callbacks=tracking.with_dspy_spans(dspy.settings.callbacks)):
                 yield handle
         except BaseException as exc:
             error = exc
             raise
         finally:
             latency_s = time.perf_counter() - started
-            for decision in record.decisions:
-                span.add_event(SpanEvent(decision["decision"], attributes={k: _attribute(v) for k, v in decision.items()}))
             answer = record.answer
-            if answer is not None:
-                span.set_outputs(redact_mapping(answer.outputs))
             status = _status(error, answer)
-            # MLflow's own keys, so the trace list shows tokens and cost like any traced LLM call.
-            span.set_attribute(SpanAttributeKey.CHAT_USAGE, {
-                "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
-                "total_tokens": record.input_tokens + record.output_tokens})
-            span.set_attribute(SpanAttributeKey.LLM_COST, {"total_cost": record.cost_usd})
-            span.set_attributes({
-                "promptops.prompt": program.name, "promptops.version": program.served.label,
-                "promptops.model": answer.model if answer else (program.model_override or program.prompt.model.id),
+            model = answer.model if answer else (program.model_override or program.prompt.model.id)
+            attributes = {
+                "promptops.prompt": program.name, "promptops.version": program.served.label, "promptops.model": model,
                 "promptops.input_tokens": record.input_tokens, "promptops.output_tokens": record.output_tokens,
                 "promptops.cost_usd": record.cost_usd, "promptops.model_calls": record.model_calls,
                 "promptops.cache_hits": record.cache_hits, "promptops.latency_s": latency_s,
                 "promptops.decisions": [d["decision"] for d in record.decisions],
-            })
+            }
             tags = {
                 "promptops.prompt": program.name,
                 "promptops.version": program.served.label,
                 "promptops.commit": program.served.commit or "uncommitted",
-                "promptops.model": answer.model if answer else (program.model_override or program.prompt.model.id),
+                "promptops.model": model,
                 "promptops.status": status,
                 "promptops.cost_usd": f"{record.cost_usd:.8f}",
                 "promptops.latency_s": f"{latency_s:.4f}",
@@ -105,31 +89,12 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
                              "promptops.answer_config": json.dumps(answer.config, sort_keys=True)})
             if error is not None:
                 tags["promptops.error"] = redact(str(error))[:500]
-            mlflow.update_current_trace(tags=tags)
-
-
-_REQUEST_SPANS: Any = None
-
-
-def _callbacks_with_dspy_spans(callbacks: list[Any]) -> list[Any]:
-    """DSPy's callbacks plus MLflow's DSPy callback for this request, unless `mlflow.dspy.autolog()` already added it.
-
-    MLflow's callback records spans only while DSPy autologging is on for the whole process,
-    which would also trace every eval and optimization call. The subclass drops that check
-    (MLflow's own `skip_if_trace_disabled` wrapper), so spans are recorded inside requests only.
-    """
-    global _REQUEST_SPANS
-    from mlflow.dspy.callback import MlflowCallback
-
-    if any(isinstance(callback, MlflowCallback) for callback in callbacks):
-        return list(callbacks)
-    if _REQUEST_SPANS is None:
-        spans = type("RequestSpans", (MlflowCallback,), {"__doc__": "MLflow's DSPy spans, for one guarded request."})
-        for name, member in vars(MlflowCallback).items():
-            if name.startswith("on_") and callable(getattr(member, "__wrapped__", None)):
-                setattr(spans, name, member.__wrapped__)
-        _REQUEST_SPANS = spans
-    return [*callbacks, _REQUEST_SPANS()]
+            span.finish(
+                events=[(decision["decision"], decision) for decision in record.decisions],
+                outputs=redact_mapping(answer.outputs) if answer is not None else None,
+                input_tokens=record.input_tokens, output_tokens=record.output_tokens, cost_usd=record.cost_usd,
+                attributes=attributes, tags=tags,
+            )
 
 
 def _status(error: Optional[BaseException], answer: Any) -> str:
@@ -140,35 +105,11 @@ def _status(error: Optional[BaseException], answer: Any) -> str:
     return "error"
 
 
-def _attribute(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool)) else str(value)
-
-
-def _mlflow_for_traces() -> Any:
-    from promptops.tracking import _mlflow
-
-    return _mlflow()
-
-
-def experiment_id(prompt_name: str) -> str:
-    """The prompt's MLflow experiment, looked up once per process and store."""
-    from promptops.tracking import _experiment, tracking_uri
-
-    key = (tracking_uri(), prompt_name)
-    with _EXPERIMENTS_LOCK:
-        if key not in _EXPERIMENTS:
-            _EXPERIMENTS[key] = _experiment(_mlflow_for_traces(), prompt_name)
-        return _EXPERIMENTS[key]
-
-
 def flush() -> None:
     """Write traces still queued for asynchronous export (a short-lived CLI process must wait for them)."""
-    import mlflow
+    from promptops import tracking
 
-    try:
-        mlflow.flush_trace_async_logging()
-    except Exception:  # nothing queued, or the exporter is synchronous
-        pass
+    tracking.flush_traces()
 
 
 # --- reading traces back -------------------------------------------------------------------
@@ -201,19 +142,12 @@ def search(name: str, *, failed: bool = False, limit: int = 20) -> list[TraceSum
 
 def find(name: str, *, failed: bool = False, limit: int = 20) -> list[Any]:
     """Like `search`, as MLflow `Trace` objects: tags and assessments, without spans."""
-    mlflow = _mlflow_for_traces()
-    if mlflow.get_experiment_by_name(name) is None:
-        return []
+    from promptops import tracking
+
     filter_string = f"tags.`promptops.prompt` = '{name}'"
     if failed:
         filter_string += " AND tags.`promptops.status` != 'ok' AND tags.`promptops.status` != 'fallback'"
-    try:
-        return mlflow.search_traces(locations=[experiment_id(name)], filter_string=filter_string, max_results=limit,
-                                    order_by=["timestamp_ms DESC"], return_type="list", include_spans=False, flush=True)
-    except Exception as exc:
-        from promptops.tracking import tracking_uri
-
-        raise TrackingError(f"cannot search traces of {name!r} in MLflow at {tracking_uri()}: {redact(str(exc)).splitlines()[0]}") from None
+    return tracking.search_traces(name, filter_string, limit=limit, newest_first=True)
 
 
 def summarize(trace: Any) -> TraceSummary:
@@ -231,15 +165,11 @@ def summarize(trace: Any) -> TraceSummary:
 
 def get(trace_id: str) -> Any:
     """The whole trace (spans included), or a `TrackingError` naming the id."""
-    mlflow = _mlflow_for_traces()
-    try:
-        trace = mlflow.get_trace(trace_id, silent=True, flush=True)
-    except Exception:
-        trace = None
-    if trace is None:
-        from promptops.tracking import tracking_uri
+    from promptops import tracking
 
-        raise TrackingError(f"no trace {trace_id!r} in MLflow at {tracking_uri()}: list them with promptops traces NAME")
+    trace = tracking.get_trace(trace_id)
+    if trace is None:
+        raise TrackingError(f"no trace {trace_id!r} in MLflow at {tracking.tracking_uri()}: list them with promptops traces NAME")
     return trace
 
 

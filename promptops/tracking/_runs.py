@@ -1,0 +1,254 @@
+"""MLflow runs: one per eval, per comparison of two versions, and per promotion or rollback (the audit record).
+
+Each run goes into the prompt's experiment and is written in one go by `_log_run`; reading back
+(`load_run`, `load_table`, `last_evals`) is for promotion, tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from promptops._secrets import redact_mapping
+from promptops.artifact import Prompt, find_project_root
+from promptops.errors import TrackingError
+from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
+
+if TYPE_CHECKING:
+    from promptops.comparison import Comparison
+    from promptops.evaluation import EvalResult
+
+
+def log_eval(
+    result: "EvalResult",
+    prompt: Prompt,
+    *,
+    prompt_file: Optional[Path] = None,
+    git_commit: Optional[str] = None,
+    git_dirty: bool = False,
+    root: Optional[Path] = None,
+) -> str:
+    """One MLflow run per eval: params, metrics, the prompt as evaluated and a per-example table."""
+    root = root or find_project_root()
+    mlflow = _mlflow(root)
+    _experiment(mlflow, prompt.name)
+    params = redact_mapping(
+        {
+            "prompt": prompt.name,
+            "prompt_hash": result.prompt_hash,
+            "git_commit": git_commit or "none",
+            "model": result.model,
+            "temperature": prompt.model.temperature,
+            "max_tokens": prompt.model.max_tokens,
+            "dataset": _relative(result.dataset, root),
+            "split": result.split,
+            "n": result.n,
+            "metric": result.metric,
+            "demos": len(prompt.demos),
+        }
+    )
+    metrics = {
+        **{_metric_name(key): value for key, value in result.metrics.items()},
+        "score": result.score,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "latency_p50_s": result.latency_p50_s,
+        "latency_p95_s": result.latency_p95_s,
+        "model_calls": result.model_calls,
+        "cache_hits": result.cache_hits,
+        "errors": result.errors,
+        "parse_failures": result.parse_failures,
+        "wall_time_s": result.wall_time_s,
+    }
+    if result.cost_usd is not None:
+        metrics["cost_usd"] = result.cost_usd
+    return _log_run(
+        mlflow,
+        f"eval {prompt.name} {result.split}",
+        tags={"promptops.kind": "eval", "promptops.git_dirty": str(git_dirty).lower()},
+        params=params,
+        metrics=metrics,
+        texts={f"prompt/{prompt_file.name if prompt_file else prompt.name + '.yaml'}": prompt.to_yaml()},
+        tables={"predictions.json": predictions_table(result, prompt)},
+        failure=f"cannot log the eval to MLflow at {tracking_uri(root)}",
+    )
+
+
+def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[Any]]:
+    """Columns of the per-example table: inputs, expected and predicted per field, cost of each answer."""
+    table: dict[str, list[Any]] = {"source": [r.source for r in result.examples]}
+    for spec in prompt.inputs:
+        table[spec.name] = [_cell(r.inputs.get(spec.name)) for r in result.examples]
+    for spec in prompt.outputs:
+        table[f"expected.{spec.name}"] = [_cell(r.expected.get(spec.name)) for r in result.examples]
+        table[f"predicted.{spec.name}"] = [_cell((r.predicted or {}).get(spec.name)) for r in result.examples]
+    table["correct"] = [r.correct for r in result.examples]
+    table["error"] = [r.error or "" for r in result.examples]
+    table["input_tokens"] = [r.input_tokens for r in result.examples]
+    table["output_tokens"] = [r.output_tokens for r in result.examples]
+    table["latency_s"] = [r.latency_s for r in result.examples]
+    table["cached"] = [bool(r.cache_hits and not r.model_calls) for r in result.examples]
+    return table
+
+
+def log_comparison(comparison: "Comparison", *, kind: str = "compare") -> str:
+    """One run in the prompt's experiment: both sides' figures, the statistics, both prompts and the paired table."""
+    mlflow = _mlflow()
+    _experiment(mlflow, comparison.prompt)
+    a, b = comparison.a, comparison.b
+    params = redact_mapping({
+        "prompt": comparison.prompt, "a": a.reference, "b": b.reference, "a_label": a.label, "b_label": b.label,
+        "a_prompt_hash": a.prompt.content_hash, "b_prompt_hash": b.prompt.content_hash,
+        "a_git_commit": a.commit or "none", "b_git_commit": b.commit or "none",
+        "a_model": comparison.a_result.model, "b_model": comparison.b_result.model,
+        "dataset": comparison.dataset, "split": comparison.split, "n": comparison.n, "metric": comparison.metric,
+        "resamples": comparison.difference.resamples, "confidence": comparison.difference.confidence, "seed": comparison.seed,
+    })
+    metrics: dict[str, float] = {}
+    for side, result in (("a", comparison.a_result), ("b", comparison.b_result)):
+        metrics.update({f"{side}.{_metric_name(key)}": value for key, value in result.metrics.items()})
+        metrics.update({f"{side}.score": result.score, f"{side}.latency_p50_s": result.latency_p50_s,
+                        f"{side}.latency_p95_s": result.latency_p95_s, f"{side}.input_tokens": result.input_tokens,
+                        f"{side}.output_tokens": result.output_tokens, f"{side}.errors": result.errors})
+        if result.cost_usd is not None:
+            metrics[f"{side}.cost_usd"] = result.cost_usd
+    intervals = {"difference": comparison.difference, "exact_match_difference": comparison.exact_match,
+                 "latency_difference_s": comparison.latency_per_example_s}
+    if comparison.cost_per_example_usd is not None:
+        intervals["cost_per_example_difference_usd"] = comparison.cost_per_example_usd
+    for delta in comparison.fields:
+        intervals[f"f1_difference/{delta.field}"] = delta.difference
+    for name, interval in intervals.items():
+        metrics.update({name: interval.estimate, f"{name}.low": interval.low, f"{name}.high": interval.high})
+    metrics.update({"mcnemar.p_value": comparison.mcnemar.p_value, "mcnemar.mid_p_value": comparison.mcnemar.mid_p_value,
+                    "mcnemar.a_only": comparison.mcnemar.a_only, "mcnemar.b_only": comparison.mcnemar.b_only})
+    return _log_run(
+        mlflow,
+        f"{kind} {a.reference} vs {b.reference}",
+        tags={"promptops.kind": kind},
+        params=params,
+        metrics=metrics,
+        texts={f"a/{a.prompt.name}.yaml": a.prompt.to_yaml(), f"b/{b.prompt.name}.yaml": b.prompt.to_yaml()},
+        tables={"pairs.json": _pairs_table(comparison)},
+        dicts={"comparison.json": comparison.summary()},
+        failure=f"cannot log the comparison to MLflow at {tracking_uri()}",
+    )
+
+
+def _pairs_table(comparison: "Comparison") -> dict[str, list[Any]]:
+    """One row per example: inputs, expected, both answers, both right/wrong, both latencies and costs."""
+    prompt = comparison.b.prompt
+    a_examples, b_examples = comparison.a_result.examples, comparison.b_result.examples
+    table: dict[str, list[Any]] = {"source": [e.source for e in b_examples]}
+    for spec in prompt.inputs:
+        table[spec.name] = [_cell(e.inputs.get(spec.name)) for e in b_examples]
+    for spec in prompt.outputs:
+        table[f"expected.{spec.name}"] = [_cell(e.expected.get(spec.name)) for e in b_examples]
+        table[f"a.{spec.name}"] = [_cell((e.predicted or {}).get(spec.name)) for e in a_examples]
+        table[f"b.{spec.name}"] = [_cell((e.predicted or {}).get(spec.name)) for e in b_examples]
+    table["a.correct"] = [e.correct for e in a_examples]
+    table["b.correct"] = [e.correct for e in b_examples]
+    table["a.latency_s"] = [e.latency_s for e in a_examples]
+    table["b.latency_s"] = [e.latency_s for e in b_examples]
+    table["a.cost_usd"] = [e.cost_usd for e in a_examples]
+    table["b.cost_usd"] = [e.cost_usd for e in b_examples]
+    return table
+
+
+def log_audit(name: str, entry: dict[str, Any], root: Optional[Path] = None) -> str:
+    """A promotion or rollback as an MLflow run in the prompt's experiment, for the record."""
+    mlflow = _mlflow(root)
+    _experiment(mlflow, name)
+    metrics = {f"{side}.{key}": value for side, values in (entry.get("metrics") or {}).items()
+               for key, value in values.items() if isinstance(value, (int, float))}
+    return _log_run(
+        mlflow,
+        f"{entry['action']} {name} {entry['channel']}",
+        tags={"promptops.kind": entry["action"], "promptops.channel": entry["channel"]},
+        params=redact_mapping({k: v for k, v in entry.items() if not isinstance(v, dict)}),
+        metrics=metrics,
+        dicts={"audit.json": entry},
+        failure=f"cannot write the audit run for {name} to MLflow",
+    )
+
+
+def _log_run(
+    mlflow: Any,
+    run_name: str,
+    *,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    texts: Optional[dict[str, str]] = None,
+    tables: Optional[dict[str, dict[str, list[Any]]]] = None,
+    dicts: Optional[dict[str, dict[str, Any]]] = None,
+    failure: str,
+) -> str:
+    """One finished run in the current experiment; any MLflow failure becomes one `TrackingError` sentence."""
+    try:
+        with mlflow.start_run(run_name=run_name) as run:
+            mlflow.set_tags(tags)
+            mlflow.log_params(params)
+            if metrics:
+                mlflow.log_metrics(metrics)
+            for artifact_file, text in (texts or {}).items():
+                mlflow.log_text(text, artifact_file)
+            for artifact_file, table in (tables or {}).items():
+                mlflow.log_table(data=table, artifact_file=artifact_file)
+            for artifact_file, data in (dicts or {}).items():
+                mlflow.log_dict(data, artifact_file)
+            return run.info.run_id
+    except Exception as exc:
+        raise TrackingError(f"{failure}: {_first_line(exc)}") from None
+
+
+def load_run(run_id: str, root: Optional[Path] = None) -> Any:
+    """The MLflow run, for tests and notebooks that check what was logged."""
+    return _mlflow(root).get_run(run_id)
+
+
+def load_table(run_id: str, artifact_file: str = "predictions.json", root: Optional[Path] = None) -> Any:
+    mlflow = _mlflow(root)
+    return mlflow.load_table(artifact_file, run_ids=[run_id])
+
+
+def last_evals(name: str, root: Optional[Path] = None) -> dict[str, dict[str, Any]]:
+    """The latest eval run of each prompt content hash: hash → {metric, score, cost_usd, run_id}."""
+    mlflow = _mlflow(root)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return {}
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id], "tags.`promptops.kind` = 'eval'", order_by=["attributes.start_time DESC"], max_results=200
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        content_hash = run.data.params.get("prompt_hash")
+        if content_hash and content_hash not in latest:
+            latest[content_hash] = {
+                "metric": run.data.params.get("metric"),
+                "score": run.data.metrics.get("score"),
+                "cost_usd": run.data.metrics.get("cost_usd"),
+                "split": run.data.params.get("split"),
+                "n": run.data.params.get("n"),
+                "run_id": run.info.run_id,
+            }
+    return latest
+
+
+def _metric_name(key: str) -> str:
+    return key.replace(":", "_")
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return path
