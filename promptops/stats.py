@@ -1,4 +1,4 @@
-"""The statistics behind `compare`, `check` and `ab-report`: pure numpy, seeded, no scipy at run time.
+"""The statistics behind `compare`, `check` and `ab-report`: `scipy.stats` tests and bootstrap, seeded.
 
 Two prompts scored on the same examples are *paired*: each example is its own control, so the
 tests look only at the examples where the two differ (McNemar) and resample examples, not
@@ -8,22 +8,28 @@ scores (paired bootstrap). Two arms of an online A/B test see different users, s
 Choices, and why:
 
 - McNemar's test is the exact conditional one: among the n discordant examples, the count A
-  got right and B wrong is Binomial(n, 1/2) under "no difference". Eval sets here are small
-  (tens of examples, a handful discordant), where the chi-square approximation is poor. The
-  exact p-value never exceeds the nominal level, so it is conservative; the mid-p value
-  (exact minus half the probability of the observed table, Fagerland et al. 2013) is
-  reported beside it for those who prefer a test that is right on average.
-- Intervals are bootstrap percentile intervals: the difference of the statistic (accuracy,
-  micro F1, mean cost per example) over resamples drawn with a seeded `numpy.random.Generator`,
-  so a report can be reproduced exactly. Resamples are drawn in batches exactly as
-  `scipy.stats.bootstrap` draws them, so both give the same numbers for the same seed.
-- Fisher's exact test for two proportions: exact at any sample size, where the two-proportion
-  z-test is not for small arms or rare outcomes.
+  got right and B wrong is Binomial(n, 1/2) under "no difference" (`scipy.stats.binomtest`).
+  Eval sets here are small (tens of examples, a handful discordant), where the chi-square
+  approximation is poor. The exact p-value never exceeds the nominal level, so it is
+  conservative; the mid-p value (exact minus half the probability of the observed table,
+  Fagerland et al. 2013, from `scipy.stats.binom`) is reported beside it for those who prefer
+  a test that is right on average.
+- Intervals are bootstrap percentile intervals (`scipy.stats.bootstrap`, method 'percentile'):
+  the difference of the statistic (accuracy, micro F1, mean cost per example) over resamples
+  drawn with a seeded `numpy.random.Generator`, so a report can be reproduced exactly. What is
+  resampled is example indices, so a statistic over rows of counts (micro F1 from per-example
+  true positive, false positive and false negative counts) resamples whole examples, and a
+  paired one draws the same examples for A and B. Resamples are drawn in batches of bounded
+  size (`batch_size`), so memory stays small however many are asked for.
+- Fisher's exact test for two proportions (`scipy.stats.fisher_exact`): exact at any sample
+  size, where the two-proportion z-test is not for small arms or rare outcomes.
+
+scipy is imported inside the functions that use it, so the CLI starts without it.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -85,55 +91,30 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemarResu
 
 
 def mcnemar_from_counts(a_only: int, b_only: int) -> McNemarResult:
-    """The exact p-value is P(X <= min) + P(X >= max) for X ~ Binomial(a_only + b_only, 1/2), at most 1."""
+    """The exact p-value is the two-sided binomial test of a_only in a_only + b_only trials at 1/2."""
     n = a_only + b_only
     if n == 0:
         return McNemarResult(a_only, b_only, 1.0, 1.0)
+    from scipy.stats import binom, binomtest
+
+    exact = float(binomtest(a_only, n, 0.5).pvalue)
     k = min(a_only, b_only)
-    tail = float(np.exp(_log_sum(_binomial_log_pmf(np.arange(k + 1), n))))
-    point = float(np.exp(_binomial_log_pmf(np.array([k]), n)[0]))
-    exact = min(1.0, 2 * tail)
-    mid = min(1.0, 2 * tail - point)  # 1 when a_only == b_only, as the exact p is
+    # Each tail gives up half the observed table's probability: P(X <= k) + P(X >= n - k) - P(X = k).
+    mid = min(1.0, 2 * float(binom.cdf(k, n, 0.5)) - float(binom.pmf(k, n, 0.5)))  # 1 when a_only == b_only
     return McNemarResult(a_only, b_only, exact, mid)
 
 
 def fisher_exact(a_successes: int, a_total: int, b_successes: int, b_total: int) -> FisherResult:
     """Fisher's exact test, two-sided: the probability of every table with the same margins
-    no likelier than the one observed (as `scipy.stats.fisher_exact` computes it)."""
+    no likelier than the one observed."""
     for count, total in ((a_successes, a_total), (b_successes, b_total)):
         if not 0 <= count <= total:
             raise ValueError(f"successes {count} must be between 0 and the total {total}")
-    successes = a_successes + b_successes
-    total = a_total + b_total
-    low, high = max(0, successes - b_total), min(successes, a_total)
-    if total == 0 or low == high:
-        return FisherResult(a_successes, a_total, b_successes, b_total, 1.0)
-    support = np.arange(low, high + 1)
-    log_pmf = _hypergeometric_log_pmf(support, total, successes, a_total)
-    observed = log_pmf[a_successes - low]
-    # A relative tolerance, as scipy uses, so tables exactly as likely are not lost to rounding.
-    as_extreme = log_pmf <= observed + math.log1p(1e-7)
-    p_value = float(np.exp(_log_sum(log_pmf[as_extreme])))
+    from scipy.stats import fisher_exact as scipy_fisher_exact
+
+    table = [[a_successes, a_total - a_successes], [b_successes, b_total - b_successes]]
+    p_value = float(scipy_fisher_exact(table).pvalue)  # 1 when a margin is zero
     return FisherResult(a_successes, a_total, b_successes, b_total, min(1.0, p_value))
-
-
-def _binomial_log_pmf(k: np.ndarray, n: int) -> np.ndarray:
-    return np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in k]) - n * math.log(2)
-
-
-def _hypergeometric_log_pmf(k: np.ndarray, total: int, successes: int, drawn: int) -> np.ndarray:
-    def log_choose(n: int, r: int) -> float:
-        return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
-
-    denominator = log_choose(total, drawn)
-    return np.array([log_choose(successes, int(i)) + log_choose(total - successes, drawn - int(i)) - denominator for i in k])
-
-
-def _log_sum(values: np.ndarray) -> float:
-    if values.size == 0:
-        return -math.inf
-    top = float(np.max(values))
-    return top + math.log(float(np.sum(np.exp(values - top))))
 
 
 # --- bootstrap intervals ----------------------------------------------------------------
@@ -145,7 +126,7 @@ def mean(sample: np.ndarray) -> np.ndarray:
 
 
 def batch_size(n: int, resamples: int) -> int:
-    """Resamples drawn per batch for `n` examples; pass it as `batch` to scipy to draw the same numbers."""
+    """Resamples drawn per batch for `n` examples (scipy's `batch`): at most `_BATCH_CELLS` indices at once."""
     return max(1, min(resamples, _BATCH_CELLS // max(n, 1)))
 
 
@@ -171,13 +152,14 @@ def paired_bootstrap(
     estimate = float(statistic(b_values[None])[0] - statistic(a_values[None])[0])
     if n < 2:
         return Interval(estimate, estimate, estimate, confidence, 0)
-    rng = np.random.default_rng(seed)
-    differences = []
-    step = batch_size(n, resamples)
-    for done in range(0, resamples, step):
-        index = rng.integers(0, n, (min(step, resamples - done), n))
-        differences.append(statistic(b_values[index]) - statistic(a_values[index]))
-    return _percentile_interval(estimate, np.concatenate(differences), confidence)
+
+    def difference(index: np.ndarray, axis: int = -1) -> np.ndarray:
+        rows = _resample_rows(index)
+        return (statistic(b_values[rows]) - statistic(a_values[rows])).reshape(index.shape[:-1])
+
+    # One sample of indices: each resample draws examples once, for A and B alike.
+    return _bootstrap_interval(estimate, (np.arange(n),), difference, batch_size(n, resamples),
+                               resamples=resamples, confidence=confidence, seed=seed)
 
 
 def unpaired_bootstrap(
@@ -196,23 +178,49 @@ def unpaired_bootstrap(
     estimate = float(statistic(b_values[None])[0] - statistic(a_values[None])[0])
     if len(a_values) < 2 and len(b_values) < 2:
         return Interval(estimate, estimate, estimate, confidence, 0)
-    rng = np.random.default_rng(seed)
-    differences = []
-    step = batch_size(max(len(a_values), len(b_values)), resamples)
-    for done in range(0, resamples, step):
-        size = min(step, resamples - done)
-        a_index = rng.integers(0, len(a_values), (size, len(a_values)))
-        b_index = rng.integers(0, len(b_values), (size, len(b_values)))
-        differences.append(statistic(b_values[b_index]) - statistic(a_values[a_index]))
-    return _percentile_interval(estimate, np.concatenate(differences), confidence)
+    arms = (a_values, b_values)
+
+    def difference(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        left = list(indices)  # one index sample per arm of two or more values, A's first
+        a_statistic, b_statistic = (statistic(arm[_resample_rows(left.pop(0))]) if len(arm) > 1 else statistic(arm[None])
+                                    for arm in arms)
+        return (b_statistic - a_statistic).reshape(indices[0].shape[:-1])
+
+    # scipy wants two or more values in each sample. A one-value arm resamples to itself, and an
+    # index drawn below 1 takes nothing from the generator, so leaving it out draws the same numbers.
+    samples = tuple(np.arange(len(arm)) for arm in arms if len(arm) > 1)
+    return _bootstrap_interval(estimate, samples, difference, batch_size(max(len(a_values), len(b_values)), resamples),
+                               resamples=resamples, confidence=confidence, seed=seed)
 
 
-def _percentile_interval(estimate: float, distribution: np.ndarray, confidence: float) -> Interval:
+def _resample_rows(index: np.ndarray) -> np.ndarray:
+    """Resampled indices as (resamples, n): scipy passes the original sample (one row) once, for its estimate."""
+    return index.reshape(-1, index.shape[-1])
+
+
+def _bootstrap_interval(
+    estimate: float,
+    samples: tuple[np.ndarray, ...],
+    difference: Callable[..., np.ndarray],
+    batch: int,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> Interval:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence {confidence} must be between 0 and 1")
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(distribution, [alpha, 1 - alpha])
-    return Interval(estimate, float(low), float(high), confidence, int(distribution.size))
+    if resamples < 1:
+        raise ValueError(f"resamples {resamples} must be at least 1")
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        if resamples == 1:  # scipy's standard error, not used here, warns without a second resample
+            warnings.simplefilter("ignore", RuntimeWarning)
+        result = bootstrap(samples, difference, vectorized=True, n_resamples=resamples, batch=batch,
+                           confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return Interval(estimate, float(low), float(high), confidence, int(result.bootstrap_distribution.size))
 
 
 def f1_from_counts(counts: np.ndarray) -> np.ndarray:

@@ -1,6 +1,10 @@
-"""The statistics agree with scipy's on fixed data (scipy is a test dependency only)."""
+"""The statistics are scipy's: on fixed data and seeds they agree with calling scipy.stats directly."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -88,3 +92,32 @@ def test_bootstraps_are_reproducible_and_batches_do_not_change_them(monkeypatch)
     assert stats.paired_bootstrap([1.0], [0.0]) == stats.Interval(-1.0, -1.0, -1.0, 0.95, 0)
     with pytest.raises(ValueError, match="equal shapes"):
         stats.paired_bootstrap([1, 0], [1])
+
+
+def test_an_arm_of_one_value_is_not_resampled() -> None:
+    one, many = np.array([0.4]), np.random.default_rng(6).exponential(1.0, 30)
+    interval = stats.unpaired_bootstrap(one, many, resamples=1500, seed=8)
+    expected = scipy_stats.bootstrap(
+        (many,), lambda y, axis: y.mean(axis=axis) - 0.4, vectorized=True, n_resamples=1500,
+        batch=stats.batch_size(30, 1500), method="percentile", rng=np.random.default_rng(8),
+    )
+    assert (interval.low, interval.high) == pytest.approx(tuple(expected.confidence_interval), abs=1e-12)
+    flipped = stats.unpaired_bootstrap(many, one, resamples=1500, seed=8)
+    assert (flipped.low, flipped.high) == pytest.approx((-interval.high, -interval.low), abs=1e-12)
+    assert stats.unpaired_bootstrap([1.0], [3.0]) == stats.Interval(2.0, 2.0, 2.0, 0.95, 0)
+
+
+def test_bootstrap_arguments_out_of_range_are_refused_and_one_resample_is_quiet() -> None:
+    with pytest.raises(ValueError, match="confidence 1.0"):
+        stats.paired_bootstrap([1, 0], [0, 1], confidence=1.0)
+    with pytest.raises(ValueError, match="resamples 0"):
+        stats.unpaired_bootstrap([1, 0], [0, 1], resamples=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stats.paired_bootstrap([1, 0, 1], [0, 0, 1], resamples=1).resamples == 1
+
+
+def test_scipy_is_imported_only_when_a_test_runs() -> None:
+    code = "import sys; import promptops.cli, promptops.stats; print('scipy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
