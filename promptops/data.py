@@ -8,6 +8,7 @@ with values of the declared types; the first bad row is reported by file and lin
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,13 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of sha256 over the rows' inputs and expected outputs, in order: which data a run scored."""
+        rows = [{"inputs": example.inputs, "expected": example.expected} for example in self.examples]
+        canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
     def head(self, limit: Optional[int]) -> "Dataset":
         if limit is None:

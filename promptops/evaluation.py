@@ -72,6 +72,7 @@ class EvalResult:
     wall_time_s: float
     examples: tuple[ExampleResult, ...] = field(repr=False)
     run_id: Optional[str] = None
+    data_digest: Optional[str] = None  # `Dataset.digest` of the rows scored
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-example rows, flat, for `--json` and notebooks."""
@@ -147,6 +148,7 @@ def evaluate(
         parse_failures=sum(r.parse_failure for r in results),
         wall_time_s=round(wall_time_s, 3),
         examples=tuple(results),
+        data_digest=dataset.digest,
     )
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
+
+import pytest
+from scripted import ScriptedEngine
 
 PACKAGE = Path(__file__).resolve().parent.parent / "promptops"
 
@@ -25,3 +29,72 @@ def test_no_module_outside_the_tracking_package_imports_mlflow() -> None:
                  if tracking not in path.parents for line in mlflow_imports(path)]
     assert offenders == []
     assert mlflow_imports(tracking / "_store.py"), "the check must see the imports the tracking package does have"
+
+
+# --- what an eval run records: the rows it scored -------------------------------------------
+
+
+@pytest.fixture()
+def scripted_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evals answer through a scripted engine (always `card_arrival`), never a model."""
+    from promptops import program
+    from promptops.models._metered import MeteredLM, UsdPerMillion
+
+    def build_program(prompt, *, model=None, cache=True, **options):
+        engine = ScriptedEngine({"intent": "card_arrival"})
+        return program.PromptProgram(prompt, MeteredLM("scripted/model", engine=engine, price=UsdPerMillion(1.0, 1.0),
+                                                       cache=False, temperature=0.0, max_tokens=20))
+
+    monkeypatch.setattr(program, "build_program", build_program)
+
+
+def dataset_input(run_id: str):
+    from promptops import tracking
+
+    [data] = tracking.load_run(run_id).inputs.dataset_inputs
+    return data
+
+
+def test_an_eval_run_logs_the_rows_it_scored_as_a_dataset_input(project: Path, mlflow_store: str, scripted_model) -> None:
+    import promptops
+    from promptops import tracking
+    from promptops.data import load_dataset
+
+    path = project / "prompts" / "banking_intent.yaml"
+    path.write_text(path.read_text().replace("  metric: accuracy\n", "  metric: accuracy\n  threshold: 0.5\n"))
+    result = promptops.evaluate("banking_intent", split="dev", limit=5)
+    scored = load_dataset(promptops.load_prompt("banking_intent"), split="dev").head(5)
+    assert result.n == 5 and result.data_digest == scored.digest and len(scored.digest) == 16
+
+    data = dataset_input(result.run_id)
+    assert data.dataset.digest == scored.digest and data.dataset.name == "experiments/data/banking_intent/dev.jsonl"
+    assert json.loads(data.dataset.profile)["num_rows"] == result.n
+    assert {tag.key: tag.value for tag in data.tags}["mlflow.data.context"] == "dev"
+    run = tracking.load_run(result.run_id)
+    assert run.data.params["data_digest"] == scored.digest
+    assert (run.data.tags["promptops.metric"], run.data.tags["promptops.threshold"]) == ("accuracy", "0.5")
+
+
+def test_the_same_rows_share_a_digest_and_a_changed_row_changes_it(project: Path, mlflow_store: str, scripted_model) -> None:
+    import promptops
+
+    first = promptops.evaluate("banking_intent", split="dev", limit=3)
+    again = promptops.evaluate("banking_intent", split="dev", limit=3)
+    assert first.data_digest == again.data_digest
+    assert dataset_input(first.run_id).dataset.digest == dataset_input(again.run_id).dataset.digest == first.data_digest
+
+    dev = project / "experiments" / "data" / "banking_intent" / "dev.jsonl"
+    dev.write_text(dev.read_text().replace("pulled cash?", "took cash out?", 1))
+    changed = promptops.evaluate("banking_intent", split="dev", limit=3)
+    assert changed.data_digest != first.data_digest
+    assert dataset_input(changed.run_id).dataset.digest == changed.data_digest
+    assert promptops.evaluate("banking_intent", split="dev", limit=3, track=False).data_digest == changed.data_digest
+
+
+def test_the_digest_reads_values_not_key_order() -> None:
+    from promptops.data import Dataset, Example
+
+    one = Dataset(Path("dev.jsonl"), "dev", (Example({"a": 1, "b": [1, 2]}, {"intent": "x"}, "dev.jsonl:1"),))
+    same = Dataset(Path("other.jsonl"), "dev", (Example({"b": [1, 2], "a": 1}, {"intent": "x"}, "other.jsonl:9"),))
+    other = Dataset(Path("dev.jsonl"), "dev", (Example({"a": 1, "b": [2, 1]}, {"intent": "x"}, "dev.jsonl:1"),))
+    assert one.digest == same.digest != other.digest

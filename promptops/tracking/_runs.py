@@ -17,6 +17,7 @@ from promptops.tracking._store import _experiment, _first_line, _mlflow, trackin
 
 if TYPE_CHECKING:
     from promptops.comparison import Comparison
+    from promptops.data import Dataset
     from promptops.evaluation import EvalResult
 
 
@@ -29,10 +30,16 @@ def log_eval(
     git_dirty: bool = False,
     root: Optional[Path] = None,
 ) -> str:
-    """One MLflow run per eval: params, metrics, the prompt as evaluated and a per-example table."""
+    """One MLflow run per eval: params, metrics, the prompt as evaluated, the rows scored and a per-example table.
+
+    The rows scored are the run's dataset input (name, digest, row count, context = split), so
+    MLflow's run list shows which data each run used; the digest is `Dataset.digest`.
+    """
     root = root or find_project_root()
     mlflow = _mlflow(root)
     _experiment(mlflow, prompt.name)
+    dataset = _relative(result.dataset, root)
+    data_digest = result.data_digest or _scored_rows(result).digest
     params = redact_mapping(
         {
             "prompt": prompt.name,
@@ -41,7 +48,8 @@ def log_eval(
             "model": result.model,
             "temperature": prompt.model.temperature,
             "max_tokens": prompt.model.max_tokens,
-            "dataset": _relative(result.dataset, root),
+            "dataset": dataset,
+            "data_digest": data_digest,
             "split": result.split,
             "n": result.n,
             "metric": result.metric,
@@ -63,16 +71,37 @@ def log_eval(
     }
     if result.cost_usd is not None:
         metrics["cost_usd"] = result.cost_usd
+    tags = {"promptops.kind": "eval", "promptops.git_dirty": str(git_dirty).lower(), "promptops.metric": result.metric}
+    if prompt.eval.threshold is not None:
+        tags["promptops.threshold"] = f"{prompt.eval.threshold:g}"
+    table = predictions_table(result, prompt)
+    columns = [spec.name for spec in prompt.inputs] + [f"expected.{spec.name}" for spec in prompt.outputs]
+    scored = {column: table[column] for column in columns}
     return _log_run(
         mlflow,
         f"eval {prompt.name} {result.split}",
-        tags={"promptops.kind": "eval", "promptops.git_dirty": str(git_dirty).lower()},
+        tags=tags,
         params=params,
         metrics=metrics,
+        dataset=(_mlflow_dataset(mlflow, scored, dataset, data_digest), result.split),
         texts={f"prompt/{prompt_file.name if prompt_file else prompt.name + '.yaml'}": prompt.to_yaml()},
-        tables={"predictions.json": predictions_table(result, prompt)},
+        tables={"predictions.json": table},
         failure=f"cannot log the eval to MLflow at {tracking_uri(root)}",
     )
+
+
+def _scored_rows(result: "EvalResult") -> "Dataset":
+    from promptops.data import Dataset, Example
+
+    return Dataset(Path(result.dataset), result.split, tuple(Example(r.inputs, r.expected, r.source) for r in result.examples))
+
+
+def _mlflow_dataset(mlflow: Any, columns: dict[str, list[Any]], name: str, digest: str) -> Any:
+    """The rows as an MLflow dataset: name, digest, schema and row count are logged, the rows themselves stay in the file."""
+    import pandas
+
+    source = mlflow.data.sources.LocalArtifactDatasetSource(name)  # given, not resolved: a bare path resolves two ways and warns
+    return mlflow.data.from_pandas(pandas.DataFrame(columns), source=source, name=name, digest=digest)
 
 
 def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[Any]]:
@@ -183,15 +212,21 @@ def _log_run(
     texts: Optional[dict[str, str]] = None,
     tables: Optional[dict[str, dict[str, list[Any]]]] = None,
     dicts: Optional[dict[str, dict[str, Any]]] = None,
+    dataset: Optional[tuple[Any, str]] = None,
     failure: str,
 ) -> str:
-    """One finished run in the current experiment; any MLflow failure becomes one `TrackingError` sentence."""
+    """One finished run in the current experiment; any MLflow failure becomes one `TrackingError` sentence.
+
+    `dataset` is an MLflow dataset and its context (the split), logged as the run's input.
+    """
     try:
         with mlflow.start_run(run_name=run_name) as run:
             mlflow.set_tags(tags)
             mlflow.log_params(params)
             if metrics:
                 mlflow.log_metrics(metrics)
+            if dataset is not None:
+                mlflow.log_input(dataset[0], context=dataset[1])
             for artifact_file, text in (texts or {}).items():
                 mlflow.log_text(text, artifact_file)
             for artifact_file, table in (tables or {}).items():
