@@ -113,7 +113,7 @@ def load(
     picks a channel per user, stable across calls and processes (an A/B test; the arm is traced).
     `guardrails=False` returns the plain DSPy program.
     """
-    from promptops.promotion import served_version
+    from promptops.channels import served_version
 
     arm = None
     if split is not None:

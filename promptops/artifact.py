@@ -122,12 +122,21 @@ class ModelSpec(_Strict):
         return params
 
 
+class GateSpec(_Strict):
+    """How promote, check and the optimizer decide that a candidate may replace a version (promptops.gate)."""
+
+    rule: Literal["non_inferior", "not_worse"] = "non_inferior"
+    tolerance: float = Field(0.02, ge=0, le=1)  # in units of the primary metric
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
 class EvalSpec(_Strict):
     """The prompt's default eval set, the metric its gate compares, and the score `promptops check` requires."""
 
     data: Optional[str] = None
     metric: Optional[str] = None
     threshold: Optional[float] = None  # the primary metric's floor on the gate split
+    gate: Optional[GateSpec] = None  # None: the default rule (GateSpec())
 
 
 class Prompt(_Strict):
@@ -182,8 +191,9 @@ class Prompt(_Strict):
         data = self.model_dump(mode="json")
         if self.guardrails == GuardrailsSpec():
             del data["guardrails"]  # sections added after a version was written do not change its identity
-        if self.eval.threshold is None:
-            del data["eval"]["threshold"]  # likewise fields added later, while unset
+        for later in ("threshold", "gate"):  # likewise fields added later, while unset
+            if data["eval"].get(later) is None:
+                del data["eval"][later]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -6,13 +6,15 @@ included). The base is where this branch left `main` (`git diff main...`); on `m
 that is HEAD, so the check covers what is not committed yet.
 
 Each touched prompt is evaluated on its gate split beside its production version (before any
-promotion: its version at the base) on the same examples, and fails by promote's gate rule:
-its primary metric is more than the tolerance below the other's, or below the
-`eval.threshold` its file sets. A new prompt is held to its threshold only.
+promotion: its version at the base) on the same examples, and judged by the same gate as
+`promote` (`promptops.gate`: the rule its file sets, by default non-inferiority on the paired
+interval), and by the `eval.threshold` its file sets. A new prompt is held to its threshold
+only. The eval data must be committed: an uncommitted edit to the yardstick fails the check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ class PromptCheck:
     new: bool = False  # no earlier version to compare with
     comparison: Optional[Comparison] = field(default=None, repr=False)
     result: "Optional[EvalResult]" = field(default=None, repr=False)
+    verdict: Any = field(default=None, repr=False)  # the gate's Verdict
 
     @property
     def passed(self) -> bool:
@@ -57,7 +60,7 @@ class CheckReport:
     base: str  # the ref the base was found from, e.g. main
     base_commit: str
     split: str
-    tolerance: float
+    tolerance: Optional[float]  # None: each prompt's own gate
     checks: tuple[PromptCheck, ...]
     removed: tuple[str, ...] = ()
 
@@ -74,6 +77,7 @@ class CheckReport:
                 "prompt": c.prompt, "passed": c.passed, "changed": list(c.changed), "baseline": c.baseline, "metric": c.metric,
                 "baseline_score": c.baseline_score, "score": c.score, "threshold": c.threshold, "reasons": list(c.reasons),
                 "note": c.note, "new": c.new, "comparison": c.comparison.summary() if c.comparison else None,
+                "gate": c.verdict.summary() if c.verdict else None,
             } for c in self.checks],
         }
 
@@ -90,8 +94,10 @@ class CheckReport:
         lines = [f"## promptops check: {title}", "",
                  f"Changes since `{self.base}` (`{self.base_commit[:8]}`). Each changed prompt is evaluated on its `{self.split}` "
                  "split beside its production version (before any promotion, its version at the base) on the same examples; "
-                 f"it fails if its primary metric falls below that version's by more than the tolerance ({self.tolerance:g}), "
-                 "or below its file's `eval.threshold`."]
+                 "it fails by the gate `promote` applies (its file's `eval.gate`; by default `non_inferior`: the 95% interval "
+                 "of the difference must not reach below minus the tolerance, 0.02"
+                 + (f"; here every tolerance is {self.tolerance:g}" if self.tolerance is not None else "")
+                 + "), or below its file's `eval.threshold`."]
         if self.checks:
             lines += ["", "| prompt | metric | before | after | change (95% CI) | McNemar p | cost | latency p50 | verdict |",
                       "|---|---|---|---|---|---|---|---|---|"]
@@ -125,6 +131,8 @@ def _details(check: PromptCheck) -> list[str]:
         lines.append(f"Changed: {', '.join(f'`{path}`' for path in check.changed)}.")
     if check.note:
         lines.append(check.note)
+    if check.verdict is not None:
+        lines.append(f"Gate: {check.verdict.line()}.")
     for reason in check.reasons:
         lines.append(f"- **{reason}**")
     if check.comparison is not None:
@@ -146,7 +154,8 @@ def check(
     *,
     split: str = "test",
     limit: Optional[int] = None,
-    tolerance: float = 0.0,
+    rule: Optional[str] = None,
+    tolerance: Optional[float] = None,
     model: Optional[str] = None,
     track: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
@@ -157,14 +166,14 @@ def check(
     from promptops.artifact import find_project_root
     from promptops.versions import open_repo
 
-    if tolerance < 0:
-        raise PromptopsError(f"tolerance {tolerance:g} must be 0 or more")
+    if tolerance is not None and not 0 <= tolerance <= 1:
+        raise PromptopsError(f"tolerance {tolerance:g} must be between 0 and 1, in units of the primary metric")
     root = find_project_root()
     repo = open_repo(root)
     base_name, base_commit = resolve_base(repo, base)
     touched, removed = touched_prompts(changed_paths(repo, base_commit), root)
     checks = tuple(
-        check_prompt(name, tuple(paths), root=root, base_commit=base_commit, split=split, limit=limit, tolerance=tolerance,
+        check_prompt(name, tuple(paths), root=root, base_commit=base_commit, split=split, limit=limit, rule=rule, tolerance=tolerance,
                      model=model, track=track, resamples=resamples, seed=seed, on_progress=on_progress)
         for name, paths in sorted(touched.items())
     )
@@ -179,7 +188,8 @@ def check_prompt(
     base_commit: str,
     split: str = "test",
     limit: Optional[int] = None,
-    tolerance: float = 0.0,
+    rule: Optional[str] = None,
+    tolerance: Optional[float] = None,
     model: Optional[str] = None,
     track: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
@@ -187,7 +197,7 @@ def check_prompt(
     on_progress: "Optional[ProgressCallback]" = None,
 ) -> PromptCheck:
     """One prompt against its production version (or its version at the base); a user error fails it, with the message."""
-    from promptops import evaluation, tracking
+    from promptops import evaluation, gate, tracking
     from promptops.artifact import load_prompt_file
     from promptops.comparison import IncomparableError, compare_contenders
     from promptops.errors import where
@@ -198,6 +208,8 @@ def check_prompt(
     try:
         revision = file_revision(path)
         candidate = Contender(name, "this change", load_prompt_file(path), None if revision.dirty else revision.commit)
+        spec = gate.rule_for(candidate.prompt, rule=rule, tolerance=tolerance)
+        gate.require_committed_data(candidate.prompt, None, split)
         baseline = _baseline(path, base_commit)
         metric = default_metric(candidate.prompt)
         note = None if baseline else "New prompt: nothing to compare with; only its threshold applies."
@@ -205,7 +217,8 @@ def check_prompt(
         if baseline is not None:
             try:
                 comparison = compare_contenders(baseline, candidate, split=split, limit=limit, model=model, metric=metric,
-                                                resamples=resamples, seed=seed, track=track, kind="check", on_progress=on_progress)
+                                                resamples=resamples, confidence=spec.confidence, seed=seed, track=False,
+                                                on_progress=on_progress)
                 result = comparison.b_result
             except IncomparableError as exc:
                 note = f"Not compared with {baseline.label}, which cannot answer the same examples ({exc}); only its threshold applies."
@@ -215,28 +228,27 @@ def check_prompt(
                 tracking.log_eval(result, candidate.prompt, prompt_file=path, git_commit=candidate.commit, git_dirty=revision.dirty, root=root)
     except PromptopsError as exc:
         return PromptCheck(name, changed, None, None, None, None, None, (str(exc),))
-    reasons = []
-    if comparison is not None and comparison.b_score < comparison.a_score - tolerance:
-        reasons.append(f"{result.metric} fell from {comparison.a_score:.3f} ({comparison.a.label}) to {comparison.b_score:.3f} "
-                       f"({md.signed(comparison.b_score - comparison.a_score)}), more than the tolerance {tolerance:g}")
     threshold = candidate.prompt.eval.threshold
-    if threshold is not None and result.score < threshold:
-        reasons.append(f"{result.metric} {result.score:.3f} is below the threshold {threshold:g} set in {where(path)}")
+    verdict = gate.judge(spec, comparison=comparison, candidate=result, candidate_label=candidate.label, threshold=threshold)
+    if comparison is not None and track:
+        comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind="check", verdict=verdict.summary()))
+    reasons = [reason.replace(f"the threshold {threshold:g}", f"the threshold {threshold:g} set in {where(path)}")
+               if threshold is not None else reason for reason in verdict.reasons]
     return PromptCheck(name, changed, comparison.a.label if comparison else None, result.metric,
                        comparison.a_score if comparison else None, result.score, threshold, tuple(reasons), note,
-                       baseline is None, comparison, result)
+                       baseline is None, comparison, result, verdict)
 
 
 def _baseline(path: Path, base_commit: str) -> Optional[Contender]:
-    """What production serves, per the channels file in the working tree; else the file at the base; else None."""
+    """What production serves (its commit, as committed at HEAD); else the file at the base; else None."""
     from promptops.artifact import parse_prompt
+    from promptops.channels import pointers, resolve
     from promptops.errors import UnknownVersionError
-    from promptops.promotion import read_channels, resolve_ref
     from promptops.versions import load_prompt_at, open_repo, read_text_at, relative_path, resolve_version
 
     name = path.stem
-    if read_channels(name, path.parent.parent).get("production"):
-        version = resolve_ref(path, "production")
+    if pointers(name, path.parent.parent).get("production"):
+        version = resolve(path, "production")
         return Contender(f"{name}@production", f"production {version.label}", load_prompt_at(path, version.commit), version.commit)
     try:
         text = read_text_at(path, base_commit)

@@ -144,16 +144,18 @@ def show_command(reference: str) -> None:
     from promptops import render
     from promptops.artifact import resolve_prompt_path
     from promptops.errors import where
-    from promptops.promotion import resolve_ref
-    from promptops.versions import parse_prompt_ref, read_text_at
+    from promptops.channels import resolve
+    from promptops.versions import parse_prompt_ref, prompt_versions, read_text_at
 
     name, ref = parse_prompt_ref(reference)
     path = resolve_prompt_path(name)
     if ref is None:
         render.prompt_source(f"{path.stem} (working file {where(path)})", path.read_text(encoding="utf-8"))
         return
-    version = resolve_ref(path, ref)
-    render.prompt_source(render.version_line(path.stem, version), read_text_at(path, version.commit))
+    version = resolve(path, ref)
+    described = {v.commit: v for v in prompt_versions(path)}.get(version.commit)
+    header = render.version_line(path.stem, described) if described else render.resolved_line(path, version)
+    render.prompt_source(header, read_text_at(path, version.commit))
 
 
 @main.command("diff")
@@ -165,20 +167,16 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
     import dataclasses
 
     from promptops import render
-    from promptops.artifact import resolve_prompt_path
+    from promptops.channels import served_version
     from promptops.diff import diff_prompts
-    from promptops.artifact import load_prompt_file
-    from promptops.promotion import resolve_ref
-    from promptops.versions import load_prompt_at, parse_prompt_ref
+    from promptops.versions import parse_prompt_ref
 
     sides = []
     for reference in (old, new):
-        name, ref = parse_prompt_ref(reference)
-        path = resolve_prompt_path(name)
-        version = resolve_ref(path, ref) if ref else None
-        prompt = load_prompt_at(path, version.commit) if version else load_prompt_file(path)
-        label = f"{path.stem} {version.label} ({version.short})" if version else f"{path.stem} (working file)"
-        sides.append((prompt, label))
+        parse_prompt_ref(reference)  # NAME or NAME@REF, refused in one sentence otherwise
+        served = served_version(reference)
+        where_ = f"{served.label} ({served.commit[:8]})" if served.commit and served.label != "working file" else f"({served.label})"
+        sides.append((served.prompt, f"{served.prompt.name} {where_}"))
     (old_prompt, old_label), (new_prompt, new_label) = sides
     changes = diff_prompts(old_prompt, new_prompt, old_label=old_label, new_label=new_label)
     if as_json:
@@ -194,8 +192,10 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
 @click.option("--storage", help="Optuna storage URL, e.g. postgresql://host/db. Default: sqlite:///optuna.db at the project root.")
 @click.option("--resume", is_flag=True, help="Continue the experiment's latest study; finished trials are not redone.")
 @click.option("--no-write", is_flag=True, help="Report the winner without committing it as a new version.")
+@click.option("--write-anyway", is_flag=True, help="Commit the winner even if it does not pass the gate on test (for exploration).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the live view and tables.")
-def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional[str], resume: bool, no_write: bool, as_json: bool) -> None:
+def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional[str], resume: bool, no_write: bool,
+                     write_anyway: bool, as_json: bool) -> None:
     """Search the space of EXPERIMENT (a name in experiments/ or a YAML path); the winner becomes the candidate version."""
     import promptops
     from promptops import optimize_view
@@ -203,7 +203,7 @@ def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional
     try:
         with optimize_view.live_view(enabled=not as_json) as on_progress:
             result = promptops.optimize(experiment, n_trials=n_trials, storage=storage, resume=resume,
-                                        write_winner=not no_write, on_progress=on_progress)
+                                        write_winner=not no_write, write_anyway=write_anyway, on_progress=on_progress)
     except KeyboardInterrupt:
         click.echo(f"Interrupted: finished trials are kept; continue with: promptops optimize {experiment} --resume", err=True)
         sys.exit(130)
@@ -220,18 +220,19 @@ def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional
 @click.option("--data", type=click.Path(), help="Gate eval set (default: the prompt's eval.data).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
 @click.option("--limit", type=click.IntRange(min=1), help="Gate on the first N examples only.")
-@click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0), help="How far below the current version's primary metric the candidate may score.")
+@click.option("--rule", type=click.Choice(["non_inferior", "not_worse"]), help="Gate rule (default: the prompt's eval.gate.rule, else non_inferior).")
+@click.option("--tolerance", type=click.FloatRange(min=0, max=1), help="How much worse the candidate may be, in units of the primary metric (default: eval.gate.tolerance, else 0.02).")
 @click.option("--max-cost", "max_cost_usd", type=click.FloatRange(min=0), help="Refuse when the candidate's eval costs more than this (USD).")
 @click.option("--force", is_flag=True, help="Promote even if the gate fails (needs --reason).")
 @click.option("--reason", help="Why; kept in the audit trail.")
 def promote_command(prompt: str, version: Optional[str], channel: str, data: Optional[str], split: str, limit: Optional[int],
-                    tolerance: float, max_cost_usd: Optional[float], force: bool, reason: Optional[str]) -> None:
+                    rule: Optional[str], tolerance: Optional[float], max_cost_usd: Optional[float], force: bool, reason: Optional[str]) -> None:
     """Promote a version of PROMPT to a channel through the eval gate, in git and the Prompt Registry."""
     import promptops
     from promptops import render
 
     move = promptops.promote(prompt, version=version, channel=channel, data=data, split=split, limit=limit,
-                             tolerance=tolerance, max_cost_usd=max_cost_usd, force=force, reason=reason)
+                             rule=rule, tolerance=tolerance, max_cost_usd=max_cost_usd, force=force, reason=reason)
     render.channel_move(move)
 
 
@@ -386,12 +387,13 @@ def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], fro
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Also write the markdown report to this file (for a pull-request comment).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]), help="The gate split of each prompt's eval set.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N examples of each eval set.")
-@click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0), help="How far below production a prompt's primary metric may score.")
+@click.option("--rule", type=click.Choice(["non_inferior", "not_worse"]), help="Gate rule for every prompt (default: each prompt's eval.gate.rule, else non_inferior).")
+@click.option("--tolerance", type=click.FloatRange(min=0, max=1), help="How much worse a prompt may be than production, in units of its primary metric (default: its eval.gate.tolerance, else 0.02).")
 @click.option("--model", help="Model string overriding every prompt's, e.g. local/smollm2-135m in CI.")
 @click.option("--no-track", is_flag=True, help="Do not log MLflow runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of markdown.")
-def check_command(base: Optional[str], report_file: Optional[str], split: str, limit: Optional[int], tolerance: float,
-                  model: Optional[str], no_track: bool, as_json: bool) -> None:
+def check_command(base: Optional[str], report_file: Optional[str], split: str, limit: Optional[int], rule: Optional[str],
+                  tolerance: Optional[float], model: Optional[str], no_track: bool, as_json: bool) -> None:
     """Evaluate the prompts changed since BASE against production; exit 1 if one regressed or missed its threshold."""
     from pathlib import Path
 
@@ -400,7 +402,8 @@ def check_command(base: Optional[str], report_file: Optional[str], split: str, l
     from promptops.checks import check
 
     with render.progress_bar("checking", enabled=not as_json) as on_progress:
-        report = check(base, split=split, limit=limit, tolerance=tolerance, model=model, track=not no_track, on_progress=on_progress)
+        report = check(base, split=split, limit=limit, rule=rule, tolerance=tolerance, model=model, track=not no_track,
+                       on_progress=on_progress)
     markdown = report.markdown()
     if report_file:
         atomic_write_text(Path(report_file), markdown)

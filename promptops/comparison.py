@@ -192,7 +192,7 @@ def compare(
 
 def contender(reference: str) -> Contender:
     """`NAME@v3`, `NAME@production`, `NAME@<commit>`, or `NAME` for the working file, as `load` resolves it."""
-    from promptops.promotion import served_version
+    from promptops.channels import served_version
 
     served = served_version(reference)
     short = served.commit[:8] if served.commit else None

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -91,14 +92,20 @@ def result(outcome: "OptimizationResult") -> None:
         winner = "not measured" if test.winner_score is None else f"{test.winner_score:.3f}"
         reference = "not measured" if test.reference_score is None else f"{test.reference_score:.3f}"
         console.print(f"test ({test.n} examples) {test.metric}: winner {winner}, {test.reference_label} {reference}", highlight=False)
+        if test.verdict is not None:
+            console.print(f"gate: {escape(test.verdict.line())}", highlight=False, soft_wrap=True)
         if test.note:
-            console.print(f"[yellow]{test.note}[/]", highlight=False)
+            console.print(f"[yellow]{escape(test.note)}[/]", highlight=False)
     if outcome.adopted is not None:
-        console.print(outcome.adopted.note, highlight=False)
+        console.print(escape(outcome.adopted.note), highlight=False, soft_wrap=True)
     console.print(f"MLflow run {study.parent_run_id} (the Pareto plot is its pareto_front.png)", highlight=False)
     if outcome.adopted is not None and outcome.adopted.version:
-        console.print(f"next: promptops diff {study.experiment}@production {study.experiment}@candidate;"
-                      f" promptops promote {study.experiment} --version {outcome.adopted.version}", highlight=False)
+        name = outcome.study.winner_prompt.name if outcome.study.winner_prompt else study.experiment
+        number = outcome.adopted.version.lstrip("v")
+        before = f"v{int(number) - 1}" if number.isdigit() and int(number) > 1 else "HEAD~1"  # the version the study started from
+        against = "production" if test is not None and test.reference_label.startswith("production") else before
+        console.print(f"next: promptops diff {name}@{against} {name}@candidate;"
+                      f" promptops promote {name} --version {outcome.adopted.version}", highlight=False)
 
 
 def as_json(outcome: "OptimizationResult") -> dict:

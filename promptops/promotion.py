@@ -1,14 +1,20 @@
-"""Channels, the eval gate, promote and rollback: git and MLflow's Prompt Registry moved together.
+"""Moving channels: promote (through the gate), rollback and the optimizer's `candidate`, in git and
+MLflow's Prompt Registry together; `status` and `sync` read both.
 
-Git is the source of truth. Each prompt's channels live in a committed file,
-`prompts/channels/NAME.yaml`: which version `production`, `staging` and `candidate` serve, and
-the history of every move (who, when, from, to, metrics, reason). A committed file, rather
-than movable refs, because it travels with a normal push, shows up in review and its own git
-log is the audit trail. Each promoted version also gets an annotated tag `prompts/NAME/vN`.
+Git is the source of truth: the committed channels file (`promptops.channels`). A move:
 
-A move is one step: the channels commit, the tag, the registry version and its alias, and an
-audit run either all happen or are all undone. One process moves channels at a time (a lock
-in the git directory).
+1. The gate runs first, outside the lock: two evals may take minutes, and a rollback must not
+   wait for them (`promptops.gate`).
+2. Under the lock (one move at a time per repository): an interrupted earlier move is finished
+   or dropped, an uncommitted channels file is refused, and the channel must still point where
+   it did when the gate began.
+3. The move itself: a journal in the git directory says what is about to happen; the new
+   channels file becomes one commit, made from objects and published with one
+   compare-and-swap of the branch (`versions.make_commit`, `versions.move_head`); the work
+   tree catches up; then the tag `prompts/NAME/vN`, the registry version and its alias, and an
+   audit run. An exception undoes every step. A process killed at any point leaves git as it
+   was (no commit yet) or with the whole move; the journal lets the next promote, rollback or
+   sync finish the registry's part.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import getpass
+import json
 import os
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,76 +35,52 @@ from typing import Any, Iterator, Optional
 import yaml
 
 from promptops.artifact import Prompt, atomic_write_text, find_project_root, resolve_prompt_path
+from promptops.channels import (
+    CHANNELS,
+    Pointer,
+    ResolvedVersion,
+    channels_file,
+    parse_channels,
+    pointers,
+    pointers_in,
+    previous_commit,
+    read_channels,
+    resolve,
+)
 from promptops.errors import PromptopsError
 
-CHANNELS = ("production", "staging", "candidate")
 DEFAULT_LOCK_TIMEOUT_S = 120.0
+_JOURNAL = "promptops-move.json"
 
 
 class GateFailedError(PromptopsError):
-    """The candidate scored worse than the channel's current version by more than the tolerance."""
+    """The candidate did not pass the gate against the version the channel serves."""
 
 
 class ChannelBusyError(PromptopsError):
     """Another process is moving channels."""
 
 
-@dataclass(frozen=True)
-class GateResult:
-    metric: str
-    candidate_score: float
-    current_score: Optional[float]
-    candidate_cost_usd: Optional[float]
-    current_cost_usd: Optional[float]
-    tolerance: float
-    max_cost_usd: Optional[float]
-    n: int
-    passed: bool
-    verdict: str
+class ChannelMovedError(PromptopsError):
+    """The channel moved while the gate ran, so the gate judged against a version it no longer serves."""
 
 
 @dataclass(frozen=True)
 class ChannelMove:
-    """What a promote or rollback did."""
+    """What a promote or rollback did; `commit` is None when nothing had to move."""
 
     prompt: str
     channel: str
     action: str
-    from_version: Optional[int]
-    to_version: int
-    commit: Optional[str]
+    from_label: Optional[str]
+    to_label: str
+    from_commit: Optional[str]
+    to_commit: str
+    commit: Optional[str]  # the channels commit
     registry_version: Optional[int]
     audit_run_id: Optional[str]
-    gate: Optional[GateResult] = None
-
-
-# --- the channels file -----------------------------------------------------------------
-
-
-def channels_file(name: str, root: Optional[Path] = None) -> Path:
-    return (root or find_project_root()) / "prompts" / "channels" / f"{name}.yaml"
-
-
-def read_channels(name: str, root: Optional[Path] = None) -> dict[str, Any]:
-    path = channels_file(name, root)
-    if not path.exists():
-        return {"history": []}
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    data.setdefault("history", [])
-    return data
-
-
-def _channels_yaml(data: dict[str, Any]) -> str:
-    header = "# Managed by `promptops promote` and `promptops rollback`; edit through them, not by hand.\n"
-    ordered = {key: data[key] for key in CHANNELS if data.get(key)}
-    ordered["history"] = data.get("history", [])
-    return header + yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
-
-
-def channel_versions(name: str, root: Optional[Path] = None) -> dict[str, int]:
-    """Channel → version number, for the channels that point somewhere."""
-    data = read_channels(name, root)
-    return {channel: int(data[channel]["version"]) for channel in CHANNELS if data.get(channel)}
+    gate: Any = None  # a gate.Verdict for promote
+    evidence: Optional[dict[str, Any]] = None  # the runs and data the gate judged on
 
 
 # --- the lock ------------------------------------------------------------------------
@@ -151,51 +135,42 @@ def run_gate(
     candidate: Prompt,
     current: Optional[Prompt],
     *,
+    labels: tuple[str, Optional[str]],
+    commits: tuple[str, Optional[str]],
+    spec: Any,
     data: Optional[str | Path] = None,
     split: str = "test",
     limit: Optional[int] = None,
-    tolerance: float = 0.0,
     max_cost_usd: Optional[float] = None,
-    commits: tuple[Optional[str], Optional[str]] = (None, None),
-) -> GateResult:
-    """Both versions on the same examples; the candidate passes unless it is measurably worse.
+) -> tuple[Any, dict[str, Any]]:
+    """Both versions on the same committed examples, judged by the gate's rule; (verdict, evidence).
 
-    Both evals are logged as ordinary eval runs (with their git commits), so `status` and
-    `versions` show what the gate measured."""
-    from promptops import tracking
+    Each side is logged as an ordinary eval run (so `status` and `versions` show what the gate
+    measured), and the pair as a comparison run holding the verdict."""
+    from promptops import gate, tracking
+    from promptops.comparison import Contender, compare_contenders
     from promptops.data import load_dataset
     from promptops.evaluation import evaluate
 
-    dataset = load_dataset(candidate, data, split)
-    metric = candidate.eval.metric
-    candidate_result = evaluate(candidate, dataset=dataset, split=split, limit=limit, metric=metric)
-    current_result = evaluate(current, dataset=dataset, split=split, limit=limit, metric=candidate_result.metric) if current else None
-    for prompt, result, commit in ((candidate, candidate_result, commits[0]), (current, current_result, commits[1])):
-        if prompt is not None and result is not None:
-            tracking.log_eval(result, prompt, git_commit=commit)
-    reasons = []
-    if current_result is not None and candidate_result.score < current_result.score - tolerance:
-        reasons.append(
-            f"{candidate_result.metric} {candidate_result.score:.4f} is below the current {current_result.score:.4f} by more than the tolerance {tolerance:g}"
-        )
-    if max_cost_usd is not None and candidate_result.cost_usd is not None and candidate_result.cost_usd > max_cost_usd:
-        reasons.append(f"cost ${candidate_result.cost_usd:.6f} is above the limit ${max_cost_usd:.6f}")
-    scores = f"{candidate_result.metric} candidate {candidate_result.score:.4f} vs current " + (
-        f"{current_result.score:.4f}" if current_result else "none"
-    ) + f", cost ${candidate_result.cost_usd or 0:.6f} vs ${(current_result.cost_usd or 0) if current_result else 0:.6f}"
-    verdict = scores + (": " + "; ".join(reasons) if reasons else "")
-    return GateResult(
-        metric=candidate_result.metric,
-        candidate_score=candidate_result.score,
-        current_score=current_result.score if current_result else None,
-        candidate_cost_usd=candidate_result.cost_usd,
-        current_cost_usd=current_result.cost_usd if current_result else None,
-        tolerance=tolerance,
-        max_cost_usd=max_cost_usd,
-        n=candidate_result.n,
-        passed=not reasons,
-        verdict=verdict,
-    )
+    gate.require_committed_data(candidate, data, split)
+    dataset = load_dataset(candidate, data, split).head(limit)
+    name = candidate.name
+    evidence: dict[str, Any] = {"data": _shown(dataset.path), "split": split, "rows": len(dataset),
+                                "data_digest": getattr(dataset, "digest", None)}
+    if current is None:
+        result = evaluate(candidate, dataset=dataset, split=split, metric=candidate.eval.metric)
+        evidence["candidate_run"] = tracking.log_eval(result, candidate, git_commit=commits[0])
+        verdict = gate.judge(spec, candidate=result, candidate_label=labels[0], threshold=candidate.eval.threshold,
+                             max_cost_usd=max_cost_usd)
+        return verdict, evidence
+    comparison = compare_contenders(
+        Contender(f"{name}@{labels[1]}", str(labels[1]), current, commits[1]), Contender(f"{name}@{labels[0]}", labels[0], candidate, commits[0]),
+        dataset=dataset, split=split, metric=candidate.eval.metric, confidence=spec.confidence, track=False)
+    evidence["candidate_run"] = tracking.log_eval(comparison.b_result, candidate, git_commit=commits[0])
+    evidence["current_run"] = tracking.log_eval(comparison.a_result, current, git_commit=commits[1])
+    verdict = gate.judge(spec, comparison=comparison, threshold=candidate.eval.threshold, max_cost_usd=max_cost_usd)
+    evidence["comparison_run"] = tracking.log_comparison(comparison, kind="gate", verdict=verdict.summary())
+    return verdict, evidence
 
 
 # --- promote and rollback -------------------------------------------------------------
@@ -209,13 +184,14 @@ def promote(
     data: Optional[str | Path] = None,
     split: str = "test",
     limit: Optional[int] = None,
-    tolerance: float = 0.0,
+    rule: Optional[str] = None,
+    tolerance: Optional[float] = None,
     max_cost_usd: Optional[float] = None,
     force: bool = False,
     reason: Optional[str] = None,
 ) -> ChannelMove:
-    """Move `channel` to a version of the prompt, through the eval gate."""
-    from promptops import versions
+    """Move `channel` to a committed version of the prompt, through the gate (see `promptops.gate`)."""
+    from promptops import gate, versions
 
     _check_channel(channel)
     if force and not reason:
@@ -227,159 +203,239 @@ def promote(
             f"{prompt_file.name} has uncommitted changes: commit them (they become the next version) or name a --version"
         )
     with channel_lock(repo):
-        target = resolve_ref(prompt_file, version or "HEAD")
-        state = read_channels(name)
-        current_number = _served(state, channel)
-        if current_number == target.number:
-            return _unmoved(name, channel, "promote", state, target.number)
-        candidate = versions.load_prompt_at(prompt_file, target.commit)
-        current = versions.load_prompt_at(prompt_file, state[channel]["commit"]) if current_number else None
-        gate = run_gate(candidate, current, data=data, split=split, limit=limit, tolerance=tolerance, max_cost_usd=max_cost_usd,
-                        commits=(target.commit, state[channel]["commit"] if current_number else None))
-        if not gate.passed and not force:
-            raise GateFailedError(f"gate failed for {name} {target.label} → {channel}: {gate.verdict}; nothing was changed")
-        metrics = {"candidate": {gate.metric: gate.candidate_score, "cost_usd": gate.candidate_cost_usd, "n": gate.n}}
-        if gate.current_score is not None:
-            metrics["current"] = {gate.metric: gate.current_score, "cost_usd": gate.current_cost_usd, "n": gate.n}
-        move = _move_channel(repo, prompt_file, candidate, target, channel, "promote", current_number, metrics,
-                             reason or ("gate overridden" if not gate.passed else None))
-        return dataclasses.replace(move, gate=gate)
+        finish_interrupted_move(repo)
+    start = pointers(name).get(channel)
+    target = resolve(prompt_file, version or "HEAD")
+    if start is not None and start.commit == target.commit:
+        return _unmoved(name, channel, "promote", start, target)
+    candidate = versions.load_prompt_at(prompt_file, target.commit)
+    current = versions.load_prompt_at(prompt_file, start.commit) if start else None
+    spec = gate.rule_for(candidate, rule=rule, tolerance=tolerance)
+    current_label = f"{channel} {resolve(prompt_file, channel).label}" if start else None
+    verdict, evidence = run_gate(candidate, current, labels=(target.label, current_label), commits=(target.commit, start.commit if start else None),
+                                 spec=spec, data=data, split=split, limit=limit, max_cost_usd=max_cost_usd)
+    if not verdict.passed and not force:
+        raise GateFailedError(f"gate failed for {name} {target.label} → {channel}: {verdict.line()}; nothing was changed")
+    metrics = {"candidate": {verdict.metric: verdict.candidate_score, "cost_usd": verdict.candidate_cost_usd, "n": verdict.n}}
+    if verdict.baseline_score is not None:
+        metrics["current"] = {verdict.metric: verdict.baseline_score, "cost_usd": verdict.baseline_cost_usd, "n": verdict.n}
+    with channel_lock(repo):
+        finish_interrupted_move(repo)
+        _refuse_uncommitted_channels(repo, name)
+        now = pointers(name).get(channel)
+        if (now.commit if now else None) != (start.commit if start else None):
+            moved_to = resolve(prompt_file, channel).label if now else "nothing"
+            raise ChannelMovedError(f"{name} {channel} moved to {moved_to} while the gate ran; nothing was changed: run promote again")
+        move = _move_channel(repo, prompt_file, candidate, target, channel, "promote", start, metrics,
+                             reason or ("gate overridden" if not verdict.passed else None),
+                             gate=verdict.summary(), evidence=evidence)
+    return dataclasses.replace(move, gate=verdict, evidence=evidence)
 
 
 def rollback(name: str, *, channel: str = "production", to: Optional[str] = None, reason: Optional[str] = None) -> ChannelMove:
-    """Move `channel` back to the version it served before its last move (or to `to`); no gate."""
+    """Move `channel` back to the commit it served before its last move (or to `to`); no gate."""
     from promptops import versions
 
     _check_channel(channel)
     prompt_file = resolve_prompt_path(name)
     repo = versions.open_repo(prompt_file)
     with channel_lock(repo):
-        state = read_channels(name)
-        if not state.get(channel):
+        finish_interrupted_move(repo)
+        _refuse_uncommitted_channels(repo, name)
+        current = pointers(name).get(channel)
+        if current is None:
             raise PromptopsError(f"{name} has no {channel} version to roll back")
-        current_number = int(state[channel]["version"])
         if to is None:
-            to = previous_version(name, channel)
+            to = previous_commit(name, channel)
             if to is None:
                 raise PromptopsError(f"{name} {channel} has no earlier version to roll back to")
-        target = resolve_ref(prompt_file, to)
-        if target.number == current_number:
+        target = resolve(prompt_file, to)
+        if target.commit == current.commit:
             raise PromptopsError(f"{name} {channel} already serves {target.label}")
         prompt = versions.load_prompt_at(prompt_file, target.commit)
-        return _move_channel(repo, prompt_file, prompt, target, channel, "rollback", current_number, {}, reason)
+        return _move_channel(repo, prompt_file, prompt, target, channel, "rollback", current, {}, reason)
 
 
-def _move_channel(repo, prompt_file, prompt, target, channel, action, from_number, metrics, reason) -> ChannelMove:
-    """Git commit + tag + registry alias + audit run, all or nothing."""
+def assign_channel(name: str, version: str, channel: str, *, action: str, metrics: dict[str, Any], reason: str,
+                   gate: Optional[dict[str, Any]] = None) -> ChannelMove:
+    """Point `channel` at `version` for a step that ran the gate itself (the optimizer's `candidate`).
+
+    Same lock, atomicity and audit as promote; `production` always goes through `promote`."""
+    from promptops import versions
+
+    _check_channel(channel)
+    if channel == "production":
+        raise PromptopsError("production is moved only by promote, through the eval gate")
+    prompt_file = resolve_prompt_path(name)
+    repo = versions.open_repo(prompt_file)
+    with channel_lock(repo):
+        finish_interrupted_move(repo)
+        _refuse_uncommitted_channels(repo, name)
+        target = resolve(prompt_file, version)
+        current = pointers(name).get(channel)
+        if current is not None and current.commit == target.commit:
+            return _unmoved(name, channel, action, current, target)
+        prompt = versions.load_prompt_at(prompt_file, target.commit)
+        return _move_channel(repo, prompt_file, prompt, target, channel, action, current, metrics, reason, gate=gate)
+
+
+# --- one move, all or nothing -----------------------------------------------------------
+
+
+def _move_channel(repo: Any, prompt_file: Path, prompt: Prompt, target: ResolvedVersion, channel: str, action: str,
+                  current: Optional[Pointer], metrics: dict[str, Any], reason: Optional[str], *,
+                  gate: Optional[dict[str, Any]] = None, evidence: Optional[dict[str, Any]] = None) -> ChannelMove:
     from promptops import tracking, versions
 
     name = prompt.name
     path = channels_file(name)
-    old_text = path.read_text(encoding="utf-8") if path.exists() else None
+    relative = versions.relative_path(repo, path)
     head_before = repo.head.commit.hexsha
-    tag_name = f"prompts/{name}/{target.label}"
-    tag_existed = tag_name in [t.name for t in repo.tags]
-    previous_alias = None
-    alias_moved = committed = False
+    state = parse_channels(versions.read_committed(repo, relative), f"{relative}@HEAD")
     entry = {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "by": _who(repo),
         "action": action,
         "channel": channel,
-        "from": from_number,
-        "to": target.number,
+        "from": current.label if current else None,
+        "from_commit": current.commit if current else None,
+        "to": target.label,
         "commit": target.commit,
         "reason": reason,
         "metrics": _plain(metrics),
     }
+    if gate:
+        entry["gate"] = _plain(gate)
+    if evidence:
+        entry["evidence"] = evidence
+    state[channel] = {"commit": target.commit, "label": target.label, "content_hash": prompt.content_hash}
+    state["history"].append(entry)
+    message = f"{action} {name} {target.label} to {channel}" + (f": {reason}" if reason else "")
+    tag_name = f"prompts/{name}/{target.label}" if target.label.startswith("v") and " " not in target.label else None
+    journal = {"prompt": name, "prompt_file": str(prompt_file), "channels_file": str(path), "channel": channel,
+               "head_before": head_before, "target_commit": target.commit, "label": target.label, "tag": tag_name,
+               "tag_existed": bool(tag_name) and versions.resolve_commit(repo, f"refs/tags/{tag_name}") is not None,
+               "entry": entry, "commit": None, "previous_alias": None, "alias_moved": False}
+    journal_path = _journal_path(repo)
+    atomic_write_text(journal_path, json.dumps(journal))
+    _step("journal")
+    moved = False
     try:
+        commit = versions.make_commit(repo, path, _channels_yaml(state), message, parent=head_before)
+        journal["commit"] = commit
+        atomic_write_text(journal_path, json.dumps(journal))
+        versions.move_head(repo, commit, expected=head_before)  # the move happens here, whole
+        moved = True
+        _step("committed")
+        versions.sync_work_tree(repo, path)
+        _step("synced")
+        if tag_name:
+            versions.tag(repo, tag_name, target.commit, f"{name} {target.label}, moved to {channel}")
+        _step("tagged")
         flat_metrics = {k: v for k, v in (metrics.get("candidate") or {}).items() if isinstance(v, (int, float))}
         registry_version = tracking.register_prompt_version(prompt, git_commit=target.commit, label=target.label, metrics=flat_metrics)
-        state = read_channels(name)
-        state[channel] = {"version": target.number, "commit": target.commit, "registry_version": registry_version}
-        state["history"].append({**entry, "registry_version": registry_version})
-        atomic_write_text(path, _channels_yaml(state))
-        commit = versions.commit_paths(repo, [path], f"{action} {name} {target.label} to {channel}" + (f": {reason}" if reason else ""))
-        committed = True
-        versions.tag(repo, tag_name, target.commit, f"{name} {target.label}, promoted to {channel}")
-        previous_alias = tracking.registry_aliases(name).get(channel)
+        _step("registered")
+        journal["previous_alias"] = tracking.registry_aliases(name).get(channel)
+        atomic_write_text(journal_path, json.dumps(journal))
         tracking.set_alias(name, channel, registry_version)
-        alias_moved = True
+        journal["alias_moved"] = True
+        _step("aliased")
         audit_run_id = tracking.log_audit(name, {**entry, "registry_version": registry_version, "git_commit": commit})
+        _step("audited")
     except BaseException:
-        if alias_moved:
-            _quietly(tracking.set_alias, name, channel, previous_alias)
-        if committed:
-            _quietly(versions.undo_commit, repo, head_before, [path])
-        if not tag_existed:
-            _quietly(versions.delete_tag, repo, tag_name)
-        if old_text is None:
-            path.unlink(missing_ok=True)
-        else:
-            atomic_write_text(path, old_text)
+        _undo(repo, journal, moved)
         raise
-    return ChannelMove(name, channel, action, from_number, target.number, commit, registry_version, audit_run_id)
+    journal_path.unlink(missing_ok=True)
+    return ChannelMove(name, channel, action, current.label if current else None, target.label,
+                       current.commit if current else None, target.commit, commit, registry_version, audit_run_id)
 
 
-# --- reading a channel back: runtime loading, status and drift repair -------------------
+def _undo(repo: Any, journal: dict[str, Any], moved: bool) -> None:
+    """Put git and the registry back as they were before the move; every step is tried."""
+    from promptops import tracking, versions
+
+    if journal["alias_moved"]:
+        _quietly(tracking.set_alias, journal["prompt"], journal["channel"], journal["previous_alias"])
+    if moved:
+        _quietly(versions.move_head, repo, journal["head_before"], expected=journal["commit"])
+        _quietly(versions.sync_work_tree, repo, Path(journal["channels_file"]))
+    if journal["tag"] and not journal["tag_existed"]:
+        _quietly(versions.delete_tag, repo, journal["tag"])
+    _journal_path(repo).unlink(missing_ok=True)
 
 
-def prompt_at(reference: str) -> Prompt:
-    """`NAME` (the working file), `NAME@vN`, `NAME@<commit>` or `NAME@<channel>`, from git;
-    a channel comes from MLflow's Prompt Registry when the git repository is not available."""
-    return served_version(reference).prompt
+def finish_interrupted_move(repo: Any) -> Optional[str]:
+    """Settle a move whose process died (the caller holds the lock): finish it if its commit is on
+    the branch, else drop it (git never changed). Returns what was done, in words, or None."""
+    from promptops import tracking, versions
 
-
-@dataclass(frozen=True)
-class ServedVersion:
-    """A prompt as loaded for serving, with the names a trace needs to find it again."""
-
-    prompt: Prompt
-    reference: str
-    label: str  # v3, or "working file"
-    commit: Optional[str]  # None for a working file with uncommitted edits
-    channel: Optional[str]
-
-
-def served_version(reference: str) -> ServedVersion:
-    """Like `prompt_at`, keeping which version and commit the reference resolved to."""
-    from promptops import versions
-    from promptops.artifact import load_prompt_file, parse_prompt
-    from promptops.errors import RepositoryError, UnknownPromptError
-
-    name, _, ref = reference.partition("@")
-    channel = ref if ref in CHANNELS else None
+    journal_path = _journal_path(repo)
+    if not journal_path.exists():
+        return None
     try:
-        prompt_file = resolve_prompt_path(name)
-        if not ref:
-            revision = versions.file_revision(prompt_file)
-            return ServedVersion(load_prompt_file(prompt_file), reference, "working file", None if revision.dirty else revision.commit, None)
-        version = resolve_ref(prompt_file, ref)
-        return ServedVersion(versions.load_prompt_at(prompt_file, version.commit), reference, version.label, version.commit, channel)
-    except (UnknownPromptError, RepositoryError):
-        if channel is None:
-            raise
-    from promptops import tracking
+        journal = json.loads(journal_path.read_text(encoding="utf-8"))
+    except ValueError:
+        journal_path.unlink(missing_ok=True)  # written atomically, so only a foreign file is unreadable
+        return None
+    commit, head = journal.get("commit"), repo.head.commit.hexsha
+    landed = bool(commit) and versions.has_commit(repo, commit) and (commit == head or repo.is_ancestor(commit, head))
+    name, channel = journal["prompt"], journal["channel"]
+    if not landed:
+        journal_path.unlink(missing_ok=True)
+        return f"dropped an interrupted move of {name} {channel} to {journal['label']} (it had not been committed)"
+    prompt_file = Path(journal["prompt_file"])
+    if commit == head:
+        versions.sync_work_tree(repo, Path(journal["channels_file"]))
+    if journal.get("tag"):
+        versions.tag(repo, journal["tag"], journal["target_commit"], f"{name} {journal['label']}, moved to {channel}")
+    served = pointers(name, prompt_file.parent.parent).get(channel)
+    if served is not None and served.commit == journal["target_commit"]:
+        prompt = versions.load_prompt_at(prompt_file, journal["target_commit"])
+        registry_version = tracking.register_prompt_version(prompt, git_commit=journal["target_commit"], label=journal["label"],
+                                                            metrics=_first_move_metrics(read_channels(name), journal["target_commit"]))
+        tracking.set_alias(name, channel, registry_version)
+        tracking.log_audit(name, {**journal["entry"], "registry_version": registry_version, "git_commit": commit,
+                                  "reason": f"{journal['entry'].get('reason') or ''} (finished after an interruption)".strip()})
+    journal_path.unlink(missing_ok=True)
+    return f"finished an interrupted move of {name} {channel} to {journal['label']}"
 
-    text, tags = tracking.load_registered_text(name, ref)
-    prompt = parse_prompt(text, f"prompts:/{name}@{ref} (registry version {tags.get('prompt_version', '?')})")
-    return ServedVersion(prompt, reference, tags.get("prompt_version", "registry"), tags.get("git_commit"), channel)
+
+def _journal_path(repo: Any) -> Path:
+    return Path(repo.git_dir) / _JOURNAL
 
 
-def previous_version(name: str, channel: str = "production") -> Optional[str]:
-    """`vN` the channel served before its current version (the rollback target), or None."""
-    moves = [entry for entry in read_channels(name)["history"] if entry["channel"] == channel]
-    previous = moves[-1].get("from") if moves else None
-    return f"v{previous}" if previous is not None else None
+def _step(name: str) -> None:
+    """A named point of a move where tests kill the process (PROMPTOPS_KILL_AT=name) to prove atomicity."""
+    if os.environ.get("PROMPTOPS_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _refuse_uncommitted_channels(repo: Any, name: str) -> None:
+    from promptops import versions
+
+    path = channels_file(name)
+    if path.exists() or versions.read_committed(repo, versions.relative_path(repo, path)) is not None:
+        if versions.has_uncommitted_changes(path):
+            relative = versions.relative_path(repo, path)
+            raise PromptopsError(
+                f"{relative} has uncommitted changes (an edit by hand or a merge in progress): channels move only through "
+                f"promote and rollback; drop them with `git checkout HEAD -- {relative}` and run again")
+
+
+# --- reading: status, versions, drift repair -------------------------------------------
 
 
 def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int, str]]:
-    """Extra `promptops versions` columns: the channels on each version and its latest eval."""
+    """Extra `promptops versions` columns: the channels on each version (matched by commit, else by
+    identical content) and its latest eval."""
     from promptops import tracking, versions
 
     on_version: dict[int, list[str]] = {}
-    for channel, number in channel_versions(prompt_file.stem).items():
-        on_version.setdefault(number, []).append(channel)
+    by_label = {version.label: version.number for version in history}
+    for channel, pointer in pointers(prompt_file.stem).items():
+        label = versions.version_label(prompt_file, pointer.commit, history)
+        if label in by_label:
+            on_version.setdefault(by_label[label], []).append(channel)
     evals = tracking.last_evals(prompt_file.stem)
     metrics: dict[int, str] = {}
     for version in history:
@@ -392,7 +448,7 @@ def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int
 @dataclass(frozen=True)
 class PromptStatus:
     prompt: str
-    channels: dict[str, int]
+    channels: dict[str, str]  # channel → label
     latest_version: Optional[int]
     working_file_changed: bool  # the file differs from the production version (or there is none)
     last_eval: Optional[dict[str, Any]]
@@ -408,11 +464,13 @@ def status() -> list[PromptStatus]:
     for prompt_file in sorted((root / "prompts").glob("*.yaml")):
         name = prompt_file.stem
         history = versions.prompt_versions(prompt_file)
-        channels = channel_versions(name)
-        production = channels.get("production")
-        changed = production is None or versions.has_uncommitted_changes(prompt_file) or production != (history[-1].number if history else None)
+        found = pointers(name)
+        labels = {channel: resolve(prompt_file, channel).label for channel in found}
+        production = found.get("production")
+        changed = (production is None or versions.has_uncommitted_changes(prompt_file)
+                   or versions.version_label(prompt_file, production.commit, history) != (history[-1].label if history else None))
         evals = tracking.last_evals(name)
-        rows.append(PromptStatus(name, channels, history[-1].number if history else None, changed,
+        rows.append(PromptStatus(name, labels, history[-1].number if history else None, changed,
                                  evals.get(load_prompt_file(prompt_file).content_hash)))
     return rows
 
@@ -421,54 +479,60 @@ def status() -> list[PromptStatus]:
 class Drift:
     prompt: str
     channel: str
-    git_version: Optional[int]
+    git_label: Optional[str]
     registry_label: Optional[str]
     repaired: bool
     problem: str = ""  # what the registry got wrong, in words
 
 
 def sync(names: Optional[list[str]] = None, *, repair: bool = True) -> list[Drift]:
-    """Registry aliases that disagree with git's channels; with `repair`, make them agree.
+    """Registry aliases that disagree with git's committed channels; with `repair`, make them agree.
 
     Git wins: an alias moved or deleted by hand is set back, and a registry version deleted by
-    hand is registered again from the file at the channel's commit, with the tags it had."""
+    hand is registered again from the file at the channel's commit, with the tags it had. A
+    move interrupted by a killed process is finished (or dropped) first, under the lock."""
     from promptops import tracking, versions
 
     root = find_project_root()
-    names = names or sorted(p.stem for p in (root / "prompts" / "channels").glob("*.yaml"))
+    if repair:
+        repo = versions.open_repo(root / "prompts")
+        with channel_lock(repo):
+            finish_interrupted_move(repo)
+    names = names or sorted(set(p.stem for p in (root / "prompts" / "channels").glob("*.yaml")))
     drifts = []
     for name in names:
         prompt_file = resolve_prompt_path(name)
         state = read_channels(name)
+        found = pointers_in(state)
         aliases = tracking.registry_aliases(name)
         registered = tracking.registry_versions(name)
         for channel in CHANNELS:
-            want = state.get(channel)
+            want = found.get(channel)
             have = aliases.get(channel)
             have_tags = registered.get(have, {}) if have else {}
-            if (want and have_tags.get("git_commit") == want["commit"]) or (not want and not have):
+            if (want and have_tags.get("git_commit") == want.commit) or (not want and not have):
                 continue
-            want_label = f"v{want['version']}" if want else None
+            want_label = resolve(prompt_file, channel).label if want else None
             have_label = have_tags.get("prompt_version")
             if not want:
                 problem = f"the registry has a {channel} alias (registry version {have}) but git has no {channel} version"
             elif have:
                 problem = f"the {channel} alias points at registry version {have} ({have_label or 'not from promptops'}), not {want_label}"
-            elif any(tags.get("git_commit") == want["commit"] for tags in registered.values()):
+            elif any(tags.get("git_commit") == want.commit for tags in registered.values()):
                 problem = f"the {channel} alias is missing"
             else:
                 problem = f"the registry version holding {want_label} was deleted, and the {channel} alias with it"
             repaired = False
             if repair:
                 if want:
-                    prompt = versions.load_prompt_at(prompt_file, want["commit"])
+                    prompt = versions.load_prompt_at(prompt_file, want.commit)
                     registry_version = tracking.register_prompt_version(
-                        prompt, git_commit=want["commit"], label=want_label, metrics=_first_move_metrics(state, want["commit"]))
+                        prompt, git_commit=want.commit, label=want.label, metrics=_first_move_metrics(state, want.commit))
                     tracking.set_alias(name, channel, registry_version)
                 else:
                     tracking.set_alias(name, channel, None)
                 repaired = True
-            drifts.append(Drift(name, channel, want["version"] if want else None, have_label, repaired, problem))
+            drifts.append(Drift(name, channel, want_label, have_label, repaired, problem))
     return drifts
 
 
@@ -481,16 +545,14 @@ def _first_move_metrics(state: dict[str, Any], commit: str) -> dict[str, float]:
     return {}
 
 
-def resolve_ref(prompt_file: Path, ref: str) -> Any:
-    """A version by `vN`, commit-ish or channel name."""
-    from promptops import versions
+# --- helpers -------------------------------------------------------------------------
 
-    if ref in CHANNELS:
-        state = read_channels(prompt_file.stem)
-        if not state.get(ref):
-            raise PromptopsError(f"{prompt_file.stem} has no {ref} version yet")
-        ref = f"v{state[ref]['version']}"
-    return versions.resolve_version(prompt_file, ref)
+
+def _channels_yaml(data: dict[str, Any]) -> str:
+    header = "# Managed by `promptops promote` and `promptops rollback`; edit through them, not by hand.\n"
+    ordered = {key: data[key] for key in CHANNELS if data.get(key)}
+    ordered["history"] = data.get("history", [])
+    return header + yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _check_channel(channel: str) -> None:
@@ -510,46 +572,28 @@ def _plain(value: Any) -> Any:
     """Six significant digits, as the registry tags have them: a cost of $0.0000118 must not become $0.000012."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     if isinstance(value, float):
         return float(f"{value:.6g}")
     return value
 
 
-def _quietly(function, *args) -> None:
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(find_project_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _quietly(function, *args, **kwargs) -> None:
     """Undo steps must all be tried even if one fails; the original error is what the user sees."""
     try:
-        function(*args)
+        function(*args, **kwargs)
     except Exception:
         pass
 
 
-def assign_channel(name: str, version: str, channel: str, *, action: str, metrics: dict[str, Any], reason: str) -> ChannelMove:
-    """Point `channel` at `version` without a gate, for steps that measured it themselves (the optimizer's `candidate`).
-
-    Same lock, atomicity and audit as promote; `production` always goes through `promote`'s gate.
-    """
-    from promptops import versions
-
-    _check_channel(channel)
-    if channel == "production":
-        raise PromptopsError("production is moved only by promote, through the eval gate")
-    prompt_file = resolve_prompt_path(name)
-    repo = versions.open_repo(prompt_file)
-    with channel_lock(repo):
-        target = resolve_ref(prompt_file, version)
-        state = read_channels(name)
-        current_number = _served(state, channel)
-        if current_number == target.number:
-            return _unmoved(name, channel, action, state, target.number)
-        prompt = versions.load_prompt_at(prompt_file, target.commit)
-        return _move_channel(repo, prompt_file, prompt, target, channel, action, current_number, metrics, reason)
-
-
-def _served(state: dict[str, Any], channel: str) -> Optional[int]:
-    """The version number the channel serves, None before its first move."""
-    return int(state[channel]["version"]) if state.get(channel) else None
-
-
-def _unmoved(name: str, channel: str, action: str, state: dict[str, Any], number: int) -> ChannelMove:
+def _unmoved(name: str, channel: str, action: str, current: Pointer, target: ResolvedVersion) -> ChannelMove:
     """The answer when the channel already serves the version asked for: nothing to do, nothing done."""
-    return ChannelMove(name, channel, action, number, number, None, state[channel].get("registry_version"), None)
+    return ChannelMove(name, channel, action, target.label, target.label, current.commit, target.commit, None, None, None)

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ def prompt_list(prompts: "list[Prompt]") -> None:
 
 
 def local_models() -> None:
-    from rich.markup import escape
-
     from promptops.errors import PromptopsError
     from promptops.models import LOCAL_MODELS
 
@@ -97,8 +96,6 @@ def local_models() -> None:
 
 def doctor_report(results) -> None:
     """One line per model (never wrapped): OK with the time per call and the CPU features, or the problem."""
-    from rich.markup import escape
-
     for result in results:
         if result.ok:
             features = " ".join(result.cpu_features) or "none reported"
@@ -176,17 +173,21 @@ def _diff_style(line: str) -> str:
 
 def channel_move(move) -> None:
     if move.commit is None:
-        console.print(f"{move.prompt} {move.channel} already serves v{move.to_version}; nothing to do.", highlight=False)
+        console.print(f"{move.prompt} {move.channel} already serves {move.to_label}; nothing to do.", highlight=False)
         return
-    gate = move.gate
-    if gate is not None:
-        current = f"{gate.current_score:.4f}" if gate.current_score is not None else "none"
-        console.print(f"gate on {gate.n} examples: {gate.metric} candidate {gate.candidate_score:.4f}, current {current}"
-                      + ("" if gate.passed else " [red](failed, forced)[/]"), highlight=False)
-    source = f"v{move.from_version}" if move.from_version else "nothing"
-    console.print(f"{move.action}: {move.prompt} {move.channel} {source} → v{move.to_version} "
+    if move.gate is not None:
+        mark = "" if move.gate.passed else " [red](failed, forced)[/]"
+        console.print(f"gate: {escape(move.gate.line())}{mark}", highlight=False, soft_wrap=True)
+    source = move.from_label or "nothing"
+    console.print(f"{move.action}: {move.prompt} {move.channel} {source} → {move.to_label} "
                   f"(commit {move.commit[:8]}, registry version {move.registry_version}, audit run {move.audit_run_id})",
                   highlight=False)
+
+
+def resolved_line(prompt_file, version) -> str:
+    """`banking_intent production v3 (abc12345)` for a ref resolved by `channels.resolve`."""
+    channel = f"{version.channel} " if version.channel else ""
+    return f"{prompt_file.stem} {channel}{version.label} ({version.short})"
 
 
 def drifts(found) -> None:
@@ -194,7 +195,7 @@ def drifts(found) -> None:
         console.print("git channels and registry aliases agree.")
         return
     for drift in found:
-        want = f"v{drift.git_version}" if drift.git_version else "none"
+        want = drift.git_label or "none"
         state = "repaired" if drift.repaired else "drift"
         problem = drift.problem or f"the registry said {drift.registry_label or 'none'}"
         console.print(f"{state}: {drift.prompt} {drift.channel}: git says {want}; {problem}", highlight=False, soft_wrap=True)
@@ -207,7 +208,7 @@ def status_table(rows) -> None:
     for row in rows:
         last = row.last_eval
         last_text = f"{last['metric']} {last['score']:.3f} ({last['split']}, n={last['n']})" if last and last.get("score") is not None else "none"
-        cells = [f"v{row.channels[c]}" if c in row.channels else "-" for c in ("production", "staging", "candidate")]
+        cells = [row.channels.get(c, "-") for c in ("production", "staging", "candidate")]
         table.add_row(row.prompt, *cells, f"v{row.latest_version}" if row.latest_version else "uncommitted",
                       "yes" if row.working_file_changed else "no", last_text)
     console.print(table)

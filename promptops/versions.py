@@ -7,6 +7,7 @@ numbering is recomputed from `git log`, so it can never disagree with the histor
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -130,7 +131,7 @@ def resolve_version(prompt_file: str | Path, ref: str) -> PromptVersion:
     """
     name = Path(prompt_file).stem
     if ref in CHANNELS:
-        raise UnknownVersionError(f"{ref!r} is a channel of prompt {name!r}: resolve it with promotion.resolve_ref")
+        raise UnknownVersionError(f"{ref!r} is a channel of prompt {name!r}: resolve it with channels.resolve")
     versions = prompt_versions(prompt_file)
     label = _VERSION_LABEL.match(ref)
     if label:
@@ -192,6 +193,51 @@ def parse_prompt_ref(text: str) -> tuple[str, Optional[str]]:
     return name, (ref if at else None)
 
 
+def read_committed(repo: "git.Repo", relative: str, commit: str = "HEAD") -> Optional[str]:
+    """The text of `relative` as committed at `commit` (HEAD by default); None if it is not in that commit."""
+    import git
+
+    if not repo.head.is_valid():
+        return None
+    try:
+        return repo.git.show(f"{commit}:{relative}", strip_newline_in_stdout=False)
+    except git.GitCommandError:
+        return None
+
+
+def has_commit(repo: "git.Repo", commit: str) -> bool:
+    """True if the object database holds `commit`, whether or not any branch reaches it."""
+    return resolve_commit(repo, commit) is not None
+
+
+def blob_id(repo: "git.Repo", commit: str, relative: str) -> Optional[str]:
+    """The git object id of the file at `commit`: equal ids mean byte-identical content."""
+    import git
+
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", f"{commit}:{relative}") or None
+    except git.GitCommandError:
+        return None
+
+
+def version_label(prompt_file: str | Path, commit: str, history: Optional[list[PromptVersion]] = None) -> Optional[str]:
+    """`vN` of the version made by `commit` on the current branch; else of the version whose file is
+    byte-identical (a squash or rebase rewrote the commit, not the content); else None."""
+    history = prompt_versions(prompt_file) if history is None else history
+    by_commit = {version.commit: version for version in history}
+    if commit in by_commit:
+        return by_commit[commit].label
+    repo = open_repo(prompt_file)
+    relative = relative_path(repo, prompt_file)
+    wanted = blob_id(repo, commit, relative)
+    if wanted is None:
+        return None
+    for version in reversed(history):
+        if blob_id(repo, version.commit, relative) == wanted:
+            return version.label
+    return None
+
+
 # --- changing history ----------------------------------------------------------------
 
 
@@ -215,6 +261,59 @@ def commit_paths(repo: "git.Repo", paths: list[Path], message: str) -> str:
     except git.GitCommandError as exc:
         raise RepositoryError(f"git could not commit {where_}: {_git_reason(exc)}") from None
     return repo.head.commit.hexsha
+
+
+def make_commit(repo: "git.Repo", path: str | Path, text: str, message: str, *, parent: str) -> str:
+    """A commit object whose tree is `parent`'s with `path` holding `text`; no branch, index or file moves.
+
+    With `move_head` this commits in one atomic step: the branch moves with one
+    compare-and-swap, which git refuses if someone else moved it meanwhile, and a process killed
+    before that leaves nothing but an unreferenced object. Other changes in the index and the
+    work tree are never touched; `sync_work_tree` brings the file itself up to date afterwards.
+    """
+    import git
+
+    relative = relative_path(repo, path)
+    scratch = Path(repo.git_dir) / f"promptops-{os.getpid()}"
+    environment = {"GIT_INDEX_FILE": f"{scratch}.index"}
+    try:
+        Path(f"{scratch}.blob").write_text(text, encoding="utf-8")
+        blob = repo.git.hash_object("-w", f"--path={relative}", f"{scratch}.blob")
+        repo.git.read_tree(parent, env=environment)
+        repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{relative}", env=environment)
+        tree = repo.git.write_tree(env=environment)
+        return repo.git.commit_tree(tree, "-p", parent, "-m", message)
+    except git.GitCommandError as exc:
+        raise RepositoryError(f"git could not commit {relative}: {_git_reason(exc)}") from None
+    finally:
+        Path(f"{scratch}.index").unlink(missing_ok=True)
+        Path(f"{scratch}.blob").unlink(missing_ok=True)
+
+
+def sync_work_tree(repo: "git.Repo", path: str | Path, commit: str = "HEAD") -> None:
+    """Make the work tree file and its index entry equal to `commit`'s (atomically for the file)."""
+    from promptops.artifact import atomic_write_text
+
+    relative = relative_path(repo, path)
+    text = read_committed(repo, relative, commit)
+    target = Path(repo.working_tree_dir) / relative
+    if text is None:
+        target.unlink(missing_ok=True)
+        repo.git.update_index("--force-remove", "--", relative)
+        return
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        atomic_write_text(target, text)
+    repo.git.update_index("--add", "--", relative)
+
+
+def move_head(repo: "git.Repo", new: str, *, expected: str) -> None:
+    """Move the current branch from `expected` to `new` in one compare-and-swap (`git update-ref`)."""
+    import git
+
+    try:
+        repo.git.update_ref("-m", f"promptops: {new[:8]}", "HEAD", new, expected)
+    except git.GitCommandError as exc:
+        raise RepositoryError(f"git could not move HEAD from {expected[:8]} to {new[:8]}: {_git_reason(exc)}") from None
 
 
 def tag(repo: "git.Repo", name: str, commit: str, message: str) -> None:

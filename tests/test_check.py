@@ -89,13 +89,15 @@ def test_a_worse_instruction_fails_and_the_report_names_the_regression(repo, scr
     edit_prompt(root, "banking_intent", *WORSE)
     report_file = tmp_path / "report.md"
     result = run_check("--report", str(report_file))
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
     report = report_file.read_text()
     assert report == result.stdout
     assert report.startswith("## promptops check: ❌ 1 of 1 changed prompt failed\n")
     assert "Changes since `main`" in report
     assert "| `banking_intent` | accuracy | 1.000 (v1 at base) |" in report and "| ❌ fail |" in report
-    assert "- **accuracy fell from 1.000 (v1 at base) to" in report and "more than the tolerance 0**" in report
+    assert "Gate: accuracy 0.083 vs 1.000 (v1 at base): -0.917 (95% CI -1.000 to -0.750), McNemar p < 0.001, n = 12;" in report
+    assert "rule non_inferior (tolerance 0.02) fails" in report
+    assert "- **the interval's lower bound -" in report and "is below -0.02: these 12 examples do not show it is not worse**" in report
     assert "Changed: `prompts/banking_intent.yaml`." in report
     assert "Reproduce: `promptops compare banking_intent@" in report
 
@@ -133,9 +135,11 @@ def test_a_threshold_in_the_prompt_file_and_a_new_prompt(repo, scripted) -> None
                    .replace("metric: accuracy", "metric: accuracy\n  threshold: 0.5"))
     shutil.copytree(root / "experiments/data/banking_intent", root / "experiments/data/card_router")
     new.write_text(new.read_text().replace("data/banking_intent", "data/card_router"))
+    repo.git.checkout("-b", "feature")
+    commit_all(repo, "A new prompt, a threshold")  # the gate judges committed data only
     result = run_check("--tolerance", "0.5")
     assert result.exit_code == 1, result.output
-    assert "❌ 1 of 2 changed prompts failed" in result.stdout
+    assert "❌ 1 of 2 changed prompts failed" in result.stdout, result.stdout
     assert f"is below the threshold 0.95 set in {path.relative_to(root)}" in result.stdout
     assert "| `card_router` | accuracy | new | 1.000 |" in result.stdout and "New prompt: nothing to compare with" in result.stdout
 
@@ -146,6 +150,8 @@ def test_a_prompt_whose_outputs_changed_is_held_to_its_threshold_only(repo, scri
         data = root / f"experiments/data/banking_intent/{name}.jsonl"
         data.write_text(data.read_text().replace('"intent":', '"label":'))
     edit_prompt(root, "banking_intent", "  - name: intent\n", "  - name: label\n")
+    repo.git.checkout("-b", "feature")
+    commit_all(repo, "Rename the output field")  # the gate judges committed data only
     result = run_check()
     assert result.exit_code == 0, result.output
     assert "| `banking_intent` | accuracy | not compared | 1.000 |" in result.stdout
@@ -195,7 +201,8 @@ def test_on_the_embedded_model_a_worse_instruction_exits_1_and_an_unchanged_one_
     edit_prompt(root, "banking_intent", "Read the customer's message and answer", f"{SWAPPED_LABELS} Read the customer's message and answer")
     worse = CliRunner().invoke(main, ["check", "--report", str(tmp_path / "report.md")])
     assert worse.exit_code == 1, worse.output
-    assert "- **accuracy fell from 1.000 (v1 at base) to" in worse.stdout and "❌ fail" in worse.stdout
+    assert "vs 1.000 (v1 at base)" in worse.stdout and "rule non_inferior (tolerance 0.02) fails" in worse.stdout
+    assert "❌ fail" in worse.stdout
     assert (tmp_path / "report.md").read_text() == worse.stdout
     print(worse.stdout)
 

@@ -173,6 +173,8 @@ def study_project(git_project, tmp_path: Path, mlflow_store: str, monkeypatch):
         path = data / f"{split}.jsonl"
         path.write_text("".join(path.read_text().splitlines(keepends=True)[:rows]))
     write_experiment(root)
+    prompt = root / "prompts" / f"{NAME}.yaml"  # 6 test rows cannot show non-inferiority: the point rule, loosely
+    prompt.write_text(prompt.read_text().replace("  metric: accuracy\n", "  metric: accuracy\n  gate: {rule: not_worse, tolerance: 1.0}\n"))
     git_project.git.add("--all")
     git_commit(git_project, "Tiny eval set and experiment")
     cache = tmp_path / "dspy-cache"
@@ -188,7 +190,7 @@ def test_small_study_logs_trials_computes_the_front_and_commits_the_winner(study
 
     import promptops
     from promptops import tracking
-    from promptops.promotion import read_channels
+    from promptops.channels import read_channels
 
     repo = study_project
     head_before = repo.head.commit.hexsha
@@ -214,9 +216,11 @@ def test_small_study_logs_trials_computes_the_front_and_commits_the_winner(study
 
     # The winner: test-compared, committed on top, and registered as the candidate.
     assert result.test.n == 6 and result.test.winner_score is not None and result.test.reference_score is not None
-    assert result.adopted.version == "v2" and repo.head.commit.parents[0].hexsha != head_before  # prompt commit + channel commit
+    assert result.test.passed and result.test.verdict.rule == "not_worse" and result.test.verdict.n == 6
+    assert result.adopted.version == "v3" and repo.head.commit.parents[0].hexsha != head_before  # (v2: the fixture's gate line)
     assert f"winner of {study.study}" in repo.commit(result.adopted.commit).message
-    assert read_channels(NAME)["candidate"]["version"] == 2
+    assert read_channels(NAME)["candidate"]["commit"] == result.adopted.commit
+    assert read_channels(NAME)["history"][-1]["gate"]["rule"] == "not_worse"
     assert tracking.registry_aliases(NAME)["candidate"]
     assert promptops.load(f"{NAME}@candidate").prompt.content_hash == study.winner_prompt.content_hash
     assert optuna.load_study(study_name=study.study, storage=study.storage).user_attrs["mlflow_run_id"] == study.parent_run_id
@@ -239,7 +243,8 @@ def test_a_cap_of_a_few_calls_stops_the_study_with_partial_results(study_project
     assert states[0] == "COMPLETE" and states[-1] == "FAIL" and len(states) < 5
     assert study.front and study.front[0].number == 0  # the finished trial is kept and reported
     assert result.test.note and "max_model_calls" in result.test.note  # no budget left for the test eval
-    assert study_project.head.commit.hexsha == head_before or result.adopted.version  # nothing half-written
+    assert study_project.head.commit.hexsha == head_before and result.adopted.version is None  # unjudged: nothing written
+    assert "not written" in result.adopted.note and "max_model_calls" in result.adopted.note
 
 
 @pytest.mark.model

@@ -16,7 +16,9 @@ from conftest import git_commit
 import promptops
 from promptops import tracking
 from promptops.errors import PromptopsError, TrackingError
-from promptops.promotion import ChannelBusyError, GateFailedError, GateResult, channel_versions, read_channels, sync
+from promptops.channels import pointers, read_channels, resolve
+from promptops.gate import Verdict
+from promptops.promotion import ChannelBusyError, GateFailedError, sync
 
 NAME = "banking_intent"
 
@@ -37,7 +39,15 @@ def pass_the_gate(monkeypatch) -> None:
     """For tests of the channel bookkeeping, not of the gate: every candidate passes without a model call."""
     from promptops import promotion
 
-    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: GateResult("accuracy", 0.5, None, 1.18125e-05, None, 0.0, None, 1, True, "ok"))
+    verdict = Verdict(True, "non_inferior", 0.02, "accuracy", 1, "candidate", None, 0.5, None, None, None, None, 1.18125e-05,
+                      None, None, ())
+    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: (verdict, {}))
+
+
+def channel_labels() -> dict[str, str]:
+    """Channel → the label of the commit it serves, as `promptops status` shows it."""
+    path = Path("prompts") / f"{NAME}.yaml"
+    return {channel: resolve(path.resolve(), channel).label for channel in pointers(NAME)}
 
 
 def snapshot(repo) -> tuple:
@@ -50,18 +60,18 @@ def snapshot(repo) -> tuple:
 def test_promote_edit_promote_rollback_and_rollback_again(git_project, mlflow_store: str, tmp_path: Path, monkeypatch) -> None:
     repo = git_project
     first = promptops.promote(NAME, limit=2)
-    assert (first.from_version, first.to_version, first.gate.passed) == (None, 1, True)
+    assert (first.from_label, first.to_label, first.gate.passed) == (None, "v1", True)
     assert registry_label() == "v1" and f"prompts/{NAME}/v1" in [t.name for t in repo.tags]
     assert repo.head.commit.message.startswith(f"promote {NAME} v1 to production")
 
     commit_edit(repo, "answer with the one intent label", "answer with exactly one intent label", "Say exactly")
     second = promptops.promote(NAME, limit=2, tolerance=1.0)
-    assert (second.from_version, second.to_version) == (1, 2) and registry_label() == "v2"
-    assert second.gate.current_score is not None
+    assert (second.from_label, second.to_label) == ("v1", "v2") and registry_label() == "v2"
+    assert second.gate.baseline_score is not None and second.gate.difference is not None
 
     back = promptops.rollback(NAME)
-    assert (back.from_version, back.to_version) == (2, 1)
-    assert channel_versions(NAME) == {"production": 1} and registry_label() == "v1"
+    assert (back.from_label, back.to_label) == ("v2", "v1")
+    assert channel_labels() == {"production": "v1"} and registry_label() == "v1"
     program = promptops.load(f"{NAME}@production")
     assert "answer with the one intent label" in program.prompt.instructions
 
@@ -71,10 +81,11 @@ def test_promote_edit_promote_rollback_and_rollback_again(git_project, mlflow_st
     monkeypatch.chdir(repo.working_tree_dir)
 
     again = promptops.rollback(NAME)
-    assert (again.from_version, again.to_version) == (1, 2) and registry_label() == "v2"
+    assert (again.from_label, again.to_label) == ("v1", "v2") and registry_label() == "v2"
     history = read_channels(NAME)["history"]
     assert [(h["action"], h["from"], h["to"]) for h in history] == [
-        ("promote", None, 1), ("promote", 1, 2), ("rollback", 2, 1), ("rollback", 1, 2)]
+        ("promote", None, "v1"), ("promote", "v1", "v2"), ("rollback", "v2", "v1"), ("rollback", "v1", "v2")]
+    assert all(later["from_commit"] == earlier["commit"] for earlier, later in zip(history, history[1:]))
     assert all(h["by"] == "Ada Lovelace <ada@example.com>" for h in history)
     assert sync() == []  # git and registry agree
     gate_runs = tracking.last_evals(NAME)  # the gate's evals are ordinary eval runs
@@ -90,7 +101,8 @@ def test_a_failed_gate_prints_both_metrics_and_changes_nothing(git_project, mlfl
     with pytest.raises(GateFailedError) as failed:
         promptops.promote(NAME, limit=2, max_cost_usd=1e-12)
     message = str(failed.value)
-    assert "candidate" in message and "vs current" in message and "above the limit" in message
+    assert "vs" in message and "(production v1)" in message and "95% CI" in message and "McNemar p" in message
+    assert "rule non_inferior (tolerance 0.02) fails" in message and "above the limit" in message
     assert "nothing was changed" in message
     assert snapshot(repo) == before
 
@@ -178,7 +190,7 @@ def test_a_held_lock_refuses_promote_and_rollback_and_changes_nothing(git_projec
         holder.stdin.close()
         holder.wait(timeout=10)
     back = promptops.rollback(NAME)  # the holder is gone, so the lock is free again
-    assert (back.from_version, back.to_version) == (2, 1) and registry_label() == "v1"
+    assert (back.from_label, back.to_label) == ("v2", "v1") and registry_label() == "v1"
 
 
 def test_a_lock_timeout_that_is_not_a_number_is_refused(git_project, mlflow_store: str, monkeypatch) -> None:
@@ -197,7 +209,7 @@ def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, mon
     promptops.promote(NAME, version="v2")
     tracking.set_alias(NAME, "production", 1)  # someone moves the alias in the MLflow UI
     drift = sync(repair=False)
-    assert [(d.channel, d.git_version, d.registry_label, d.repaired) for d in drift] == [("production", 2, "v1", False)]
+    assert [(d.channel, d.git_label, d.registry_label, d.repaired) for d in drift] == [("production", "v2", "v1", False)]
     assert drift[0].problem == "the production alias points at registry version 1 (v1), not v2"
     assert [d.repaired for d in sync()] == [True]
     assert registry_label() == "v2" and sync() == []
@@ -205,7 +217,7 @@ def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, mon
     from click.testing import CliRunner
 
     row = next(r for r in promotion.status() if r.prompt == NAME)
-    assert (row.channels, row.latest_version, row.working_file_changed) == ({"production": 2}, 2, False)
+    assert (row.channels, row.latest_version, row.working_file_changed) == ({"production": "v2"}, 2, False)
     listing = json.loads(CliRunner().invoke(main, ["versions", NAME, "--json"]).stdout)
     assert [(v["number"], v["channels"]) for v in listing] == [(1, None), (2, "production")]
 
@@ -231,7 +243,7 @@ def test_sync_registers_again_a_registry_version_deleted_by_hand(git_project, ml
     assert checked.exit_code == 1
     assert f"drift: {NAME} production: git says v2; the registry version holding v2 was deleted" in checked.stdout
     drift = sync(repair=False)
-    assert [(d.channel, d.git_version, d.registry_label, d.repaired) for d in drift] == [("production", 2, None, False)]
+    assert [(d.channel, d.git_label, d.registry_label, d.repaired) for d in drift] == [("production", "v2", None, False)]
     assert drift[0].problem == "the registry version holding v2 was deleted, and the production alias with it"
     assert "production" not in tracking.registry_aliases(NAME)  # --check only reports
 
@@ -250,8 +262,8 @@ def test_sync_sets_back_a_deleted_alias_and_removes_one_git_does_not_have(git_pr
     tracking.set_alias(NAME, "production", None)  # deleted by hand
     tracking.set_alias(NAME, "staging", 1)  # added by hand: git has no staging version
     drift = sync()
-    assert [(d.channel, d.git_version, d.registry_label, d.repaired, d.problem) for d in drift] == [
-        ("production", 1, None, True, "the production alias is missing"),
+    assert [(d.channel, d.git_label, d.registry_label, d.repaired, d.problem) for d in drift] == [
+        ("production", "v1", None, True, "the production alias is missing"),
         ("staging", None, "v1", True, "the registry has a staging alias (registry version 1) but git has no staging version"),
     ]
     assert tracking.registry_aliases(NAME) == {"production": 1}
@@ -276,7 +288,7 @@ for i in range(int(sys.argv[3])):
             promptops.rollback("banking_intent", reason=reason)
             done += 1
     except PromptopsError as exc:
-        if "already serves" not in str(exc) and "no earlier version" not in str(exc):
+        if not any(known in str(exc) for known in ("already serves", "no earlier version", "while the gate ran")):
             raise
 print(done)
 """
@@ -300,8 +312,8 @@ def test_two_processes_moving_a_channel_end_consistent(git_project, mlflow_store
     history = read_channels(NAME)["history"]
     assert len(history) == 1 + moves
     for earlier, later in zip(history, history[1:]):  # every move starts where the previous one ended
-        assert later["from"] == earlier["to"]
-    assert registry_label() == f"v{channel_versions(NAME)['production']}"
+        assert later["from_commit"] == earlier["commit"]
+    assert registry_label() == channel_labels()["production"]
     assert sync(repair=False) == []
     assert not git_project.is_dirty(untracked_files=True)
     print(f"{moves} channel moves from 2 processes; git and registry agree")

@@ -228,6 +228,19 @@ def test_rate_limit_per_key_and_input_checks_refuse_before_any_call(served, serv
     assert len(server.log) == calls
 
 
+def test_one_loaded_program_serves_many_users_with_the_key_per_call(served, server: FaultServer) -> None:
+    """A service loads once and names the user per request: each key has its own bucket and cap."""
+    program = served("  rate_limit: {per_minute: 60, burst: 1}\n  cost_cap: {per_key_usd: 1.0}\n")
+    program(text="card?", key="dora")
+    with pytest.raises(RateLimited, match="this user key"):
+        program(text="card?", key="dora")
+    program(text="card?", key="erin")  # another user, the same program: her own bucket
+    assert limits.key_budget(NAME, "dora", 1.0).spent_usd > 0 and limits.key_budget(NAME, "erin", 1.0).spent_usd > 0
+    assert program.request_key is None  # nothing of a request's key stays on the shared program
+    with pytest.raises(InputRejected, match="key must be a string"):
+        program(text="card?", key=42)
+
+
 def test_random_faults_never_escape_as_unhandled_exceptions(served, server: FaultServer) -> None:
     program = served("  timeout_s: 1.0\n  output: {retries: 1}\n  circuit_breaker: {failures: 4, cooldown_s: 0.2}\n"
                      "  fallback:\n    - model: openai/backup-model\n")

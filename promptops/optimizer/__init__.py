@@ -34,9 +34,12 @@ def optimize(
     storage: Optional[str] = None,
     resume: bool = False,
     write_winner: bool = True,
+    write_anyway: bool = False,
     on_progress: Optional[ProgressCallback] = None,
 ) -> OptimizationResult:
-    """Search, pick the winner from the front, compare it on test, and commit it as the `candidate` version."""
+    """Search, pick the winner from the front, judge it against the reference on test with the gate, and
+    commit it as the `candidate` version if it passes (or with `write_anyway`, regardless)."""
+    from promptops import gate
     from promptops.errors import PromptopsError
     from promptops.optimizer import runs, study, winner
     from promptops.versions import has_uncommitted_changes
@@ -46,6 +49,8 @@ def optimize(
         raise PromptopsError(
             f"{context.prompt_file.name} has uncommitted changes: commit them first, the winner is written as the next version on top"
         )
+    if write_winner and _in_git(context.prompt_file):
+        gate.require_committed_data(context.base, context.data, "test")  # before any model call
     outcome, budget = study.run_study(context, n_trials=n_trials, storage=storage, resume=resume, on_progress=on_progress)
     test = adopted = None
     status = "FINISHED"
@@ -59,12 +64,16 @@ def optimize(
             test = winner.compare_on_test(outcome.winner_prompt, context.base, context.prompt_file, data=context.data,
                                           metric=context.metric, budget=budget)
             runs.log_test(outcome.parent_run_id, test)
-            if write_winner:
+            unchanged = outcome.winner_prompt.content_hash == context.base.content_hash
+            if write_winner and not (test.passed or write_anyway or unchanged):
+                adopted = winner.rejected(test)
+                runs.tag_winner(outcome.parent_run_id, None, None)
+            elif write_winner:
                 metrics = {"candidate": {context.metric_key: outcome.winner.values[context.metric_key], "split": "dev",
                                          "test": test.winner_score, "test_reference": test.reference_score}}
                 adopted = winner.adopt(outcome.winner_prompt, context.base, context.prompt_file, study=outcome.study,
                                        trial=outcome.winner.number, run_id=outcome.winner.run_id or outcome.parent_run_id,
-                                       metrics=metrics)
+                                       metrics=metrics, gate=test.verdict.summary() if test.verdict else None)
                 runs.tag_winner(outcome.parent_run_id, adopted.version, adopted.commit)
     except BaseException:
         status = "FAILED"

@@ -1,10 +1,12 @@
-"""The winner of a study becomes a new version of the prompt, with the `candidate` alias.
+"""The winner of a study becomes a new version of the prompt, with the `candidate` alias, if it passes the gate.
 
-Its test-split score is measured beside the production version's (or, before any
-promotion, the prompt as committed) on the same examples. Writing it is one step that
-fully happens or leaves git and the registry as they were: the prompt file is committed,
-then the `candidate` channel is moved in git and the registry; if the move fails the
-commit is undone. Promotion to production stays the explicit, gated step.
+Its test-split score is measured beside the production version's (or, before any promotion,
+the prompt as committed) on the same examples, and judged by the same gate as `promote`
+(`promptops.gate`): a winner picked on dev that does not hold up on test is reported, with both
+scores and the interval, and nothing is written. Writing it is one step that fully happens or
+leaves git and the registry as they were: the prompt file is committed, then the `candidate`
+channel is moved in git and the registry; if the move fails the commit is undone. Promotion to
+production stays the explicit, gated step.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from promptops.errors import PromptopsError
 
 @dataclass(frozen=True)
 class TestComparison:
-    """Winner and reference on the same test examples; None where the budget did not allow the eval."""
+    """Winner and reference on the same test examples, and the gate's verdict; None where the budget did not allow the eval."""
 
     split: str
     n: int
@@ -31,6 +33,12 @@ class TestComparison:
     winner_cost_usd: Optional[float]
     reference_cost_usd: Optional[float]
     note: Optional[str] = None
+    verdict: Any = None  # gate.Verdict, when both were measured
+    comparison_run_id: Optional[str] = None
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is not None and self.verdict.passed
 
 
 @dataclass(frozen=True)
@@ -41,61 +49,75 @@ class AdoptedWinner:
     note: str
 
 
-def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Optional[str], metric: str, budget: Budget) -> TestComparison:
-    """Evaluate winner and reference on test, within what is left of the study's spend and call caps.
+def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Optional[str], metric: str, budget: Budget,
+                    track: bool = True) -> TestComparison:
+    """Evaluate winner and reference on test, within what is left of the study's spend and call caps, and judge the pair.
 
     The timeout bounds the search, not this last measurement: a study stopped by its timeout
     still gets its winner scored.
     """
+    from promptops import gate, tracking
+    from promptops.comparison import Contender, compare_contenders
     from promptops.data import load_dataset
-    from promptops.evaluation import evaluate
 
-    reference, label = _reference(base, prompt_file)
+    reference, label, commit = _reference(base, prompt_file)
     dataset = load_dataset(base, data, "test")
-    scores: dict[str, Any] = {}
-    note = None
+    spec = gate.rule_for(base)
     remaining = Budget(budget.max_cost_usd, budget.max_model_calls, None, budget.spent_usd, budget.model_calls)
+    comparison = verdict = note = run_id = None
     with spending_limit(remaining):
-        for key, prompt in (("reference", reference), ("winner", winner)):
-            if key == "winner" and prompt.content_hash == reference.content_hash:
-                scores[key] = scores["reference"]
-                continue
-            try:
-                scores[key] = evaluate(prompt, dataset=dataset, metric=metric, split="test")
-            except BudgetExhausted as exc:
-                note = f"test eval not finished: {exc}"
-                break
-    winner_result, reference_result = scores.get("winner"), scores.get("reference")
+        try:
+            comparison = compare_contenders(Contender(f"{base.name}@{commit or 'HEAD'}", label, reference, commit),
+                                            Contender(f"{base.name} (winner)", "winner", winner, None),
+                                            dataset=dataset, split="test", metric=metric, confidence=spec.confidence, track=False)
+        except BudgetExhausted as exc:
+            note = f"test eval not finished: {exc}"
     budget.spent_usd, budget.model_calls = remaining.spent_usd, remaining.model_calls
+    if comparison is None:
+        return TestComparison("test", len(dataset), metric, None, None, label, None, None, note)
+    verdict = gate.judge(spec, comparison=comparison, threshold=base.eval.threshold)
+    if track:
+        run_id = tracking.log_comparison(comparison, kind="optimize-gate", verdict=verdict.summary())
     return TestComparison(
-        split="test", n=len(dataset), metric=metric,
-        winner_score=winner_result.score if winner_result else None,
-        reference_score=reference_result.score if reference_result else None,
-        reference_label=label,
-        winner_cost_usd=winner_result.cost_usd if winner_result else None,
-        reference_cost_usd=reference_result.cost_usd if reference_result else None,
-        note=note,
+        split="test", n=comparison.n, metric=comparison.metric,
+        winner_score=comparison.b_score, reference_score=comparison.a_score, reference_label=label,
+        winner_cost_usd=comparison.b_cost_usd, reference_cost_usd=comparison.a_cost_usd,
+        note=note, verdict=verdict, comparison_run_id=run_id,
     )
 
 
-def _reference(base: Prompt, prompt_file: Path) -> tuple[Prompt, str]:
-    """Production if the prompt has one, else the prompt as the study started from."""
-    from promptops.promotion import read_channels
+def _reference(base: Prompt, prompt_file: Path) -> tuple[Prompt, str, Optional[str]]:
+    """Production if the prompt has one (its commit, as committed at HEAD), else the prompt as the study started from."""
+    from promptops import versions
+    from promptops.channels import resolve
 
     try:
-        from promptops import versions
-
-        state = read_channels(base.name)
-        if state.get("production"):
-            return versions.load_prompt_at(prompt_file, state["production"]["commit"]), f"production v{state['production']['version']}"
+        production = resolve(prompt_file, "production")
+        return versions.load_prompt_at(prompt_file, production.commit), f"production {production.label}", production.commit
     except PromptopsError:
         pass
-    return base, "baseline (the prompt file as committed)"
+    try:
+        commit = versions.file_revision(prompt_file).commit
+    except PromptopsError:
+        commit = None
+    return base, "baseline (the prompt file as committed)", commit
 
 
-def adopt(winner: Prompt, base: Prompt, prompt_file: Path, *, study: str, trial: int, run_id: str, metrics: dict[str, Any]) -> AdoptedWinner:
+def rejected(test: Optional[TestComparison]) -> AdoptedWinner:
+    """What is said when the winner is not written because it did not pass the gate on test."""
+    if test is None or test.verdict is None:
+        why = test.note if test is not None and test.note else "it was not measured on test"
+        return AdoptedWinner(None, None, False, f"not written: {why}, so the gate could not judge it (--write-anyway writes it regardless)")
+    return AdoptedWinner(None, None, False,
+                         f"not written: the winner does not pass the gate against {test.reference_label} on test: "
+                         f"{test.verdict.line()} (--write-anyway writes it regardless)")
+
+
+def adopt(winner: Prompt, base: Prompt, prompt_file: Path, *, study: str, trial: int, run_id: str, metrics: dict[str, Any],
+          gate: Optional[dict[str, Any]] = None) -> AdoptedWinner:
     """Commit the winner as the prompt's next version and point `candidate` at it; all or nothing."""
     from promptops import promotion, versions
+    from promptops.channels import resolve
 
     if winner.content_hash == base.content_hash:
         return AdoptedWinner(None, None, False, "the prompt as it is won: no new version written")
@@ -113,8 +135,8 @@ def adopt(winner: Prompt, base: Prompt, prompt_file: Path, *, study: str, trial:
         prompt_file.write_text(old_text, encoding="utf-8")
         raise
     try:
-        target = promotion.resolve_ref(prompt_file, commit)
-        promotion.assign_channel(base.name, target.label, "candidate", action="optimize", metrics=metrics,
+        target = resolve(prompt_file, commit)
+        promotion.assign_channel(base.name, commit, "candidate", action="optimize", metrics=metrics, gate=gate,
                                  reason=f"winner of {study} trial {trial} (MLflow run {run_id})")
     except BaseException:
         versions.undo_commit(repo, head_before, [prompt_file])

@@ -34,13 +34,15 @@ from promptops.errors import (
     PromptopsError,
     RateLimited,
 )
-from promptops.promotion import ServedVersion
+from promptops.channels import ServedVersion
 from promptops.runtime import limits
 
 # Calls run here when they have a timeout, so a hung model call can be abandoned. An abandoned call
 # still holds its thread until it ends: a local generation finishes in the background, a hosted
 # request waits for the client's own timeout (`params: {timeout: N}` in the model bounds it).
 _CALLS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="promptops-call")
+# The user key of the request in progress in this thread (or task), when given per call.
+_REQUEST_KEY: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("promptops_request_key", default=None)
 
 
 @dataclass
@@ -107,7 +109,9 @@ class GuardedProgram:
     """What `promptops.load()` returns: call it with the prompt's input fields, get a `dspy.Prediction`.
 
     One instance is one session (its cost cap); `key` identifies the user for the per-key cap and
-    rate limit (only its hash is traced). Not a DSPy module: compose `.program` for that.
+    rate limit (only its hash is traced). A service loads once per process and names the user per
+    call, `program(text=..., key=user_id)` (unless the prompt has an input field called `key`);
+    nothing is read from git per request. Not a DSPy module: compose `.program` for that.
     """
 
     def __init__(self, served: ServedVersion, *, model: Optional[str] = None, cache: bool = True, key: Optional[str] = None,
@@ -135,8 +139,15 @@ class GuardedProgram:
         return self._resolved_targets()[0].program
 
     @property
+    def request_key(self) -> Optional[str]:
+        """The user of the request in progress: the call's `key`, else the one given to `load`."""
+        key = _REQUEST_KEY.get()
+        return self.key if key is None else key
+
+    @property
     def key_hash(self) -> Optional[str]:
-        return hashlib.sha256(self.key.encode()).hexdigest()[:16] if self.key is not None else None
+        key = self.request_key
+        return hashlib.sha256(key.encode()).hexdigest()[:16] if key is not None else None
 
     @property
     def spent_usd(self) -> float:
@@ -145,17 +156,26 @@ class GuardedProgram:
     def __call__(self, **inputs: Any) -> Any:
         from promptops.runtime import tracing
 
-        record = RequestRecord()
-        self.last_record = record
-        with tracing.traced_request(self, inputs, record, enabled=self.trace) as trace:
-            try:
-                prediction = self._answer(inputs, record)
-            except GuardrailError as exc:
-                exc.trace_id = trace.trace_id
-                self.last_trace_id = trace.trace_id
-                raise
-        self.last_trace_id = trace.trace_id
-        return prediction
+        key = None
+        if "key" in inputs and "key" not in {spec.name for spec in self.prompt.inputs}:
+            key = inputs.pop("key")
+            if key is not None and not isinstance(key, str):
+                raise InputRejected(f"{self.name}: key must be a string naming the user, not {type(key).__name__}")
+        token = _REQUEST_KEY.set(key)
+        try:
+            record = RequestRecord()
+            self.last_record = record
+            with tracing.traced_request(self, inputs, record, enabled=self.trace) as trace:
+                try:
+                    prediction = self._answer(inputs, record)
+                except GuardrailError as exc:
+                    exc.trace_id = trace.trace_id
+                    self.last_trace_id = trace.trace_id
+                    raise
+            self.last_trace_id = trace.trace_id
+            return prediction
+        finally:
+            _REQUEST_KEY.reset(token)
 
     # --- one request -----------------------------------------------------------------------
 
@@ -165,8 +185,8 @@ class GuardedProgram:
         request = Budget(max_model_calls=self.guardrails.max_calls_per_request)
         budgets = [request, self.session]
         key_budget = None
-        if self.key is not None:
-            key_budget = limits.key_budget(self.name, self.key, self.guardrails.cost_cap.per_key_usd)  # type: ignore[arg-type]
+        if self.request_key is not None:
+            key_budget = limits.key_budget(self.name, self.request_key, self.guardrails.cost_cap.per_key_usd)  # type: ignore[arg-type]
             budgets.append(key_budget)
         attempts = 1 + self.guardrails.output.retries
         failure: Optional[GuardrailError] = None
@@ -293,10 +313,10 @@ class GuardedProgram:
         rule = self.guardrails.rate_limit
         if rule is None:
             return
-        wait_s = limits.bucket_for(self.name, self.key or "", rule.per_minute, rule.burst).take()
+        wait_s = limits.bucket_for(self.name, self.request_key or "", rule.per_minute, rule.burst).take()
         if wait_s is not None:
             record.decide("rate_limited", retry_after_s=round(wait_s, 3))
-            who = "this user key" if self.key is not None else "this process"
+            who = "this user key" if self.request_key is not None else "this process"
             raise RateLimited(f"{self.name}: {who} is over {rule.per_minute:g} requests a minute (guardrails.rate_limit);"
                               f" retry in {wait_s:.1f} s", retry_after_s=wait_s)
 
@@ -338,13 +358,16 @@ class GuardedProgram:
         return Target(f"{served.label} on {model_id}", served, model_id, self.cache, breaker)
 
     def _fallback_target(self, step: Any, primary_model: str) -> Optional[Target]:
-        from promptops.promotion import previous_version, served_version
+        from promptops.channels import previous_commit, served_version
 
         if step.model:
             return self._target(self.served, step.model)
         ref = step.version
         if ref == "previous":
-            ref = previous_version(self.name, self.served.channel or "production")
+            try:
+                ref = previous_commit(self.name, self.served.channel or "production")
+            except PromptopsError:
+                ref = None  # no repository here: no channel history to go back in
             if ref is None:
                 return None  # nothing served before: the step is skipped, as documented
         try:

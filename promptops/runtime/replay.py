@@ -43,7 +43,7 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     """Re-run the request traced as `trace_id`; `version` (vN, a channel or commit) and `model` change what answers it."""
     from promptops.models._metered import metering
     from promptops.program import build_program, prediction_values
-    from promptops.promotion import served_version
+    from promptops.channels import served_version
     from promptops.runtime import tracing
     from promptops.runtime.guarded import _one_line
 

@@ -121,8 +121,9 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
     return table
 
 
-def log_comparison(comparison: "Comparison", *, kind: str = "compare") -> str:
-    """One run in the prompt's experiment: both sides' figures, the statistics, both prompts and the paired table."""
+def log_comparison(comparison: "Comparison", *, kind: str = "compare", verdict: Optional[dict[str, Any]] = None) -> str:
+    """One run in the prompt's experiment: both sides' figures, the statistics, both prompts and the paired table;
+    with a gate's `verdict`, its rule and outcome too (tags `promptops.gate.*`, `gate.json`)."""
     mlflow = _mlflow()
     _experiment(mlflow, comparison.prompt)
     a, b = comparison.a, comparison.b
@@ -152,15 +153,21 @@ def log_comparison(comparison: "Comparison", *, kind: str = "compare") -> str:
         metrics.update({name: interval.estimate, f"{name}.low": interval.low, f"{name}.high": interval.high})
     metrics.update({"mcnemar.p_value": comparison.mcnemar.p_value, "mcnemar.mid_p_value": comparison.mcnemar.mid_p_value,
                     "mcnemar.a_only": comparison.mcnemar.a_only, "mcnemar.b_only": comparison.mcnemar.b_only})
+    tags = {"promptops.kind": kind}
+    dicts = {"comparison.json": comparison.summary()}
+    if verdict is not None:
+        tags.update({"promptops.gate.passed": str(bool(verdict["passed"])).lower(), "promptops.gate.rule": str(verdict["rule"]),
+                     "promptops.gate.tolerance": str(verdict["tolerance"])})
+        dicts["gate.json"] = verdict
     return _log_run(
         mlflow,
         f"{kind} {a.reference} vs {b.reference}",
-        tags={"promptops.kind": kind},
+        tags=tags,
         params=params,
         metrics=metrics,
         texts={f"a/{a.prompt.name}.yaml": a.prompt.to_yaml(), f"b/{b.prompt.name}.yaml": b.prompt.to_yaml()},
         tables={"pairs.json": _pairs_table(comparison)},
-        dicts={"comparison.json": comparison.summary()},
+        dicts=dicts,
         failure=f"cannot log the comparison to MLflow at {tracking_uri()}",
     )
 

@@ -123,7 +123,15 @@ def log_test_comparison(parent_run_id: str, test: Any) -> None:
     client = _client()
     metrics = {"test_winner_score": test.winner_score, "test_reference_score": test.reference_score,
                "test_winner_cost_usd": test.winner_cost_usd, "test_reference_cost_usd": test.reference_cost_usd, "test_n": test.n}
-    _log(client, parent_run_id, metrics=metrics, tags={"promptops.test_reference": test.reference_label})
+    tags = {"promptops.test_reference": test.reference_label}
+    verdict = getattr(test, "verdict", None)
+    if verdict is not None:
+        summary = verdict.summary()
+        metrics.update({"test_gate_difference": summary["difference"], "test_gate_ci_low": summary["ci_low"],
+                        "test_gate_ci_high": summary["ci_high"], "test_gate_p_value": summary["p_value"]})
+        tags.update({"promptops.gate.passed": str(verdict.passed).lower(), "promptops.gate.rule": verdict.rule,
+                     "promptops.gate.tolerance": str(verdict.tolerance)})
+    _log(client, parent_run_id, metrics=metrics, tags=tags)
 
 
 @_guard("tag the winner")

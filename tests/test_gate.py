@@ -1,0 +1,169 @@
+"""One gate for promote, check and the optimizer: a paired interval and McNemar's p, a documented rule,
+the same numbers everywhere, and what decided kept in the audit trail. A scripted program answers
+(the logic is under test, not the model)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_compare import ALWAYS_EXCHANGE_RATE, ScriptedProgram, commit_all, edit_prompt
+
+import promptops
+from promptops import tracking
+from promptops.channels import read_channels
+from promptops.cli import main
+
+NAME = "banking_intent"
+MISREAD = "Misread the first test message."
+
+
+@pytest.fixture()
+def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers every example right, except the first test row when the instruction says MISREAD."""
+    from promptops import program
+    from promptops.data import SPLITS, load_dataset
+
+    class OneWrong(ScriptedProgram):
+        def __call__(self, **inputs):
+            prediction = super().__call__(**inputs)
+            if MISREAD in self.prompt.instructions and inputs["text"] == self.first_test_text:
+                prediction["intent"] = "terminate_account" if prediction["intent"] != "terminate_account" else "change_pin"
+            return prediction
+
+    def build_program(prompt, *, model=None, cache=True, **options):
+        answers = {}
+        for split in SPLITS:
+            for example in load_dataset(prompt, None, split).examples:
+                answers[example.inputs["text"]] = example.expected
+        built = OneWrong(prompt, answers)
+        built.first_test_text = load_dataset(prompt, None, "test").examples[0].inputs["text"]
+        return built
+
+    monkeypatch.setattr(program, "build_program", build_program)
+
+
+def verdict_numbers(text: str) -> str:
+    """`accuracy 0.975 vs 1.000 (production v1): -0.025 (95% CI ...), McNemar p = 1, n = 40; rule ... fails: ...`"""
+    found = re.search(r"accuracy \d\.\d{3} vs \d\.\d{3} \(production v1\): .*?; rule \S+ \(tolerance [\d.]+\) (passes|fails)", text)
+    assert found, text
+    return found.group(0)
+
+
+def test_one_answer_worse_on_40_rows_fails_non_inferiority_and_check_prints_the_same_numbers(git_project, mlflow_store, scripted) -> None:
+    repo = git_project
+    first = CliRunner().invoke(main, ["promote", NAME])
+    assert first.exit_code == 0, first.output
+    assert "accuracy 1.000 on n = 40, nothing to compare with; rule non_inferior (tolerance 0.02) passes" in first.stdout
+
+    edit_prompt(Path(repo.working_tree_dir), NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
+    commit_all(repo, "One misread")
+    refused = CliRunner().invoke(main, ["promote", NAME])
+    assert refused.exit_code == 1 and refused.stdout == ""
+    [line] = refused.stderr.strip().splitlines()
+    numbers = verdict_numbers(line)
+    assert numbers.startswith("accuracy 0.975 vs 1.000 (production v1): -0.025 (95% CI -0.075 to +0.000), McNemar p = 1, n = 40;")
+    assert line.endswith("fails: the interval's lower bound -0.075 is below -0.02: these 40 examples do not show it is not worse;"
+                         " nothing was changed")
+    assert read_channels(NAME)["production"]["label"] == "v1"
+
+    # check judges the same pair (production v1 against the file, which is v2) with the same gate: the same numbers
+    checked = CliRunner().invoke(main, ["check", "--base", "HEAD~1", "--no-track"])
+    assert checked.exit_code == 1, checked.output
+    assert verdict_numbers(checked.stdout) == numbers
+
+    # the point rule with a looser tolerance lets it through, and says so with the same numbers
+    loose = CliRunner().invoke(main, ["promote", NAME, "--rule", "not_worse", "--tolerance", "0.05"])
+    assert loose.exit_code == 0, loose.output
+    assert verdict_numbers(loose.stdout) == numbers.replace("rule non_inferior (tolerance 0.02) fails",
+                                                             "rule not_worse (tolerance 0.05) passes")
+
+    # the audit entry names the rule, the numbers, the two eval runs and the data they judged
+    entry = read_channels(NAME)["history"][-1]
+    gate, evidence = entry["gate"], entry["evidence"]
+    assert (gate["rule"], gate["tolerance"], gate["n"], gate["difference"], gate["ci_low"], gate["p_value"]) == (
+        "not_worse", 0.05, 40, -0.025, -0.075, 1.0)
+    assert evidence["rows"] == 40 and evidence["data"] == f"experiments/data/{NAME}/test.jsonl" and evidence["data_digest"]
+    for side in ("candidate_run", "current_run"):
+        run = tracking.load_run(evidence[side])
+        assert run.data.params["data_digest"] == evidence["data_digest"]
+        assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [evidence["data_digest"]]
+    comparison = tracking.load_run(evidence["comparison_run"])
+    assert comparison.data.tags["promptops.gate.rule"] == "not_worse" and comparison.data.tags["promptops.gate.passed"] == "true"
+
+
+def test_a_gate_rule_in_the_prompt_file_decides(git_project, mlflow_store, scripted) -> None:
+    repo = git_project
+    root = Path(repo.working_tree_dir)
+    promptops.promote(NAME)
+    edit_prompt(root, NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
+    edit_prompt(root, NAME, "  metric: accuracy\n", "  metric: accuracy\n  gate: {rule: not_worse, tolerance: 0.03}\n")
+    commit_all(repo, "One misread, a looser gate")
+    move = promptops.promote(NAME)
+    assert move.to_label == "v2" and move.gate.passed and move.gate.decided_by == "not_worse (tolerance 0.03)"
+    edit_prompt(root, NAME, "gate: {rule: not_worse, tolerance: 0.03}", "gate: {rule: sometimes}")
+    result = CliRunner().invoke(main, ["eval", NAME, "--limit", "1", "--no-track"])
+    assert result.exit_code == 1 and "prompts/banking_intent.yaml:" in result.stderr and "rule" in result.stderr
+
+
+# --- the optimizer's winner ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def decided_study(git_project, mlflow_store, scripted, monkeypatch):
+    """`optimize` with the search replaced by a given winner: only the test comparison, the gate and the write run."""
+    import mlflow
+
+    from promptops.budget import Budget
+    from promptops.optimizer import study
+    from promptops.optimizer.front import FrontPoint
+    from promptops.optimizer.study import StudyOutcome
+    from test_optimizer import write_experiment
+
+    root = Path(git_project.working_tree_dir)
+    write_experiment(root)
+    commit_all(git_project, "Experiment")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    parent = mlflow.MlflowClient().create_run(tracking.experiment_id(NAME)).info.run_id  # artifacts beside the store
+
+    def with_winner(winner_prompt):
+        point = FrontPoint(1, {"accuracy": 1.0, "cost_usd": 0.001}, {}, None)
+        outcome = StudyOutcome("tiny", "tiny-1", "sqlite://", parent, {"accuracy": "maximize", "cost_usd": "minimize"}, (),
+                               (point,), point, winner_prompt, 0, None, 0.0, 0, 0.0)
+        monkeypatch.setattr(study, "run_study", lambda *args, **kwargs: (outcome, Budget(1.0, 1000, None, 0.0, 0)))
+
+    return with_winner
+
+
+def test_a_winner_that_loses_on_test_writes_nothing_and_says_why(git_project, decided_study) -> None:
+    base = promptops.load_prompt(NAME)
+    decided_study(base.with_changes(instructions=f"{ALWAYS_EXCHANGE_RATE} {base.instructions}"))
+    head, text = git_project.head.commit.hexsha, (Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml").read_text()
+    result = promptops.optimize("tiny")
+    assert result.adopted.version is None and not result.test.passed
+    assert result.adopted.note.startswith("not written: the winner does not pass the gate against baseline")
+    assert "rule non_inferior (tolerance 0.02) fails" in result.adopted.note and "--write-anyway" in result.adopted.note
+    assert git_project.head.commit.hexsha == head and not git_project.is_dirty(untracked_files=True), git_project.git.status()
+    assert (Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml").read_text() == text
+    assert "candidate" not in tracking.registry_aliases(NAME)
+    shown = json.loads(CliRunner().invoke(main, ["optimize", "tiny", "--json"]).stdout)
+    assert shown["adopted"]["version"] is None and shown["test"]["verdict"]["passed"] is False
+
+
+def test_a_winner_that_holds_up_on_test_is_written_as_the_candidate(git_project, decided_study) -> None:
+    base = promptops.load_prompt(NAME)
+    decided_study(base.with_changes(description=base.description + " Tuned."))
+    result = promptops.optimize("tiny")
+    assert result.test.passed and result.test.verdict.difference.estimate == 0.0
+    assert result.adopted.version == "v2" and read_channels(NAME)["candidate"]["commit"] == result.adopted.commit
+    assert read_channels(NAME)["history"][-1]["gate"]["passed"] is True
+
+
+def test_write_anyway_writes_a_rejected_winner(git_project, decided_study) -> None:
+    base = promptops.load_prompt(NAME)
+    decided_study(base.with_changes(instructions=f"{ALWAYS_EXCHANGE_RATE} {base.instructions}"))
+    result = promptops.optimize("tiny", write_anyway=True)
+    assert not result.test.passed and result.adopted.version == "v2"
