@@ -265,8 +265,51 @@ def load_prompt_file(path: str | Path) -> Prompt:
 
 
 def write_prompt_file(prompt: Prompt, path: str | Path) -> Path:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    return atomic_write_text(Path(path), prompt.to_yaml())
+    """Write atomically: a crash leaves the old file or the new one, never half of one.
+
+    An existing file is edited in place (promptops.yaml_edit): only the values that changed are
+    rewritten, so the author's comments, key order and layout stay and the git diff shows the
+    change alone; a file that already says `prompt` is not touched at all. A new file, or one
+    that is not a valid prompt, is written whole from `prompt.to_yaml()`.
+    """
+    path = Path(path)
+    text = _edited_prompt_text(prompt, path)
+    if text is None:
+        return path
+    return atomic_write_text(path, text)
+
+
+def _edited_prompt_text(prompt: Prompt, path: Path) -> Optional[str]:
+    """The new text of the file, or None when it already holds exactly `prompt`."""
+    from ruamel.yaml import YAMLError
+
+    from promptops.yaml_edit import edit_yaml_text
+
+    try:
+        old_text = path.read_text(encoding="utf-8")
+        old = parse_prompt(old_text, path)
+    except (FileNotFoundError, UnicodeDecodeError, PromptFileError):
+        return prompt.to_yaml()
+    before, after = old.model_dump(mode="json"), prompt.model_dump(mode="json")
+    if _as_json(before) == _as_json(after):
+        return None
+
+    def reads_as_prompt(text: str) -> bool:
+        try:
+            return _as_json(parse_prompt(text, path).model_dump(mode="json")) == _as_json(after)
+        except PromptFileError:
+            return False
+
+    try:
+        text = edit_yaml_text(old_text, before, after, compact=prompt.model_dump(mode="json", exclude_defaults=True),
+                              check=reads_as_prompt)
+    except YAMLError:
+        text = None
+    return text if text is not None else prompt.to_yaml()  # correct content beats kept formatting
+
+
+def _as_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
