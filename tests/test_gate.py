@@ -162,6 +162,28 @@ def test_a_winner_that_holds_up_on_test_is_written_as_the_candidate(git_project,
     assert read_channels(NAME)["history"][-1]["gate"]["passed"] is True
 
 
+def test_an_adopted_winner_with_new_demos_commits_only_the_demos_lines(git_project, decided_study) -> None:
+    root = Path(git_project.working_tree_dir)
+    edit_prompt(root, NAME, "name: banking_intent\n", "# Owned by the support team.\nname: banking_intent\n")
+    edit_prompt(root, NAME, "model:\n", "# Greedy decoding, a tiny model.\nmodel:\n")
+    edit_prompt(root, NAME, "  temperature: 0.0\n", "  temperature: 0.0  # keep\n")
+    commit_all(git_project, "Comments")
+    base = promptops.load_prompt(NAME)
+    demos = [{"text": "Where is my new card?", "intent": "card_arrival"}, {"text": "I lost my card", "intent": "lost_or_stolen_card"}]
+    decided_study(base.with_changes(demos=demos))
+
+    result = promptops.optimize("tiny")
+    assert result.adopted.version == "v3"  # v2 is the comments
+
+    commit = result.adopted.commit
+    diff = git_project.git.diff(f"{commit}~1", commit, "--unified=0", "--", f"prompts/{NAME}.yaml").splitlines()
+    changed = [line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == ["+demos:", "+  - text: Where is my new card?", "+    intent: card_arrival",
+                       "+  - text: I lost my card", "+    intent: lost_or_stolen_card"]
+    assert "# Greedy decoding, a tiny model.\nmodel:\n" in (root / "prompts" / f"{NAME}.yaml").read_text()
+    assert promptops.load_prompt(NAME).content_hash == base.with_changes(demos=demos).content_hash
+
+
 def test_write_anyway_writes_a_rejected_winner(git_project, decided_study) -> None:
     base = promptops.load_prompt(NAME)
     decided_study(base.with_changes(instructions=f"{ALWAYS_EXCHANGE_RATE} {base.instructions}"))
