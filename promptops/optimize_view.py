@@ -99,13 +99,31 @@ def result(outcome: "OptimizationResult") -> None:
     if outcome.adopted is not None:
         console.print(escape(outcome.adopted.note), highlight=False, soft_wrap=True)
     console.print(f"MLflow run {study.parent_run_id} (the Pareto plot is its pareto_front.png)", highlight=False)
-    if outcome.adopted is not None and outcome.adopted.version:
-        name = outcome.study.winner_prompt.name if outcome.study.winner_prompt else study.experiment
-        number = outcome.adopted.version.lstrip("v")
-        before = f"v{int(number) - 1}" if number.isdigit() and int(number) > 1 else "HEAD~1"  # the version the study started from
-        against = "production" if test is not None and test.reference_label.startswith("production") else before
-        console.print(f"next: promptops diff {name}@{against} {name}@candidate;"
-                      f" promptops promote {name} --version {outcome.adopted.version}", highlight=False)
+    commands = next_commands(outcome)
+    if commands:
+        console.print("next:", highlight=False)
+        for command in commands:
+            console.print(f"  {command}", highlight=False, soft_wrap=True)
+
+
+def next_commands(outcome: "OptimizationResult") -> list[str]:
+    """What to run after a written winner: see what changed, then promote it through the gate.
+
+    The winner is compared with production when there is one, else with the version the study
+    started from (the one before the winner's); `NAME@production` does not resolve before a promotion.
+    """
+    adopted = outcome.adopted
+    if adopted is None or not adopted.version:
+        return []
+    name = outcome.study.winner_prompt.name if outcome.study.winner_prompt else outcome.study.experiment
+    number = adopted.version.removeprefix("v")
+    if outcome.test is not None and outcome.test.reference_label.startswith("production"):
+        look = f"promptops diff {name}@production {name}@candidate"
+    elif number.isdigit() and int(number) > 1:
+        look = f"promptops diff {name}@v{int(number) - 1} {name}@candidate"
+    else:  # the winner is the first committed version: nothing to compare it with
+        look = f"promptops show {name}@candidate"
+    return [look, f"promptops promote {name} --version {adopted.version}"]
 
 
 def as_json(outcome: "OptimizationResult") -> dict:
@@ -118,4 +136,5 @@ def as_json(outcome: "OptimizationResult") -> dict:
     data["winner_prompt_hash"] = study.winner_prompt.content_hash if study.winner_prompt else None
     data["test"] = dataclasses.asdict(outcome.test) if outcome.test else None
     data["adopted"] = dataclasses.asdict(outcome.adopted) if outcome.adopted else None
+    data["next"] = next_commands(outcome)
     return data

@@ -1,0 +1,50 @@
+"""What `promptops optimize` suggests next must run as printed: each command line parses and resolves in
+the repository the study left, whether or not the prompt has a production version. The search is
+replaced by a given winner and a scripted program answers (`test_gate.decided_study`)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from click.testing import CliRunner
+from test_gate import NAME, decided_study, scripted  # noqa: F401  (fixtures)
+
+import promptops
+from promptops.channels import read_channels
+from promptops.cli import main
+
+
+def suggested(output: str) -> list[str]:
+    lines = output.splitlines()
+    start = lines.index("next:")
+    return [line.strip() for line in lines[start + 1:] if line.startswith("  promptops ")]
+
+
+def run_each(commands: list[str]) -> None:
+    for command in commands:
+        words = shlex.split(command)
+        assert words[0] == "promptops"
+        result = CliRunner().invoke(main, words[1:])
+        assert result.exit_code == 0, (command, result.output)
+
+
+def test_before_any_promotion_the_next_commands_compare_with_the_version_the_study_started_from(decided_study) -> None:  # noqa: F811
+    base = promptops.load_prompt(NAME)
+    decided_study(base.with_changes(description=base.description + " Tuned."))
+    result = CliRunner().invoke(main, ["optimize", "tiny"])
+    assert result.exit_code == 0, result.output
+    commands = suggested(result.stdout)
+    assert commands == [f"promptops diff {NAME}@v1 {NAME}@candidate", f"promptops promote {NAME} --version v2"]
+    run_each(commands)  # the diff shows the change; the promote passes the gate (same answers) and moves production
+    assert read_channels(NAME)["production"]["label"] == "v2"
+
+
+def test_with_a_production_version_the_next_commands_compare_with_it(decided_study) -> None:  # noqa: F811
+    base = promptops.load_prompt(NAME)
+    promptops.promote(NAME)  # v1 to production
+    decided_study(base.with_changes(description=base.description + " Tuned."))
+    shown = json.loads(CliRunner().invoke(main, ["optimize", "tiny", "--json"]).stdout)
+    assert shown["next"] == [f"promptops diff {NAME}@production {NAME}@candidate", f"promptops promote {NAME} --version v2"]
+    run_each(shown["next"])
+    assert read_channels(NAME)["production"]["label"] == "v2"
