@@ -12,6 +12,7 @@ import keyword
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -353,3 +354,31 @@ def resolve_prompt_path(reference: str, root: str | Path | None = None) -> Path:
         hint = f"; known prompts: {', '.join(known)}" if known else f"; {folder / 'prompts'} has no prompt files"
         raise UnknownPromptError(f"unknown prompt {reference!r}{hint}")
     return path
+
+
+@dataclass(frozen=True)
+class PromptListing:
+    """One file in `prompts/`: the prompt, or the one sentence (file:line) saying why it cannot be read."""
+
+    name: str
+    path: Path
+    prompt: Optional[Prompt]
+    error: Optional[str]
+
+    def summary(self) -> dict[str, Any]:
+        prompt = self.prompt
+        return {"name": self.name, "path": str(self.path), "model": prompt.model.id if prompt else None,
+                "outputs": [f.name for f in prompt.outputs] if prompt else None, "demos": len(prompt.demos) if prompt else None,
+                "description": prompt.description if prompt else None, "error": self.error}
+
+
+def list_prompts(root: str | Path | None = None) -> list[PromptListing]:
+    """Every prompt file of the project, by name; a broken file is listed with its error, not raised."""
+    folder = (Path(root) if root else find_project_root()) / "prompts"
+    listings = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            listings.append(PromptListing(path.stem, path, load_prompt_file(path), None))
+        except PromptFileError as exc:
+            listings.append(PromptListing(path.stem, path, None, str(exc)))
+    return listings

@@ -77,21 +77,35 @@ def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[s
 
 
 @main.command("prompts")
-def prompts_command() -> None:
-    """List the prompts in prompts/."""
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per prompt file.")
+def prompts_command(as_json: bool) -> None:
+    """List the prompts in prompts/. A file that cannot be read is listed with its error; then the exit code is 1."""
     from promptops import render
-    from promptops.artifact import find_project_root, load_prompt_file
+    from promptops.artifact import list_prompts
 
-    folder = find_project_root() / "prompts"
-    render.prompt_list([load_prompt_file(path) for path in sorted(folder.glob("*.yaml"))])
+    listings = list_prompts()
+    if as_json:
+        click.echo(json.dumps([listing.summary() for listing in listings]))
+    else:
+        render.prompt_list(listings)
+    if any(listing.error for listing in listings):
+        sys.exit(1)
 
 
 @main.command("models")
-def models_command() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
+def models_command(as_json: bool) -> None:
     """List the embedded models and whether their weights are installed here."""
-    from promptops import render
+    import dataclasses
 
-    render.local_models()
+    from promptops import render
+    from promptops.models import list_local_models
+
+    listings = list_local_models()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(listing) for listing in listings]))
+    else:
+        render.local_models(listings)
 
 
 @main.command("doctor")
@@ -252,7 +266,10 @@ def rollback_command(prompt: str, channel: str, to: Optional[str], reason: Optio
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def status_command(as_json: bool) -> None:
-    """Every prompt: its channel versions, whether the working file differs from production, its last eval."""
+    """Every prompt: its channel versions, whether the working file differs from production, its last full eval.
+
+    A prompt file that cannot be read is listed with its error, after the others; then the exit code is 1.
+    """
     import dataclasses
 
     from promptops import render
@@ -263,6 +280,8 @@ def status_command(as_json: bool) -> None:
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows], default=str))
     else:
         render.status_table(rows)
+    if any(row.error for row in rows):
+        sys.exit(1)
 
 
 @main.command("sync")
@@ -330,7 +349,7 @@ def traces_command(prompt: str, failed: bool, limit: int, as_json: bool) -> None
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(summary) for summary in found]))
     else:
-        render.trace_table(prompt, found, failed=failed)
+        render.trace_list(prompt, found, failed=failed)
 
 
 @main.command("replay")

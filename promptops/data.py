@@ -95,6 +95,19 @@ def load_dataset(prompt: Prompt, path: Optional[str | Path] = None, split: str =
     return Dataset(file, split, tuple(examples))
 
 
+def split_size(file: Path, split: str) -> Optional[int]:
+    """Rows of `split` in `file` (a split's own file, or one file with a `split` column), unchecked; None if unreadable.
+
+    Tells an eval of the whole split from one run with `--limit`."""
+    try:
+        rows = _read_rows(file)
+    except (DatasetError, OSError):
+        return None
+    if rows and all("split" in row for _, row in rows):
+        return sum(row["split"] == split for _, row in rows)
+    return len(rows)
+
+
 def _read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
     if file.suffix == ".jsonl":
         rows = []

@@ -427,7 +427,7 @@ def _refuse_uncommitted_channels(repo: Any, name: str) -> None:
 
 def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int, str]]:
     """Extra `promptops versions` columns: the channels on each version (matched by commit, else by
-    identical content) and its latest eval."""
+    identical content) and its latest eval of a whole split (a `--limit` smoke test does not count)."""
     from promptops import tracking, versions
 
     on_version: dict[int, list[str]] = {}
@@ -436,13 +436,13 @@ def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int
         label = versions.version_label(prompt_file, pointer.commit, history)
         if label in by_label:
             on_version.setdefault(by_label[label], []).append(channel)
-    evals = tracking.last_evals(prompt_file.stem)
+    evals = tracking.last_evals(prompt_file.stem, full_split=True)
     metrics: dict[int, str] = {}
     for version in history:
         found = evals.get(versions.load_prompt_at(prompt_file, version.commit).content_hash)
         if found and found.get("score") is not None:
             metrics[version.number] = f"{found['metric']} {found['score']:.3f} ({found['split']}, n={found['n']})"
-    return {"channels": {n: ", ".join(c) for n, c in on_version.items()}, "last eval": metrics}
+    return {"channels": {n: ", ".join(c) for n, c in on_version.items()}, "last full eval": metrics}
 
 
 @dataclass(frozen=True)
@@ -450,29 +450,48 @@ class PromptStatus:
     prompt: str
     channels: dict[str, str]  # channel → label
     latest_version: Optional[int]
-    working_file_changed: bool  # the file differs from the production version (or there is none)
-    last_eval: Optional[dict[str, Any]]
+    working_file_changed: Optional[bool]  # the file differs from the production version; None: no production yet
+    last_eval: Optional[dict[str, Any]]  # the latest eval of the working file on a whole split (not a --limit run)
+    error: Optional[str] = None  # why this prompt could not be read (file:line and what is wrong); the other fields are empty
 
 
 def status() -> list[PromptStatus]:
-    """Every prompt with its channel versions, whether its file moved past production, and its last eval."""
-    from promptops import tracking, versions
-    from promptops.artifact import load_prompt_file
+    """Every prompt with its channel versions, whether its file moved past production, and its last full eval.
 
-    root = find_project_root()
+    A prompt whose files cannot be read (a broken YAML, a damaged channels file) is a row with its
+    `error`, so one bad file does not hide the others.
+    """
+    from promptops.artifact import list_prompts
+    from promptops.errors import RepositoryError, TrackingError
+
     rows = []
-    for prompt_file in sorted((root / "prompts").glob("*.yaml")):
-        name = prompt_file.stem
-        history = versions.prompt_versions(prompt_file)
-        found = pointers(name)
-        labels = {channel: resolve(prompt_file, channel).label for channel in found}
-        production = found.get("production")
-        changed = (production is None or versions.has_uncommitted_changes(prompt_file)
-                   or versions.version_label(prompt_file, production.commit, history) != (history[-1].label if history else None))
-        evals = tracking.last_evals(name)
-        rows.append(PromptStatus(name, labels, history[-1].number if history else None, changed,
-                                 evals.get(load_prompt_file(prompt_file).content_hash)))
+    for listing in list_prompts():
+        error = listing.error
+        if listing.prompt is not None:
+            try:
+                rows.append(_prompt_status(listing.path, listing.prompt))
+                continue
+            except (RepositoryError, TrackingError):
+                raise  # no repository or no MLflow: every row would say the same, so say it once
+            except PromptopsError as exc:  # a damaged channels file, a committed version that does not parse
+                error = str(exc)
+        rows.append(PromptStatus(listing.name, {}, None, None, None, error=error))
     return rows
+
+
+def _prompt_status(prompt_file: Path, prompt: Prompt) -> PromptStatus:
+    from promptops import tracking, versions
+
+    name = prompt_file.stem
+    history = versions.prompt_versions(prompt_file)
+    found = pointers(name)
+    labels = {channel: resolve(prompt_file, channel).label for channel in found}
+    production = found.get("production")
+    changed = None if production is None else (
+        versions.has_uncommitted_changes(prompt_file)
+        or versions.version_label(prompt_file, production.commit, history) != (history[-1].label if history else None))
+    evals = tracking.last_evals(name, full_split=True)
+    return PromptStatus(name, labels, history[-1].number if history else None, changed, evals.get(prompt.content_hash))
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,35 @@
-"""Rich rendering for the CLI: tables of results and progress bars on stderr."""
+"""Rich rendering for the CLI: tables of results and progress bars on stderr.
+
+Listings stay readable in an 80-column terminal: values a user copies (names, ids, versions,
+model strings, trace ids) are never cut or folded, free text (messages, descriptions, paths)
+wraps, and `--json` has every field whole.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from promptops.artifact import Prompt
     from promptops.diff import PromptChange
     from promptops.evaluation import EvalResult
     from promptops.versions import PromptVersion
 
-console = Console()
+
+class _Stdout:
+    """A rich Console on stdout made afresh on each use: the width is read when printing, so a COLUMNS set
+    after import (a notebook, click's CliRunner) still counts."""
+
+    def __getattr__(self, name: str):
+        return getattr(Console(), name)
+
+
+console: Console = _Stdout()  # type: ignore[assignment]
 errors = Console(stderr=True)
 
 
@@ -35,6 +49,21 @@ def progress_bar(label: str, *, enabled: bool = True) -> Iterator[Optional[Calla
             progress.update(task, completed=done, total=total)
 
         yield update
+
+
+def _listing(title: Optional[str] = None) -> Table:
+    """A table for listings: a rule under the header and no borders, so more width is left for values."""
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+
+
+def _id_column(table: Table, header: str, **options) -> None:
+    """A column of values people copy: never wrapped, never cut."""
+    table.add_column(header, no_wrap=True, overflow="fold", **options)
+
+
+def _text_column(table: Table, header: str, **options) -> None:
+    """A column of free text: wraps at spaces, folds a word longer than the column."""
+    table.add_column(header, overflow="fold", **options)
 
 
 def _format(value: object, unit: str = "") -> str:
@@ -67,31 +96,38 @@ def eval_result(result: "EvalResult") -> None:
         console.print(f"MLflow run {result.run_id}", highlight=False)
 
 
-def prompt_list(prompts: "list[Prompt]") -> None:
-    table = Table()
-    for column in ("name", "model", "outputs", "demos", "description"):
-        table.add_column(column)
-    for prompt in prompts:
-        outputs = ", ".join(f.name for f in prompt.outputs)
-        table.add_row(prompt.name, prompt.model.id, outputs, str(len(prompt.demos)), prompt.description)
-    console.print(table)
+def prompt_list(entries) -> None:
+    """The readable prompts as a table, then one line per prompt file that cannot be read."""
+    table = _listing()
+    _id_column(table, "name")
+    _id_column(table, "model")
+    _text_column(table, "outputs")
+    _id_column(table, "demos", justify="right")
+    _text_column(table, "description")
+    for entry in entries:
+        if entry.prompt is None:
+            continue
+        prompt = entry.prompt
+        table.add_row(prompt.name, prompt.model.id, ", ".join(f.name for f in prompt.outputs), str(len(prompt.demos)),
+                      prompt.description)
+    console.print(table, highlight=False)
+    for entry in entries:
+        if entry.error:
+            console.print(f"[red]error[/] {escape(entry.name)}: {escape(entry.error)}", highlight=False)
 
 
-def local_models() -> None:
-    from promptops.errors import PromptopsError
-    from promptops.models import LOCAL_MODELS
-
-    table = Table()
-    for column in ("model", "params", "nominal $/M in", "nominal $/M out", "weights", "terms"):
-        table.add_column(column)
-    for model in LOCAL_MODELS.values():
-        try:
-            where = str(model.locate())
-        except PromptopsError:
-            where = escape(f"not installed: {model.install_hint}")
-        table.add_row(model.model_id, f"{model.parameters_millions}M", str(model.input_usd_per_million),
-                      str(model.output_usd_per_million), where, model.terms)
-    console.print(table)
+def local_models(listings) -> None:
+    table = _listing("Embedded models (prices are nominal, per million tokens: not a bill)")
+    _id_column(table, "model")
+    _id_column(table, "params", justify="right")
+    _text_column(table, "$/M in / out")
+    _text_column(table, "weights")
+    _text_column(table, "terms")
+    for listing in listings:
+        where = listing.weights or f"not installed: {listing.install_hint}"
+        table.add_row(listing.model, f"{listing.parameters_millions}M",
+                      f"{listing.input_usd_per_million:g} / {listing.output_usd_per_million:g}", escape(where), listing.terms)
+    console.print(table, highlight=False)
 
 
 def doctor_report(results) -> None:
@@ -118,22 +154,27 @@ def version_line(name: str, version: "PromptVersion") -> str:
 
 def version_table(name: str, versions: "list[PromptVersion]",
                   extra_columns: Optional[dict[str, dict[int, str]]] = None) -> None:
-    """Versions oldest first; `extra_columns` maps a column title to {version number: cell}, e.g. channels."""
+    """Versions oldest first; `extra_columns` maps a column title to {version number: cell}, e.g. channels.
+
+    Below 100 columns the author is left out (it is in --json) so the message keeps some width."""
     if not versions:
         console.print(f"{name} has no committed versions yet: commit prompts/{name}.yaml to make v1", highlight=False)
         return
     extra_columns = extra_columns or {}
-    table = Table(title=f"{name}: {len(versions)} version{'s' if len(versions) != 1 else ''}", title_justify="left")
-    for column in ("version", "commit", "date", "author"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("message", ratio=1, min_width=16)
+    with_author = console.width >= 100
+    table = _listing(f"{name}: {len(versions)} version{'s' if len(versions) != 1 else ''}")
+    _id_column(table, "version")
+    _id_column(table, "commit")
+    _id_column(table, "date")
+    if with_author:
+        _text_column(table, "author")
+    _text_column(table, "message")
     for column in extra_columns:
-        table.add_column(column)
+        _text_column(table, column)
     for version in versions:
         extra = [cells.get(version.number, "") for cells in extra_columns.values()]
-        author = version.author.partition(" <")[0]  # the email is in --json
-        table.add_row(version.label, version.short, f"{version.date:%Y-%m-%d}", author,
-                      version.message, *extra)
+        author = [version.author.partition(" <")[0]] if with_author else []  # the email is in --json
+        table.add_row(version.label, version.short, f"{version.date:%Y-%m-%d}", *author, version.message, *extra)
     console.print(table, highlight=False)
 
 
@@ -202,36 +243,57 @@ def drifts(found) -> None:
 
 
 def status_table(rows) -> None:
-    table = Table()
-    for column in ("prompt", "production", "staging", "candidate", "latest", "differs from production", "last eval"):
-        table.add_column(column)
+    """One row per prompt; its channels one per line; prompts that cannot be read as lines below."""
+    table = _listing()
+    _id_column(table, "prompt")
+    _text_column(table, "channels")
+    _id_column(table, "latest")
+    _text_column(table, "differs from production")
+    _text_column(table, "last full eval")
     for row in rows:
+        if row.error:
+            continue
         last = row.last_eval
         last_text = f"{last['metric']} {last['score']:.3f} ({last['split']}, n={last['n']})" if last and last.get("score") is not None else "none"
-        cells = [row.channels.get(c, "-") for c in ("production", "staging", "candidate")]
-        table.add_row(row.prompt, *cells, f"v{row.latest_version}" if row.latest_version else "uncommitted",
-                      "yes" if row.working_file_changed else "no", last_text)
-    console.print(table)
+        channels = "\n".join(f"{channel} {label}" for channel, label in row.channels.items()) or "-"
+        differs = "no production" if row.working_file_changed is None else ("yes" if row.working_file_changed else "no")
+        table.add_row(row.prompt, channels, f"v{row.latest_version}" if row.latest_version else "uncommitted", differs, last_text)
+    console.print(table, highlight=False)
+    for row in rows:
+        if row.error:
+            console.print(f"[red]error[/] {escape(row.prompt)}: {escape(row.error)}", highlight=False)
 
 
-def trace_table(name: str, traces, *, failed: bool = False) -> None:
+def trace_list(name: str, traces, *, failed: bool = False) -> None:
+    """Each trace as a block of three or four lines (id, time and status; version, model, cost, tokens and
+    latency; guardrail decisions; request and answer): a trace id alone is 35 characters, so a table row
+    holding all of that does not fit 80 columns."""
     from datetime import datetime, timezone
 
     if not traces:
         console.print(f"no {'failed ' if failed else ''}traces of {name} yet: requests through promptops.load() or promptops run write them.",
                       highlight=False)
         return
-    table = Table(title=f"{name}: {len(traces)} most recent {'failed ' if failed else ''}traces")
-    for column in ("trace", "time (UTC)", "version", "status", "decisions", "cost", "tokens", "latency", "request → response"):
-        table.add_column(column, overflow="fold")
+    console.print(f"[bold]{escape(name)}[/]: {len(traces)} most recent {'failed ' if failed else ''}traces, newest first "
+                  "(times in UTC)", highlight=False)
     styles = {"ok": "green", "fallback": "yellow", "refused": "magenta", "error": "red"}
     for trace in traces:
         when = datetime.fromtimestamp(trace.timestamp_ms / 1000, tz=timezone.utc).strftime("%m-%d %H:%M:%S")
-        status = f"[{styles.get(trace.status, '')}]{trace.status}[/]" + (f" ({trace.arm})" if trace.arm else "")
-        outcome = trace.response or (trace.error or "")[:80]
-        table.add_row(trace.trace_id, when, trace.version, status, trace.decisions.replace(",", " "),
-                      f"${trace.cost_usd:.6f}", str(trace.tokens), f"{trace.latency_s:.3f} s", f"{trace.request[:60]} → {outcome[:60]}")
-    console.print(table)
+        status = f"[{styles.get(trace.status, '')}]{escape(trace.status)}[/]" + (f" (arm {escape(trace.arm)})" if trace.arm else "")
+        outcome = trace.response or trace.error or "(no answer)"
+        console.print()
+        console.print(f"{trace.trace_id}  {when}  {status}", highlight=False)
+        console.print(f"  {escape(trace.version)} on {escape(trace.model or 'unknown model')} · ${trace.cost_usd:.6f} · "
+                      f"{trace.tokens} tokens · {trace.latency_s:.3f} s", highlight=False)
+        if trace.decisions:
+            console.print(f"  decisions: {escape(trace.decisions.replace(',', ' '))}", highlight=False)
+        console.print(f"  {escape(_shortened(trace.request))} → {escape(_shortened(outcome))}", highlight=False)
+
+
+def _shortened(text: str, limit: int = 160) -> str:
+    """Free text cut for a listing; --json has it whole."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def replay_result(result) -> None:

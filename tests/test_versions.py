@@ -314,7 +314,7 @@ def test_version_table_takes_extra_columns(history, capsys: pytest.CaptureFixtur
     render.version_table("banking_intent", prompt_versions(prompt), extra_columns={"channel": {2: "production"}})
     table = capsys.readouterr().out
     assert "channel" in table
-    assert [line for line in table.splitlines() if "production" in line][0].split()[1] == "v2"
+    assert [line for line in table.splitlines() if "production" in line][0].split()[0] == "v2"
 
 
 def test_show_prints_the_file_as_it_was(history) -> None:

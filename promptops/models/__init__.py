@@ -9,14 +9,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from promptops.artifact import ModelSpec
-from promptops.errors import UnknownModelError
+from promptops.errors import PromptopsError, UnknownModelError
 from promptops.models._catalog import LOCAL_MODELS, LocalModel, local_model
 
-__all__ = ["LOCAL_MODELS", "LocalModel", "build_lm", "is_local", "price_of"]
+__all__ = ["LOCAL_MODELS", "LocalModel", "LocalModelListing", "build_lm", "is_local", "list_local_models", "price_of"]
+
+
+@dataclass(frozen=True)
+class LocalModelListing:
+    """One embedded model as `promptops models` lists it; prices are nominal, not a bill."""
+
+    model: str
+    parameters_millions: int
+    input_usd_per_million: float
+    output_usd_per_million: float
+    weights: Optional[str]  # the GGUF file, None when not installed here
+    install_hint: Optional[str]  # how to install it, when it is not
+    terms: str
+
+
+def list_local_models() -> list[LocalModelListing]:
+    """Every embedded model, whether its weights are installed here, and where."""
+    listings = []
+    for model in LOCAL_MODELS.values():
+        try:
+            weights, hint = str(model.locate()), None
+        except PromptopsError:
+            weights, hint = None, model.install_hint
+        listings.append(LocalModelListing(model.model_id, model.parameters_millions, model.input_usd_per_million,
+                                          model.output_usd_per_million, weights, hint, model.terms))
+    return listings
 
 
 def is_local(model_id: str) -> bool:

@@ -35,11 +35,14 @@ def log_eval(
     The rows scored are the run's dataset input (name, digest, row count, context = split), so
     MLflow's run list shows which data each run used; the digest is `Dataset.digest`.
     """
+    from promptops.data import split_size
+
     root = root or find_project_root()
     mlflow = _mlflow(root)
     _experiment(mlflow, prompt.name)
     dataset = _relative(result.dataset, root)
     data_digest = result.data_digest or _scored_rows(result).digest
+    split_rows = split_size(root / dataset, result.split)
     params = redact_mapping(
         {
             "prompt": prompt.name,
@@ -52,6 +55,7 @@ def log_eval(
             "data_digest": data_digest,
             "split": result.split,
             "n": result.n,
+            "split_rows": split_rows if split_rows is not None else "unknown",
             "metric": result.metric,
             "demos": len(prompt.demos),
         }
@@ -255,8 +259,14 @@ def load_table(run_id: str, artifact_file: str = "predictions.json", root: Optio
     return mlflow.load_table(artifact_file, run_ids=[run_id])
 
 
-def last_evals(name: str, root: Optional[Path] = None) -> dict[str, dict[str, Any]]:
-    """The latest eval run of each prompt content hash: hash → {metric, score, cost_usd, run_id}."""
+def last_evals(name: str, root: Optional[Path] = None, *, full_split: bool = False) -> dict[str, dict[str, Any]]:
+    """The latest eval run of each prompt content hash: hash → {metric, score, cost_usd, split, n, run_id}.
+
+    With `full_split`, only runs that scored their whole split count (n equal to the split's rows,
+    not a `--limit` smoke test): the `split_rows` the run logged, or for a run logged before that
+    param existed, the rows its data file holds now.
+    """
+    root = root or find_project_root()
     mlflow = _mlflow(root)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
@@ -267,16 +277,26 @@ def last_evals(name: str, root: Optional[Path] = None) -> dict[str, dict[str, An
     latest: dict[str, dict[str, Any]] = {}
     for run in runs:
         content_hash = run.data.params.get("prompt_hash")
-        if content_hash and content_hash not in latest:
-            latest[content_hash] = {
-                "metric": run.data.params.get("metric"),
-                "score": run.data.metrics.get("score"),
-                "cost_usd": run.data.metrics.get("cost_usd"),
-                "split": run.data.params.get("split"),
-                "n": run.data.params.get("n"),
-                "run_id": run.info.run_id,
-            }
+        if not content_hash or content_hash in latest or (full_split and not _scored_whole_split(run.data.params, root)):
+            continue
+        latest[content_hash] = {
+            "metric": run.data.params.get("metric"),
+            "score": run.data.metrics.get("score"),
+            "cost_usd": run.data.metrics.get("cost_usd"),
+            "split": run.data.params.get("split"),
+            "n": run.data.params.get("n"),
+            "run_id": run.info.run_id,
+        }
     return latest
+
+
+def _scored_whole_split(params: dict[str, str], root: Path) -> bool:
+    from promptops.data import split_size
+
+    rows: Any = params.get("split_rows")
+    if rows is None and params.get("dataset") and params.get("split"):
+        rows = split_size(root / params["dataset"], params["split"])
+    return str(rows) == str(params.get("n"))
 
 
 def _metric_name(key: str) -> str:
