@@ -25,9 +25,20 @@ if TYPE_CHECKING:
     from promptops.evaluation import EvalResult, ProgressCallback
     from promptops.models.doctor import ModelHealth
 
-__all__ = ["EvalResult", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate", "load", "load_prompt", "optimize", "promote",
-           "record_feedback", "rollback"]
+__all__ = ["EvalResult", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate", "init_project", "load", "load_prompt",
+           "optimize", "promote", "record_feedback", "rollback"]
 __version__ = "0.1.0"
+
+
+def init_project(path: "str | Path" = ".") -> Path:
+    """Start a project in `path`: an example prompt with its eval set and experiment, a README and a
+    .gitignore, committed to git; `promptops eval card_intent --limit 3` then runs there as it is.
+
+    Refused, in one sentence, where a `prompts/` folder already exists.
+    """
+    from promptops.scaffold import init_project as write_project
+
+    return write_project(path)
 
 
 def doctor(models: Optional[list[str]] = None, *, timeout_s: float = 180.0) -> "list[ModelHealth]":

@@ -48,6 +48,30 @@ def main() -> None:
     """promptops: version, evaluate, optimize and promote prompts."""
 
 
+@main.command("init")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init_command(directory: str) -> None:
+    """Start a promptops project in DIRECTORY (default: here): an example prompt, its eval set, an experiment, git."""
+    import shlex
+    from pathlib import Path
+
+    import promptops
+    from promptops.scaffold import EXAMPLE_PROMPT as name
+
+    root = promptops.init_project(directory)
+    click.echo(f"Created a promptops project in {root}, committed to git:")
+    click.echo(f"  prompts/{name}.yaml               an example classifier; its comments explain each key")
+    click.echo(f"  experiments/data/{name}/          its eval set: real BANKING77 rows (CC-BY-4.0)")
+    click.echo(f"  experiments/{name}.yaml           an example search for promptops optimize")
+    click.echo("Next:")
+    if Path(directory).resolve() != Path.cwd().resolve():
+        click.echo(f"  cd {shlex.quote(directory)}")
+    click.echo(f"  promptops eval {name} --limit 3      # 3 dev rows on the embedded model")
+    click.echo(f"  promptops eval {name} --split test   # the whole test split")
+    click.echo(f"  promptops optimize {name}            # the winner becomes the candidate version")
+    click.echo("  promptops status")
+
+
 @main.command("eval")
 @click.argument("prompt")
 @click.option("--data", type=click.Path(), help="Eval set: a folder with train/dev/test files or one file with a split column. Default: the prompt's eval.data.")

@@ -263,6 +263,26 @@ def commit_paths(repo: "git.Repo", paths: list[Path], message: str) -> str:
     return repo.head.commit.hexsha
 
 
+def commit_new_project(folder: Path, paths: list[Path], message: str) -> str:
+    """Commit a new project's files: in the repository holding `folder`, else in a new one made there.
+
+    Where no git identity is configured (`user.name`, `user.email` at any level), the repository
+    gets a local fallback, as `make demo` does: promptops commits on a promotion, so it needs one.
+    """
+    import git
+
+    try:
+        repo = open_repo(folder)
+    except RepositoryError:
+        repo = git.Repo.init(folder)
+    for key, fallback in (("user.name", "promptops"), ("user.email", "promptops@localhost")):
+        try:
+            repo.git.config("--get", key)
+        except git.GitCommandError:
+            repo.git.config(key, fallback)
+    return commit_paths(repo, paths, message)
+
+
 def make_commit(repo: "git.Repo", path: str | Path, text: str, message: str, *, parent: str) -> str:
     """A commit object whose tree is `parent`'s with `path` holding `text`; no branch, index or file moves.
 
