@@ -248,6 +248,9 @@ def ab_report(
     seed: int = 0,
 ) -> ABReport:
     """The A/B report of prompt `name` from its traced requests (optionally those since a date)."""
+    from promptops.artifact import resolve_prompt_path
+
+    name = resolve_prompt_path(name).stem  # a misspelt name fails; it does not report "no traces"
     start_ms, since_text = _since(since)
     outcomes, unrouted = read_outcomes(name, since_ms=start_ms)
     return summarize_outcomes(name, outcomes, reference=reference, unrouted=unrouted, since=since_text,

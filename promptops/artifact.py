@@ -20,10 +20,11 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from promptops._secrets import SECRET_NAME
+from promptops._secrets import credential_in, url_has_credentials
 from promptops.errors import PromptFileError, UnknownPromptError
 from promptops.runtime.spec import GuardrailsSpec
-from promptops.yaml_models import line_of, parse_yaml_model
+from promptops._text import read_utf8
+from promptops.yaml_models import format_loc, line_of, parse_yaml_model
 
 DEFAULT_MODEL = "local/smollm2-135m"
 FieldTypeName = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
@@ -117,10 +118,20 @@ class ModelSpec(_Strict):
     @field_validator("params")
     @classmethod
     def _no_secrets(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for key in params:
-            if SECRET_NAME.search(key):
-                raise ValueError(f"{key!r} looks like a secret: set it in the environment, not in the prompt file")
+        """A key (`api_key`), a header (`extra_headers: {Authorization: ...}`) or a value that is a credential."""
+        found = credential_in(params)
+        if found:
+            place, why = found
+            raise ValueError(f"{format_loc(place)}: {why}: set it in the environment, not in the prompt file")
         return params
+
+    @field_validator("api_base")
+    @classmethod
+    def _no_url_credentials(cls, api_base: Optional[str]) -> Optional[str]:
+        if api_base is not None and url_has_credentials(api_base):
+            raise ValueError("the URL holds a user name or password: put credentials in the environment"
+                             " (e.g. OPENAI_API_KEY), not in the prompt file")
+        return api_base
 
 
 class GateSpec(_Strict):
@@ -256,7 +267,7 @@ def parse_prompt(text: str, path: str | Path = "<string>") -> Prompt:
 def load_prompt_file(path: str | Path) -> Prompt:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path, PromptFileError)
     except FileNotFoundError:
         raise UnknownPromptError(f"{path}: no such prompt file") from None
     prompt = parse_prompt(text, path)

@@ -23,6 +23,7 @@ import yaml
 
 from promptops.artifact import Prompt, find_project_root, resolve_prompt_path
 from promptops.errors import PromptopsError, RepositoryError, UnknownPromptError, UnknownVersionError
+from promptops.yaml_models import safe_load
 
 CHANNELS = ("production", "staging", "candidate")
 
@@ -36,7 +37,7 @@ def parse_channels(text: Optional[str], source: str) -> dict[str, Any]:
     if not text:
         return {"history": []}
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise PromptopsError(f"{source}: not valid YAML ({str(exc).splitlines()[0]}); restore it with git checkout") from None
     if not isinstance(data, dict):

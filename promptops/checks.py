@@ -226,12 +226,12 @@ def check_prompt(
             result = evaluation.evaluate(candidate.prompt, split=split, limit=limit, model=model, metric=metric, on_progress=on_progress)
             if track:
                 tracking.log_eval(result, candidate.prompt, prompt_file=path, git_commit=candidate.commit, git_dirty=revision.dirty, root=root)
-    except PromptopsError as exc:
+        threshold = candidate.prompt.eval.threshold
+        verdict = gate.judge(spec, comparison=comparison, candidate=result, candidate_label=candidate.label, threshold=threshold)
+        if comparison is not None and track:
+            comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind="check", verdict=verdict.summary()))
+    except PromptopsError as exc:  # this prompt's problem (its file, data, model, the store): its row fails, the others run
         return PromptCheck(name, changed, None, None, None, None, None, (str(exc),))
-    threshold = candidate.prompt.eval.threshold
-    verdict = gate.judge(spec, comparison=comparison, candidate=result, candidate_label=candidate.label, threshold=threshold)
-    if comparison is not None and track:
-        comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind="check", verdict=verdict.summary()))
     reasons = [reason.replace(f"the threshold {threshold:g}", f"the threshold {threshold:g} set in {where(path)}")
                if threshold is not None else reason for reason in verdict.reasons]
     return PromptCheck(name, changed, comparison.a.label if comparison else None, result.metric,
@@ -340,8 +340,10 @@ def _experiment_prompt(path: Path) -> Optional[str]:
     """The prompt an experiment file names; None if the file does not say (its own errors show when it is run)."""
     import yaml
 
+    from promptops.yaml_models import safe_load
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
     named = data.get("prompt") if isinstance(data, dict) else None

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from promptops._text import read_utf8
 from promptops.artifact import FieldSpec, Prompt, find_project_root
 from promptops.errors import DatasetError
 
@@ -109,9 +111,12 @@ def split_size(file: Path, split: str) -> Optional[int]:
 
 
 def _read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
+    if file.suffix not in _SUFFIXES:
+        raise DatasetError(file, None, "datasets must be .jsonl or .csv files")
+    content = read_utf8(file, DatasetError)
     if file.suffix == ".jsonl":
         rows = []
-        with file.open(encoding="utf-8") as handle:
+        with io.StringIO(content) as handle:
             for line, text in enumerate(handle, start=1):
                 if not text.strip():
                     continue
@@ -123,16 +128,14 @@ def _read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
                     raise DatasetError(file, line, "each line must be a JSON object of field values")
                 rows.append((line, row))
         return rows
-    if file.suffix == ".csv":
-        with file.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise DatasetError(file, reader.line_num, "this row has more cells than the header")
-                rows.append((reader.line_num, dict(row)))
-            return rows
-    raise DatasetError(file, None, "datasets must be .jsonl or .csv files")
+    with io.StringIO(content, newline="") as handle:  # a .csv file
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            if None in row:
+                raise DatasetError(file, reader.line_num, "this row has more cells than the header")
+            rows.append((reader.line_num, dict(row)))
+        return rows
 
 
 def _check_row(prompt: Prompt, row: dict[str, Any], file: Path, line: int, *, from_csv: bool) -> Example:

@@ -45,6 +45,8 @@ class ExampleResult:
     model_calls: int
     cache_hits: int
     cost_usd: Optional[float]
+    truncated: bool = False  # an answer stopped at max_tokens
+    truncated_at_tokens: Optional[int] = None  # the max_tokens it hit
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,22 @@ class EvalResult:
     examples: tuple[ExampleResult, ...] = field(repr=False)
     run_id: Optional[str] = None
     data_digest: Optional[str] = None  # `Dataset.digest` of the rows scored
+    truncated: int = 0  # answers that stopped at max_tokens (often parse failures or wrong answers too)
+    truncated_at_tokens: Optional[int] = None  # the max_tokens they hit
+
+    @property
+    def truncation_warning(self) -> Optional[str]:
+        """One sentence when answers were cut off at max_tokens, e.g. "3 answers hit max_tokens 64: raise model.max_tokens"."""
+        if not self.truncated:
+            return None
+        limit = f" {self.truncated_at_tokens}" if self.truncated_at_tokens else ""
+        answers = "answer" if self.truncated == 1 else "answers"
+        return f"{self.truncated} {answers} hit max_tokens{limit}: raise model.max_tokens"
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-example rows, flat, for `--json` and notebooks."""
         data = {key: value for key, value in asdict(self).items() if key not in ("examples", "metrics")}
-        return {**data, **self.metrics}
+        return {**data, **self.metrics, "warnings": [self.truncation_warning] if self.truncation_warning else []}
 
 
 def default_threads(model_id: str) -> int:
@@ -149,6 +162,8 @@ def evaluate(
         wall_time_s=round(wall_time_s, 3),
         examples=tuple(results),
         data_digest=dataset.digest,
+        truncated=sum(r.truncated for r in results),
+        truncated_at_tokens=max((r.truncated_at_tokens for r in results if r.truncated_at_tokens), default=None),
     )
 
 
@@ -222,7 +237,7 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
     from promptops.program import prediction_values
 
     predicted, error, parse_failure = None, None, False
-    with metering() as meter:
+    with metering(reports_truncation=True) as meter:  # the result counts truncated answers; DSPy's warning would repeat it
         try:
             predicted = prediction_values(prompt, program(**example.inputs))
         except AdapterParseError as exc:
@@ -244,6 +259,8 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
         model_calls=meter.model_calls,
         cache_hits=meter.cache_hits,
         cost_usd=meter.cost_usd,
+        truncated=bool(meter.truncated),
+        truncated_at_tokens=meter.truncated_at_tokens,
     )
 
 

@@ -32,15 +32,21 @@ def live_view(*, enabled: bool = True) -> Iterator[Optional[Callable[["Progress"
     task = bar.add_task("trials", total=None)
     status = Text()
 
+    live = Live(Group(bar, status), console=console, refresh_per_second=4, transient=False)
+
     def update(progress: "Progress") -> None:
         if progress.n_trials:
             bar.update(task, completed=progress.finished + progress.pruned, total=progress.n_trials,
                        description=f"{progress.study} trials")
         status.plain = ""
         status.append(_status_lines(progress))
+        if not live.is_started:  # drawn once the study runs: a mistake found before stays one line on stderr
+            live.start(refresh=True)
 
-    with Live(Group(bar, status), console=console, refresh_per_second=4, transient=False):
+    try:
         yield update
+    finally:
+        live.stop()
 
 
 def _status_lines(progress: "Progress") -> str:

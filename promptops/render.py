@@ -88,8 +88,11 @@ def eval_result(result: "EvalResult") -> None:
     table.add_row("latency p50 / p95", f"{result.latency_p50_s:.3f} s / {result.latency_p95_s:.3f} s")
     table.add_row("model calls / cache hits", f"{result.model_calls} / {result.cache_hits}")
     table.add_row("errors / parse failures", f"{result.errors} / {result.parse_failures}")
+    table.add_row("truncated (hit max_tokens)", str(result.truncated))
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
     console.print(table)
+    if result.truncation_warning:
+        console.print(f"[yellow]warning[/] {escape(result.truncation_warning)}", highlight=False)
     for example in [r for r in result.examples if r.error][:3]:
         console.print(f"[yellow]{example.source}[/]: {example.error}", highlight=False)
     if result.run_id:

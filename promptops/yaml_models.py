@@ -2,29 +2,74 @@
 
 Prompt files and experiment files are both hand-edited YAML; a mistake in either must be
 reported as `file:line: one sentence`, found by walking the YAML node tree to the key
-pydantic complains about.
+pydantic complains about. Every YAML promptops reads goes through `Loader`, which refuses a
+key written twice in one mapping (PyYAML would silently keep the second).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-Model = TypeVar("Model", bound=BaseModel)
-FileError = Callable[[str | Path, Optional[int], str], Exception]
+from promptops._text import FileError
 
-_NESTED_LOC = re.compile(r"^(?P<key>\w+)\[(?P<index>\d+)\]")
+Model = TypeVar("Model", bound=BaseModel)
+
+# A validator may start its message with the place it means, below the field it validates:
+# "demos[2]: ...", "low: ...", "extra_headers.X-Api-Key: ..." or "instructions[0] is empty".
+_PLACE = re.compile(r"^(?P<path>[\w-]+(?:\[\d+\])*(?:\.[\w-]+(?:\[\d+\])*)*)(?P<colon>: )?")
+_PLACE_PART = re.compile(r"([\w-]+)|\[(\d+)\]")
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that has the same key twice; `problem_mark` is the second one."""
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is refused, naming both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys written here may override merged ones
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key; PyYAML refuses it itself
+                    continue
+                if first is not key_node:
+                    raise DuplicateKeyError(None, None, f"key {key!r} repeats the one on line {first.start_mark.line + 1}",
+                                            key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def compose_and_load(text: str) -> tuple[Optional[yaml.Node], Any]:
+    """The node tree (for line numbers) and the data of `text`, parsed once with `Loader`."""
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load`, refusing duplicate keys (`DuplicateKeyError`, a `yaml.YAMLError`)."""
+    return compose_and_load(text)[1]
 
 
 def parse_yaml_model(text: str, path: str | Path, model: type[Model], error: FileError, *, not_a_mapping: str) -> Model:
     """`text` validated as `model`; any problem raises `error(path, line, message)`."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = compose_and_load(text)
+    except DuplicateKeyError as exc:
+        raise error(path, exc.problem_mark.line + 1, str(exc.problem)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else None
@@ -45,9 +90,12 @@ def parse_yaml_model(text: str, path: str | Path, model: type[Model], error: Fil
             message = f"required key {loc[-1]!r} is missing"
         elif first["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}"
-        nested = _NESTED_LOC.match(message)
-        if nested and (not loc or loc[-1] != nested["key"]):  # cross-field checks name their place: "demos[2]: ..."
-            loc = (*loc, nested["key"], int(nested["index"]))
+        place = _PLACE.match(message) if first["type"] not in ("missing", "extra_forbidden") else None
+        if place and (place["colon"] or "[" in place["path"]):
+            parts = [name or int(index) for name, index in _PLACE_PART.findall(place["path"])]
+            loc = (*loc, *parts[bool(loc) and loc[-1] == parts[0]:])  # "demos[2]" from the demos validator: demos once
+            if place["colon"]:  # the place goes in front, as a reader writes it
+                field, message = format_loc(loc), message[place.end():]
         line = line_of(node, loc)
         prefix = f"{field}: " if field and first["type"] not in ("missing", "extra_forbidden") else ""
         raise error(path, line, f"{prefix}{message}") from None

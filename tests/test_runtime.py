@@ -121,9 +121,8 @@ def served(project: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch, se
     original = path.read_text()
 
     def write(guardrails: str = "", *, trace: bool = False, key: str | None = None):
-        text = original.replace(
-            "  max_tokens: 32",
-            f"  id: openai/fault-model\n  api_base: {server.base_url}\n  max_tokens: 32\n  price: {PRICE}",
+        text = original.replace("  id: local/smollm2-135m\n", f"  id: openai/fault-model\n  api_base: {server.base_url}\n").replace(
+            "  max_tokens: 32", f"  max_tokens: 32\n  price: {PRICE}",
         )
         path.write_text(text + (f"guardrails:\n{guardrails}" if guardrails else ""))
         return promptops.load(NAME, trace=trace, key=key, cache=False)

@@ -4,11 +4,16 @@ DSPy's usage tracker drops cache hits (their usage is empty), but an eval must s
 what each answer cost to produce, and an optimizer must know how many calls really reached
 a model. `MeteredLM` records every call in its own totals and in the meter of the current
 scope (one per evaluated example), without changing how DSPy executes or caches it.
+
+An answer cut off at `max_tokens` is recorded as truncated (a cached one too). DSPy logs a
+warning per such call; inside a scope that reports truncated answers itself
+(`metering(reports_truncation=True)`, as an eval does in its summary) that warning is dropped.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -29,6 +34,8 @@ class ModelCall:
     latency_s: float
     cached: bool
     cost_usd: Optional[float]
+    truncated: bool = False  # the answer stopped at max_tokens
+    max_tokens: Optional[int] = None  # the limit the call was made with
 
 
 @dataclass
@@ -36,6 +43,18 @@ class CallMeter:
     """The calls made inside one scope, e.g. one evaluated example."""
 
     calls: list[ModelCall] = field(default_factory=list)
+    reports_truncation: bool = False  # the scope's owner tells the user about truncated answers; DSPy need not
+
+    @property
+    def truncated(self) -> int:
+        """Answers that stopped at max_tokens."""
+        return sum(call.truncated for call in self.calls)
+
+    @property
+    def truncated_at_tokens(self) -> Optional[int]:
+        """The max_tokens truncated answers hit (the largest, if calls differed); None when none was cut."""
+        limits = [call.max_tokens for call in self.calls if call.truncated and call.max_tokens is not None]
+        return max(limits) if limits else None
 
     @property
     def model_calls(self) -> int:
@@ -66,10 +85,24 @@ class CallMeter:
 _current_meter: contextvars.ContextVar[Optional[CallMeter]] = contextvars.ContextVar("promptops_meter", default=None)
 
 
+_TRUNCATION_WARNING = "LM response was truncated"  # how both of DSPy's warnings start (dspy.clients.lm)
+
+
+class _TruncationReported(logging.Filter):
+    """Drops DSPy's truncation warning for a call made in a scope that reports truncated answers itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meter = _current_meter.get()
+        return not (meter is not None and meter.reports_truncation and str(record.msg).startswith(_TRUNCATION_WARNING))
+
+
+logging.getLogger("dspy.clients.lm").addFilter(_TruncationReported())
+
+
 @contextmanager
-def metering() -> Iterator[CallMeter]:
+def metering(*, reports_truncation: bool = False) -> Iterator[CallMeter]:
     """Collect the calls made in this thread (or task) until the block ends."""
-    meter = CallMeter()
+    meter = CallMeter(reports_truncation=reports_truncation)
     token = _current_meter.set(meter)
     try:
         yield meter
@@ -170,7 +203,10 @@ class MeteredLM(dspy.LM):
             cost = (input_tokens * self.price.input + output_tokens * self.price.output) / 1e6
         else:
             cost = result.cost  # DSPy's estimate from the provider's published prices, None when unknown
-        record = ModelCall(self.model, input_tokens, output_tokens, latency_s, cached, cost)
+        max_tokens = (call.kwargs or {}).get("max_tokens") if call is not None else None
+        max_tokens = max_tokens or self.kwargs.get("max_tokens")
+        record = ModelCall(self.model, input_tokens, output_tokens, latency_s, cached, cost, _truncated(result),
+                           int(max_tokens) if max_tokens else None)
         with self._totals_lock:
             self.totals.calls.append(record)
             if not cached and cost is not None:
@@ -196,6 +232,17 @@ def _prompt_characters(call: Any) -> int:
     if call.request is not None:
         return len(str(call.request))
     return len(str(call.prompt or ""))
+
+
+def _truncated(result: Any) -> bool:
+    """Whether the answer stopped at max_tokens: a native response's finish reason, else the raw choices' (LiteLLM)."""
+    responses = getattr(result, "responses", ()) or ()
+    if responses:
+        return any(response.finish_reason == "length" for response in responses)
+    raw = result.raw
+    choices = (raw.get("choices") if isinstance(raw, dict) else getattr(raw, "choices", None)) or ()
+    return any((choice.get("finish_reason") if isinstance(choice, dict) else getattr(choice, "finish_reason", None)) == "length"
+               for choice in choices)
 
 
 def _usage_of(result: Any) -> tuple[int, int, Optional[float]]:

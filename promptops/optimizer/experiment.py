@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from promptops._text import read_utf8
 from promptops.artifact import ModelSpec, find_project_root
 from promptops.errors import PromptFileError, UnknownPromptError
 from promptops.yaml_models import parse_yaml_model
@@ -22,6 +23,8 @@ OptimizerName = Literal["none", "labeled", "bootstrap", "random_search", "mipro"
 Direction = Literal["maximize", "minimize"]
 # Objectives other than the quality metric: what a configuration costs to run.
 COST_OBJECTIVES = ("cost_usd", "latency_p50_s", "latency_p95_s", "tokens")
+# What a model's temperature may be (as in a prompt file's `model.temperature`).
+TEMPERATURE_RANGE = (0.0, 2.0)
 
 
 class ExperimentFileError(PromptFileError):
@@ -47,8 +50,8 @@ class IntRange(_Range):
 
 
 class FloatRange(_Range):
-    low: float = Field(ge=0, le=2)
-    high: float = Field(ge=0, le=2)
+    low: float = Field(ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1])
+    high: float = Field(ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1])
 
 
 class SearchSpace(_Strict):
@@ -84,6 +87,34 @@ class SearchSpace(_Strict):
             where_ = ".".join(str(part) for part in error["loc"])
             raise ValueError(f"{where_ + ': ' if where_ else ''}{error['msg'].removeprefix('Value error, ')}") from None
 
+    @field_validator("demos")
+    @classmethod
+    def _demo_counts(cls, demos: Union[int, list[int], IntRange]) -> Union[int, list[int], IntRange]:
+        """A negative count would pass here and crash the optimizer after its first model calls."""
+        if isinstance(demos, int) and demos < 0:
+            raise ValueError(f"{demos} is negative: a trial shows 0 or more demos")
+        if isinstance(demos, list):
+            if not demos:
+                raise ValueError("the list is empty: give at least one demo count, e.g. [0, 4, 8]")
+            for index, count in enumerate(demos):
+                if count < 0:
+                    raise ValueError(f"demos[{index}]: {count} is negative: a trial shows 0 or more demos")
+        return demos
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperatures(cls, temperature: Union[float, list[float], FloatRange]) -> Union[float, list[float], FloatRange]:
+        low, high = TEMPERATURE_RANGE
+        if isinstance(temperature, (int, float)) and not low <= temperature <= high:
+            raise ValueError(f"{temperature:g} is outside {low:g} to {high:g}")
+        if isinstance(temperature, list):
+            if not temperature:
+                raise ValueError(f"the list is empty: give at least one temperature from {low:g} to {high:g}")
+            for index, value in enumerate(temperature):
+                if not low <= value <= high:
+                    raise ValueError(f"temperature[{index}]: {value:g} is outside {low:g} to {high:g}")
+        return temperature
+
     @field_validator("instructions")
     @classmethod
     def _instructions_not_blank(cls, texts: list[str]) -> list[str]:
@@ -102,6 +133,10 @@ class SearchSpace(_Strict):
         duplicate = next((i for i in ids if ids.count(i) > 1), None)
         if duplicate:
             raise ValueError(f"model {duplicate!r} is listed twice")
+        most = max(self.demo_choices)
+        if most > self.train_limit:
+            raise ValueError(f"demos: {most} demos is more than train_limit {self.train_limit}: a trial draws its demos"
+                             " from that many train examples; lower the demos or raise train_limit")
         return self
 
     @property
@@ -155,7 +190,7 @@ class Experiment(_Strict):
     pruning: PruningSpec = Field(default_factory=PruningSpec)
     winner: WinnerRule = Field(default_factory=WinnerRule)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # what Optuna's samplers (numpy) accept
 
     @model_validator(mode="after")
     def _objectives_known(self) -> "Experiment":
@@ -175,7 +210,7 @@ class Experiment(_Strict):
 def load_experiment(reference: str | Path, root: Optional[Path] = None) -> tuple[Experiment, Path]:
     """An experiment by name (`banking_intent`) or path; errors name the file and line."""
     path = resolve_experiment_path(reference, root)
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, ExperimentFileError)
     experiment = parse_yaml_model(
         text, path, Experiment, ExperimentFileError,
         not_a_mapping="an experiment file must be a YAML mapping with name, prompt and search",

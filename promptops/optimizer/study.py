@@ -108,6 +108,10 @@ class StudyContext:
             _check_available(model.id)
         data = experiment.data or None
         self.train = load_dataset(self.base, data, "train").head(experiment.search.train_limit)
+        _check_demos_fit(experiment, experiment_path, self.train)
+        if experiment.search.reflection_model is not None:
+            check_model_id(experiment.search.reflection_model.id)
+            _check_available(experiment.search.reflection_model.id)
         self.dev = load_dataset(self.base, data, "dev")
         self.data = data
         self.score = example_metric(self.base, self.metric_key, self.user_metric)
@@ -439,7 +443,7 @@ def _trial_metrics(result: Any, context: StudyContext) -> dict[str, float]:
         "input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
         "latency_p50_s": result.latency_p50_s, "latency_p95_s": result.latency_p95_s,
         "eval_model_calls": result.model_calls, "cache_hits": result.cache_hits,
-        "parse_failures": result.parse_failures, "errors": result.errors,
+        "parse_failures": result.parse_failures, "errors": result.errors, "truncated": result.truncated,
     })
     return metrics
 
@@ -543,6 +547,19 @@ def _display_storage(storage: str) -> str:
     from promptops._secrets import redact
 
     return redact(storage.split("@")[-1] if "@" in storage else storage)  # never a database password
+
+
+def _check_demos_fit(experiment: Experiment, path: Path, train: Any) -> None:
+    """A trial cannot show more demos than the train split has (DSPy would quietly show fewer)."""
+    from promptops.errors import where
+    from promptops.optimizer.experiment import ExperimentFileError
+    from promptops.yaml_models import compose_and_load, line_of
+
+    most = max(experiment.search.demo_choices)
+    if most > len(train):
+        node, _ = compose_and_load(path.read_text(encoding="utf-8"))
+        raise ExperimentFileError(path, line_of(node, ("search", "demos")),
+                                  f"search.demos: {most} demos is more than the {len(train)} examples of {where(train.path)}; lower the demos")
 
 
 def _check_available(model_id: str) -> None:

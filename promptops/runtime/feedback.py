@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from promptops._text import read_utf8
 from promptops.errors import DatasetError, PromptopsError
 
 
@@ -171,7 +172,7 @@ def _trace_ids_in(prompt: Any, split: str) -> set[str]:
     path, _ = _split_path(prompt, split)
     if not path.exists():
         return set()
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, DatasetError)
     if path.suffix == ".csv":
         return {row.get("trace_id") or "" for row in csv.DictReader(io.StringIO(text))} - {""}
     ids = set()
@@ -193,7 +194,7 @@ def _append_rows(prompt: Any, rows: list[dict[str, Any]], split: str, message: s
     duplicates = _trace_ids_in(prompt, split) & {row["trace_id"] for row in rows}
     if duplicates:
         raise PromptopsError(f"trace {sorted(duplicates)[0]} is already a row of {_shown(path)}; nothing was added")
-    old_text = path.read_text(encoding="utf-8") if path.exists() else None
+    old_text = read_utf8(path, DatasetError) if path.exists() else None
     text = old_text or ""
     if text and not text.endswith("\n"):
         text += "\n"

@@ -297,6 +297,10 @@ class GuardedProgram:
                 problem = f"input {spec.name!r} is not a valid {spec.type}: {exc.errors()[0]['msg']}"
                 break
             text = value if isinstance(value, str) else None
+            if text is not None and not text.strip() and _required(spec):
+                problem = (f"input {spec.name!r} is empty: give it text (only a field declared `nullable: true`"
+                           " may be left empty)")
+                break
             if text is not None and rules.max_chars is not None and len(text) > rules.max_chars:
                 problem = f"input {spec.name!r} has {len(text)} characters, more than guardrails.input.max_chars={rules.max_chars}"
             for pattern in rules.deny:
@@ -375,6 +379,11 @@ class GuardedProgram:
         except PromptopsError:
             return None
         return self._target(served, self.model_override or served.prompt.model.id)
+
+
+def _required(spec: Any) -> bool:
+    """A text input that must say something: a string field not declared `nullable` (which may be empty or None)."""
+    return spec.type == "string" and not spec.nullable
 
 
 class _Invalid(Exception):

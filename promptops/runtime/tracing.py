@@ -3,7 +3,9 @@
 The root span holds the inputs and outputs; DSPy's own spans (module, adapter, LM) nest under
 it through MLflow's DSPy callback, added for the request only so evals and optimizations stay
 untraced. Tags make traces searchable by prompt, version, arm and status; decisions are span
-events. Inputs and outputs are redacted like every other thing promptops logs.
+events. Inputs and outputs, the root span's and DSPy's, are redacted like every other thing
+promptops logs and each text in them is cut to `MAX_TRACED_CHARS`; the root span records the
+full sizes (`promptops.input_chars`, `promptops.output_chars`).
 
 What a trace says is decided here; `promptops.tracking` writes and reads it in MLflow.
 Turn tracing off with `PROMPTOPS_TRACING=false` or `promptops.load(..., trace=False)`.
@@ -18,8 +20,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from promptops._secrets import redact, redact_mapping
+from promptops._secrets import redact, redact_data, redact_mapping
 from promptops.errors import GuardrailError, TrackingError
+
+
+# Each traced text (an input or output field, a message DSPy sent) is cut to this many characters:
+# a refused 1 MB request must not put 1 MB into the tracking database.
+MAX_TRACED_CHARS = 2_000
+
+
+def scrub(value: Any) -> Any:
+    """What a trace keeps of a value: secrets masked, every text cut to `MAX_TRACED_CHARS` (saying how long it was)."""
+    return redact_data(value, max_chars=MAX_TRACED_CHARS)
+
+
+def _characters(values: Optional[dict[str, Any]]) -> int:
+    """How much text the values hold, as the request or the answer had it."""
+    return sum(len(value if isinstance(value, str) else json.dumps(value, default=str)) for value in (values or {}).values())
 
 
 def tracing_enabled() -> bool:
@@ -42,7 +59,7 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
 
     from promptops import tracking
 
-    with tracking.request_span(program.name, redact_mapping(dict(inputs))) as span:
+    with tracking.request_span(program.name, redact_mapping(dict(inputs)), scrub=scrub) as span:
         started = time.perf_counter()
         handle.trace_id = span.trace_id
         error: Optional[BaseException] = None
@@ -63,6 +80,8 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
                 "promptops.cost_usd": record.cost_usd, "promptops.model_calls": record.model_calls,
                 "promptops.cache_hits": record.cache_hits, "promptops.latency_s": latency_s,
                 "promptops.decisions": [d["decision"] for d in record.decisions],
+                "promptops.input_chars": _characters(inputs),
+                "promptops.output_chars": _characters(answer.outputs if answer is not None else None),
             }
             tags = {
                 "promptops.prompt": program.name,
@@ -90,8 +109,8 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
             if error is not None:
                 tags["promptops.error"] = redact(str(error))[:500]
             span.finish(
-                events=[(decision["decision"], decision) for decision in record.decisions],
-                outputs=redact_mapping(answer.outputs) if answer is not None else None,
+                events=[(decision["decision"], scrub(decision)) for decision in record.decisions],
+                outputs=scrub(redact_mapping(answer.outputs)) if answer is not None else None,
                 input_tokens=record.input_tokens, output_tokens=record.output_tokens, cost_usd=record.cost_usd,
                 attributes=attributes, tags=tags,
             )
@@ -136,7 +155,12 @@ class TraceSummary:
 
 
 def search(name: str, *, failed: bool = False, limit: int = 20) -> list[TraceSummary]:
-    """The prompt's most recent traces, newest first; `failed`: refused or errored requests only."""
+    """The prompt's most recent traces, newest first; `failed`: refused or errored requests only.
+
+    A name that is no prompt of the project is refused (`UnknownPromptError`), not answered with "no traces yet"."""
+    from promptops.artifact import resolve_prompt_path
+
+    name = resolve_prompt_path(name).stem
     return [summarize(trace) for trace in find(name, failed=failed, limit=limit)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from promptops._secrets import redact_data
 from promptops.errors import TrackingError
 from promptops.tracking._store import _first_line, _mlflow
 
@@ -19,7 +20,7 @@ def log_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: Opt
         if correct is not None:
             mlflow.log_feedback(trace_id=trace_id, name="correct", value=bool(correct), source=who)
         for name, value in (expected or {}).items():
-            mlflow.log_expectation(trace_id=trace_id, name=name, value=value, source=who)
+            mlflow.log_expectation(trace_id=trace_id, name=name, value=redact_data(value), source=who)
     except Exception as exc:
         raise TrackingError(f"cannot record feedback on trace {trace_id}: {_first_line(exc)}") from None
 

@@ -1,6 +1,7 @@
 """MLflow's Prompt Registry: one registry version per promoted prompt content, and the channel aliases.
 
-A registry version holds the prompt file's exact YAML as its template, tagged with the git
+A registry version holds the prompt file's YAML as its template (through the secret scrubber, which
+leaves a prompt file unchanged: credentials are refused when it is read), tagged with the git
 commit and version it came from, so `prompts:/NAME@production` can rebuild the program when
 only the tracking server is reachable.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from promptops._secrets import redact_mapping
+from promptops._secrets import redact_mapping, redact_yaml
 from promptops.artifact import Prompt
 from promptops.errors import TrackingError
 from promptops.tracking._store import _first_line, _mlflow, tracking_uri
@@ -32,7 +33,8 @@ def register_prompt_version(
         tags = {"git_commit": git_commit, "prompt_version": label, "content_hash": prompt.content_hash, "model": prompt.model.id}
         tags.update({f"metric.{key}": f"{value:.6g}" for key, value in (metrics or {}).items()})
         registered = client.register_prompt(
-            name=prompt.name, template=prompt.to_yaml(), commit_message=f"{label} ({git_commit[:8]})", tags=redact_mapping(tags)
+            name=prompt.name, template=redact_yaml(prompt.to_yaml()), commit_message=f"{label} ({git_commit[:8]})",
+            tags=redact_mapping(tags),
         )
         return int(registered.version)
     except Exception as exc:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from promptops._secrets import redact_mapping
+from promptops._secrets import redact, redact_data, redact_mapping, redact_yaml
 from promptops.artifact import Prompt, find_project_root
 from promptops.errors import TrackingError
 from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
@@ -71,6 +71,7 @@ def log_eval(
         "cache_hits": result.cache_hits,
         "errors": result.errors,
         "parse_failures": result.parse_failures,
+        "truncated": result.truncated,
         "wall_time_s": result.wall_time_s,
     }
     if result.cost_usd is not None:
@@ -122,6 +123,7 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
     table["output_tokens"] = [r.output_tokens for r in result.examples]
     table["latency_s"] = [r.latency_s for r in result.examples]
     table["cached"] = [bool(r.cache_hits and not r.model_calls) for r in result.examples]
+    table["truncated"] = [r.truncated for r in result.examples]
     return table
 
 
@@ -227,23 +229,24 @@ def _log_run(
     failure: str,
 ) -> str:
     """One finished run in the current experiment; any MLflow failure becomes one `TrackingError` sentence.
+    Every text, table and mapping logged passes the secret scrubber (`promptops._secrets`).
 
     `dataset` is an MLflow dataset and its context (the split), logged as the run's input.
     """
     try:
         with mlflow.start_run(run_name=run_name) as run:
-            mlflow.set_tags(tags)
+            mlflow.set_tags(redact_data(tags))
             mlflow.log_params(params)
             if metrics:
                 mlflow.log_metrics(metrics)
             if dataset is not None:
                 mlflow.log_input(dataset[0], context=dataset[1])
             for artifact_file, text in (texts or {}).items():
-                mlflow.log_text(text, artifact_file)
+                mlflow.log_text(redact_yaml(text) if artifact_file.endswith(".yaml") else redact(text), artifact_file)
             for artifact_file, table in (tables or {}).items():
-                mlflow.log_table(data=table, artifact_file=artifact_file)
+                mlflow.log_table(data=redact_data(table), artifact_file=artifact_file)
             for artifact_file, data in (dicts or {}).items():
-                mlflow.log_dict(data, artifact_file)
+                mlflow.log_dict(redact_data(data), artifact_file)
             return run.info.run_id
     except Exception as exc:
         raise TrackingError(f"{failure}: {_first_line(exc)}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from promptops._secrets import redact, redact_mapping
+from promptops._secrets import redact, redact_data, redact_mapping, redact_yaml
 from promptops.errors import TrackingError
 from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
 
@@ -74,7 +74,7 @@ def log_trial(
         _log(client, run_id, params=params)
     _log(client, run_id, metrics=metrics, tags={"promptops.trial_state": state})
     if candidate_yaml is not None:
-        client.log_text(run_id, redact(candidate_yaml), "candidate/prompt.yaml")
+        client.log_text(run_id, redact_yaml(candidate_yaml), "candidate/prompt.yaml")
     if state != "RUNNING":
         client.set_terminated(run_id, status={"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED"))
     return run_id
@@ -91,10 +91,10 @@ def close_trial_run(run_id: str, status: str = "KILLED") -> None:
 @_guard("log the Pareto front")
 def log_front(parent_run_id: str, table: dict[str, list[Any]], figure: Any, summary: dict[str, Any], metrics: dict[str, float]) -> None:
     client = _client()
-    client.log_table(parent_run_id, data=table, artifact_file="pareto_front.json")
+    client.log_table(parent_run_id, data=redact_data(table), artifact_file="pareto_front.json")
     if figure is not None:
         client.log_figure(parent_run_id, figure, "pareto_front.png")
-    client.log_dict(parent_run_id, summary, "study_summary.json")
+    client.log_dict(parent_run_id, redact_data(summary), "study_summary.json")
     _log(client, parent_run_id, metrics=metrics)
 
 
@@ -113,7 +113,7 @@ def _log(client: Any, run_id: str, *, params: Optional[dict[str, Any]] = None, m
         run_id,
         metrics=[Metric(key, float(value), now, 0) for key, value in (metrics or {}).items() if value is not None],
         params=[Param(key, str(value)[:6000]) for key, value in redact_mapping(params or {}).items()],
-        tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()],
+        tags=[RunTag(key, redact(str(value))) for key, value in (tags or {}).items()],
     )
 
 

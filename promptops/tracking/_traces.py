@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from promptops.errors import TrackingError
 from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
@@ -16,6 +16,9 @@ from promptops.tracking._store import _experiment, _first_line, _mlflow, trackin
 _EXPERIMENTS: dict[tuple[str, str], str] = {}
 _EXPERIMENTS_LOCK = threading.Lock()
 _REQUEST_SPANS: Any = None
+# Trace id → the function every span of that request passes its inputs and outputs through before export
+# (MLflow's DSPy spans included); traces promptops did not start are left alone.
+_SCRUBBERS: dict[str, Callable[[Any], Any]] = {}
 
 
 def experiment_id(prompt_name: str) -> str:
@@ -65,16 +68,45 @@ class RequestSpan:
 
 
 @contextmanager
-def request_span(prompt_name: str, inputs: dict[str, Any]) -> Iterator[RequestSpan]:
-    """A new trace in the prompt's experiment whose root span is open for the block; written even when the block raises."""
+def request_span(prompt_name: str, inputs: dict[str, Any], scrub: Callable[[Any], Any] = lambda value: value) -> Iterator[RequestSpan]:
+    """A new trace in the prompt's experiment whose root span is open for the block; written even when the block raises.
+
+    The inputs and outputs of every span of the trace, the root's and DSPy's, pass through `scrub` when the span ends.
+    """
     from mlflow.entities import SpanType
     from mlflow.entities.trace_location import MlflowExperimentLocation
 
     mlflow = _mlflow()
+    _install_scrubber(mlflow)
     destination = MlflowExperimentLocation(experiment_id(prompt_name))
-    with mlflow.start_span(name=prompt_name, span_type=SpanType.CHAIN, trace_destination=destination) as span:
-        span.set_inputs(inputs)
-        yield RequestSpan(span, mlflow)
+    trace_id = None
+    try:
+        with mlflow.start_span(name=prompt_name, span_type=SpanType.CHAIN, trace_destination=destination) as span:
+            trace_id = span.trace_id
+            _SCRUBBERS[trace_id] = scrub
+            span.set_inputs(scrub(inputs))
+            yield RequestSpan(span, mlflow)
+    finally:
+        _SCRUBBERS.pop(trace_id, None)
+
+
+def _install_scrubber(mlflow: Any) -> None:
+    """Add `_scrub_span` to MLflow's span processors once per process, after any the application configured."""
+    from mlflow.tracing.config import get_config
+
+    processors = get_config().span_processors
+    if _scrub_span not in processors:
+        mlflow.tracing.configure(span_processors=[*processors, _scrub_span])
+
+
+def _scrub_span(span: Any) -> None:
+    scrub = _SCRUBBERS.get(span.trace_id)
+    if scrub is None:
+        return
+    if span.inputs is not None:
+        span.set_inputs(scrub(span.inputs))
+    if span.outputs is not None:
+        span.set_outputs(scrub(span.outputs))
 
 
 def with_dspy_spans(callbacks: list[Any]) -> list[Any]:

@@ -1,0 +1,575 @@
+"""Bad input (issue 13): each mistake is refused in one sentence naming its file and line, field or row,
+before any model call; truncated answers are counted, and traces and MLflow artifacts keep no secret
+and no megabyte. The corpus at the end runs every one-line error through the CLI and checks that it
+changed nothing: not the files, not git, not the Prompt Registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from click.testing import CliRunner
+from conftest import git_commit
+from test_compare import scripted  # noqa: F401 (fixture: evals answer without a model)
+
+import promptops
+from promptops.cli import main
+from promptops.errors import DatasetError, InputRejected, PromptFileError, PromptopsError, UnknownPromptError
+from promptops.testing import FaultServer
+
+NAME = "banking_intent"
+DEV = Path("experiments") / "data" / NAME / "dev.jsonl"
+PROMPT = Path("prompts") / f"{NAME}.yaml"
+
+
+def edit(root: Path, relative: str | Path, old: str, new: str) -> Path:
+    path = root / relative
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def line_of(path: Path, words: str, nth: int = 1) -> int:
+    """1-based line of the nth line containing `words`."""
+    found = [number for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if words in text]
+    return found[nth - 1]
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+# --- 1. data files that are not UTF-8 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_data_file_with_a_byte_that_is_not_utf8_names_its_line_and_column(project: Path, suffix: str) -> None:
+    from promptops.data import load_dataset
+
+    path = project / f"cafe{suffix}"
+    lines = ['{"text": "card?", "intent": "card_arrival", "split": "dev"}'] * 2 if suffix == ".jsonl" else \
+        ["text,intent,split", "card?,card_arrival,dev"]
+    bad = b'{"text": "caf\xe9 card", "intent": "card_arrival", "split": "dev"}' if suffix == ".jsonl" else b"caf\xe9 card,card_arrival,dev"
+    path.write_bytes("\n".join(lines).encode() + b"\n" + bad + b"\n")
+    column = bad.index(b"\xe9") + 1
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(promptops.load_prompt(NAME), path, "dev")
+    assert str(caught.value) == f"cafe{suffix}:3: not UTF-8 text (byte 0xe9 at column {column}); save the file as UTF-8"
+
+
+# --- 2. search spaces that would crash after model calls --------------------------------------
+
+SPACE = "name: tiny\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-135m]\n  optimizers: [labeled]\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ("  demos: [-4, 8]\n", 6, "search.demos[0]: -4 is negative"),
+        ("  demos:\n    - 8\n    - -4\n", 8, "search.demos[1]: -4 is negative"),
+        ("  demos: -4\n", 6, "search.demos: -4 is negative"),
+        ("  demos: {low: -4, high: 8}\n", 6, "search.demos.low: Input should be greater than or equal to 0"),
+        ("  demos: []\n", 6, "search.demos: the list is empty"),
+        ("  demos: [4, 16]\n  train_limit: 12\n", 6, "search.demos: 16 demos is more than train_limit 12"),
+        ("  demos: {low: 0, high: 80, step: 20}\n", 6, "search.demos: 80 demos is more than train_limit 64"),
+        ("  train_limit: 0\n", 6, "search.train_limit: Input should be greater than or equal to 1"),
+        ("  temperature: 3.5\n", 6, "search.temperature: 3.5 is outside 0 to 2"),
+        ("  temperature: [0.0, -0.1]\n", 6, "search.temperature[1]: -0.1 is outside 0 to 2"),
+        ("  temperature: []\n", 6, "search.temperature: the list is empty"),
+        ("  temperature: {low: 0.0, high: 2.5}\n", 6, "search.temperature.high: Input should be less than or equal to 2"),
+        ("seed: -1\n", 6, "seed: Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_search_space_that_would_crash_later_is_refused_at_load(project: Path, extra: str, line: int, message: str) -> None:
+    from promptops.optimizer.experiment import load_experiment
+
+    (project / "experiments" / "tiny.yaml").write_text(SPACE + extra)
+    with pytest.raises(PromptopsError) as caught:
+        load_experiment("tiny")
+    assert str(caught.value).startswith(f"experiments/tiny.yaml:{line}: {message}"), str(caught.value)
+
+
+def test_more_demos_than_train_examples_is_refused_before_the_study(project: Path) -> None:
+    from promptops.optimizer.study import load_context
+
+    rows = [{"text": f"card {i}", "intent": "card_arrival", "split": "train"} for i in range(3)]
+    rows += [{"text": "rates?", "intent": "exchange_rate", "split": "dev"}]
+    (project / "small.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (project / "experiments" / "tiny.yaml").write_text(SPACE.replace("search:", "data: small.jsonl\nsearch:") + "  demos: [2, 4]\n")
+    with pytest.raises(PromptopsError, match=r"^experiments/tiny.yaml:7: search.demos: 4 demos is more than the 3 examples of small.jsonl"):
+        load_context("tiny")
+
+
+def test_a_reflection_model_no_backend_serves_is_refused_before_the_study(project: Path) -> None:
+    from promptops.optimizer.study import load_context
+
+    (project / "experiments" / "tiny.yaml").write_text(SPACE.replace("[labeled]", "[gepa]") + "  demos: 2\n  reflection_model: gpt5\n")
+    with pytest.raises(PromptopsError, match="unknown model 'gpt5'"):
+        load_context("tiny")
+
+
+# --- 3. credentials in model params, and check ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "place"),
+    [
+        ("extra_headers:\n      Authorization: Bearer abc123def456", "model.params.extra_headers.Authorization: looks like a secret"),
+        ("extra_headers: {X-Api-Key: k}", "model.params.extra_headers.X-Api-Key: looks like a secret"),
+        ("extra_headers: {Cookie: session=1}", "model.params.extra_headers.Cookie: looks like a secret"),
+        ("extra_headers: {X-Trace: Bearer abc123def456}", "model.params.extra_headers.X-Trace: the value looks like a secret"),
+        ("stop: [sk-abcdefghijklmnop]", "model.params.stop[0]: the value looks like a secret"),
+    ],
+)
+def test_a_credential_in_model_params_is_refused_at_its_line(project: Path, params: str, place: str) -> None:
+    path = edit(project, PROMPT, "  max_tokens: 32\n", f"  max_tokens: 32\n  params:\n    {params}\n")
+    with pytest.raises(PromptFileError) as caught:
+        promptops.load_prompt(NAME)
+    key = place.split(": ")[0].rsplit(".", 1)[-1].split("[")[0]
+    assert str(caught.value).startswith(f"prompts/{NAME}.yaml:{line_of(path, key)}: {place}"), str(caught.value)
+    assert str(caught.value).endswith("set it in the environment, not in the prompt file")
+    assert "abc123def456" not in str(caught.value)
+
+
+def test_ordinary_params_and_headers_still_load(project: Path) -> None:
+    edit(project, PROMPT, "  max_tokens: 32\n", "  max_tokens: 32\n  params: {top_p: 0.9, max_tokens_per_call: 5, extra_headers: {X-Request-Source: ci}}\n")
+    assert promptops.load_prompt(NAME).model.params["extra_headers"] == {"X-Request-Source": "ci"}
+
+
+def test_check_turns_a_prompts_error_into_its_row_and_checks_the_others(git_project, mlflow_store: str, scripted) -> None:
+    from promptops.checks import check
+
+    root = Path(git_project.working_tree_dir)
+    edit(root, PROMPT, "  max_tokens: 32\n", "  max_tokens: 32\n  params:\n    extra_headers: {Authorization: Bearer abc123def456}\n")
+    edit(root, Path("prompts") / "restaurant_booking.yaml", "Copy each value", "Copy every value")
+    report = check(limit=4, track=False)
+    rows = {row.prompt: row for row in report.checks}
+    assert not rows[NAME].passed and "extra_headers.Authorization: looks like a secret" in rows[NAME].reasons[0]
+    assert rows["restaurant_booking"].passed and rows["restaurant_booking"].score is not None
+    result = CliRunner().invoke(main, ["check", "--limit", "4", "--no-track"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "looks like a secret" in result.stdout and "abc123def456" not in result.stdout
+
+
+def test_a_store_failure_after_the_eval_is_that_prompts_row(git_project, scripted, monkeypatch) -> None:
+    from promptops import tracking
+    from promptops.checks import check
+    from promptops.errors import TrackingError
+
+    def unreachable(*args, **kwargs):
+        raise TrackingError("cannot log the comparison to MLflow at sqlite:///nowhere: disk full")
+
+    monkeypatch.setattr(tracking, "log_comparison", unreachable)
+    root = Path(git_project.working_tree_dir)
+    edit(root, PROMPT, "Read the customer's message", "Read the message")
+    (report_row,) = check(limit=4).checks
+    assert not report_row.passed and "disk full" in report_row.reasons[0]
+
+
+# --- 4. a key written twice ------------------------------------------------------------------
+
+
+def test_a_key_written_twice_names_both_lines(project: Path) -> None:
+    path = edit(project, PROMPT, "eval:\n", "model:\n  id: openai/gpt-4o-mini\neval:\n")
+    with pytest.raises(PromptFileError) as caught:
+        promptops.load_prompt(NAME)
+    first, second = line_of(path, "model:"), line_of(path, "model:", 2)
+    assert str(caught.value) == f"prompts/{NAME}.yaml:{second}: key 'model' repeats the one on line {first}"
+
+    path.write_text(path.read_text().replace("model:\n  id: openai/gpt-4o-mini\n", "").replace("  max_tokens: 32\n", "  max_tokens: 32\n  max_tokens: 64\n"))
+    with pytest.raises(PromptFileError, match=r"banking_intent.yaml:\d+: key 'max_tokens' repeats the one on line \d+"):
+        promptops.load_prompt(NAME)
+
+
+def test_an_experiment_key_written_twice_is_refused(project: Path) -> None:
+    from promptops.optimizer.experiment import load_experiment
+
+    (project / "experiments" / "tiny.yaml").write_text(SPACE + "  demos: [2]\nsearch:\n  models: [local/gemma3-270m]\n")
+    with pytest.raises(PromptopsError, match=r"^experiments/tiny.yaml:7: key 'search' repeats the one on line 3$"):
+        load_experiment("tiny")
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    from promptops.yaml_models import safe_load
+
+    assert safe_load("base: &base {a: 1, b: 2}\nother:\n  <<: *base\n  b: 3\n")["other"] == {"a": 1, "b": 3}
+
+
+# --- 5. credentials in a URL, and what reaches MLflow -----------------------------------------
+
+
+def test_credentials_in_api_base_are_refused(project: Path) -> None:
+    path = edit(project, PROMPT, "  max_tokens: 32\n", "  max_tokens: 32\n  api_base: https://ada:hunter2@llm.example.com/v1\n")
+    with pytest.raises(PromptFileError) as caught:
+        promptops.load_prompt(NAME)
+    message = str(caught.value)
+    assert message.startswith(f"prompts/{NAME}.yaml:{line_of(path, 'api_base')}: model.api_base: the URL holds a user name or password")
+    assert "put credentials in the environment" in message and "hunter2" not in message
+
+
+def test_redaction_masks_url_credentials_and_bearer_tokens_and_keeps_yaml_loadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptops._secrets import redact, redact_yaml
+    from promptops.yaml_models import safe_load
+
+    assert redact("GET https://ada:hunter2@host/v1 with Bearer abc123def456") == "GET https://***@host/v1 with Bearer ***"
+    assert redact("Basic questions about the 2 cards") == "Basic questions about the 2 cards"
+    monkeypatch.setenv("SERVICE_API_KEY", "abcdef123456")
+    text = "name: x\nnote: abcdef123456\nlist: [sk-abcdefghijklmnop]\n"
+    assert safe_load(redact_yaml(text)) == {"name": "x", "note": "***", "list": ["***"]}
+    assert redact_yaml("name: x\n") == "name: x\n"
+
+
+def test_everything_logged_to_mlflow_passes_the_secret_scrubber(project: Path, mlflow_store: str, monkeypatch) -> None:
+    """An environment secret that turns up in a prompt's text (instructions, demos) is masked in the run's artifacts."""
+    import mlflow
+
+    from promptops import tracking
+    from promptops.evaluation import EvalResult, ExampleResult
+
+    secret = "zq-secret-value-0042"
+    monkeypatch.setenv("MY_SERVICE_TOKEN", secret)
+    prompt = promptops.load_prompt(NAME).with_changes(instructions=f"Route the message. Internal ref {secret}.")
+    example = ExampleResult(0, "dev.jsonl:1", {"text": f"my key is {secret}"}, {"intent": "card_arrival"}, {"intent": "card_arrival"},
+                            True, None, False, 10, 2, 0.1, 1, 0, 0.0)
+    result = EvalResult(NAME, prompt.content_hash, "scripted", str(DEV), "dev", 1, "accuracy", 1.0, {"accuracy": 1.0}, 0.0,
+                        10, 2, 0.1, 0.1, 1, 0, 0, 0, 0.1, (example,))
+    run_id = tracking.log_eval(result, prompt, prompt_file=project / PROMPT)
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, tracking_uri=mlflow_store))
+    texts = {path.name: path.read_text() for path in folder.rglob("*") if path.is_file()}
+    assert texts and all(secret not in text for text in texts.values())
+    assert "***" in texts[f"{NAME}.yaml"] and "***" in texts["predictions.json"]
+    assert promptops.artifact.parse_prompt(texts[f"{NAME}.yaml"]).name == NAME  # still a prompt file
+
+
+# --- 6. traces of a prompt that does not exist -------------------------------------------------
+
+
+def test_traces_of_an_unknown_prompt_fail(project: Path, mlflow_store: str) -> None:
+    from promptops.ab import ab_report
+
+    line = one_line_error(CliRunner().invoke(main, ["traces", "NOSUCHPROMPT"]))
+    assert "unknown prompt 'NOSUCHPROMPT'" in line and NAME in line
+    with pytest.raises(UnknownPromptError):
+        ab_report("NOSUCHPROMPT")
+    result = CliRunner().invoke(main, ["traces", NAME])
+    assert result.exit_code == 0 and "no traces of banking_intent yet" in result.stdout
+
+
+# --- 7. empty required inputs ----------------------------------------------------------------
+
+
+@pytest.fixture()
+def served(project: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultServer]:
+    """The example prompts answered by a fault server on 127.0.0.1."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-bad-input-test-0123456789")
+    with FaultServer() as server:
+        for name in (NAME, "restaurant_booking"):
+            edit(project, Path("prompts") / f"{name}.yaml", "  id: local/smollm2-135m\n", f"  id: openai/fault-model\n  api_base: {server.base_url}\n")
+        yield server
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\n\t"])
+def test_an_empty_required_input_is_refused_before_any_call(served: FaultServer, value: str) -> None:
+    program = promptops.load(NAME, trace=False, cache=False)
+    with pytest.raises(InputRejected, match=r"^banking_intent: input 'text' is empty: give it text"):
+        program(text=value)
+    assert served.log == [] and [d["decision"] for d in program.last_record.decisions] == ["input_rejected"]
+
+
+def test_a_nullable_input_may_be_empty(served: FaultServer, project: Path) -> None:
+    edit(project, Path("prompts") / "restaurant_booking.yaml", "  - name: asked_for\n", "  - name: asked_for\n    nullable: true\n")
+    program = promptops.load("restaurant_booking", trace=False, cache=False)
+    program(text="A table for two at 7pm", asked_for="")
+    program(text="A table for two at 7pm", asked_for=None)
+    assert len(served.log) == 2
+    with pytest.raises(InputRejected, match="input 'text' is empty"):
+        program(text=" ", asked_for="")
+
+
+# --- 8. truncated answers --------------------------------------------------------------------
+
+
+class CutOffEngine:
+    """Answers like a model that ran out of tokens on every other request (finish_reason "length")."""
+
+    supports_response_schema = True
+    supported_params = frozenset({"temperature", "max_tokens", "response_format"})
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, request):
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        self.calls += 1
+        cut = self.calls % 2 == 1
+        return Response(id=None, model="cut-off", message=Message.assistant([TextPart('{"intent": "card_arrival"}')]),
+                        finish_reason="length" if cut else "stop", usage=Usage(input_tokens=50, output_tokens=32 if cut else 8))
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture()
+def cut_off(monkeypatch: pytest.MonkeyPatch) -> CutOffEngine:
+    """Evals answer through `CutOffEngine`, metered by promptops' `MeteredLM` as any model is."""
+    from promptops import program as program_module
+    from promptops.models._metered import MeteredLM
+
+    engine = CutOffEngine()
+
+    def build_program(prompt, *, model=None, cache=True, **options):
+        lm = MeteredLM("openai/cut-off", engine=engine, num_retries=0, cache=False, max_tokens=prompt.model.max_tokens)
+        return program_module.PromptProgram(prompt, lm)
+
+    monkeypatch.setattr(program_module, "build_program", build_program)
+    return engine
+
+
+def test_answers_that_hit_max_tokens_are_counted_reported_and_not_warned_twice(project: Path, mlflow_store: str, cut_off,
+                                                                                caplog) -> None:
+    import logging
+
+    from promptops import tracking
+
+    with caplog.at_level(logging.WARNING, logger="dspy.clients.lm"):
+        result = promptops.evaluate(NAME, limit=6, threads=1, track=True)  # in order: every other call is cut off
+    assert [e.truncated for e in result.examples] == [True, False] * 3
+    assert (result.truncated, result.truncated_at_tokens) == (3, 32)
+    assert result.truncation_warning == "3 answers hit max_tokens 32: raise model.max_tokens"
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]  # reported once, by promptops
+    assert tracking.load_run(result.run_id).data.metrics["truncated"] == 3
+    assert tracking.load_table(result.run_id)["truncated"].tolist() == [True, False] * 3
+
+    cli = CliRunner().invoke(main, ["eval", NAME, "--limit", "6", "--threads", "1", "--no-track", "--json"])
+    summary = json.loads(cli.stdout)
+    assert summary["truncated"] == 3 and summary["warnings"] == ["3 answers hit max_tokens 32: raise model.max_tokens"]
+    table = CliRunner().invoke(main, ["eval", NAME, "--limit", "6", "--threads", "1", "--no-track"])
+    assert "3 answers hit max_tokens 32: raise model.max_tokens" in table.stdout
+
+
+def test_outside_an_eval_dspy_still_warns_about_truncation(cut_off, caplog) -> None:
+    import logging
+
+    from promptops.models._metered import MeteredLM, metering
+
+    lm = MeteredLM("openai/cut-off", engine=cut_off, num_retries=0, cache=False, max_tokens=32)
+    with caplog.at_level(logging.WARNING, logger="dspy.clients.lm"), metering() as meter:
+        lm("hello")
+    assert meter.truncated == 1 and meter.truncated_at_tokens == 32
+    assert [r for r in caplog.records if "truncated" in r.getMessage()]
+
+
+# --- 9. traces keep no megabyte ---------------------------------------------------------------
+
+
+def test_traced_inputs_are_capped_with_their_size_recorded(served: FaultServer, project: Path, monkeypatch) -> None:
+    import mlflow
+
+    from promptops.runtime import tracing
+
+    edit(project, PROMPT, "eval:\n", "guardrails:\n  input: {max_chars: 5000}\neval:\n")
+    program = promptops.load(NAME, trace=True, cache=False)
+    huge = "where is my card " * 60_000  # about 1 MB
+    with pytest.raises(InputRejected):
+        program(text=huge)
+    tracing.flush()
+    trace = tracing.get(program.last_trace_id)
+    inputs, _ = tracing.root_inputs_outputs(trace)
+    assert len(inputs["text"]) == tracing.MAX_TRACED_CHARS and inputs["text"].endswith(f"[cut: {len(huge):,} characters]")
+    root = next(span for span in trace.data.spans if span.parent_id is None)
+    assert root.attributes["promptops.input_chars"] == len(huge)
+    assert len(json.dumps(trace.to_dict())) < 20_000
+
+    program(text="card " * 900)  # 4,500 characters, answered: DSPy's spans are cut too
+    tracing.flush()
+    trace = tracing.get(program.last_trace_id)
+    assert all(len(json.dumps(span.inputs)) < 3 * tracing.MAX_TRACED_CHARS for span in trace.data.spans)
+    assert mlflow  # imported for the store the fixture configured
+
+
+def test_scrubbing_a_cut_text_again_changes_nothing() -> None:
+    from promptops.runtime.tracing import MAX_TRACED_CHARS, scrub
+
+    once = scrub({"text": "x" * 10_000, "nested": [{"key": "sk-abcdefghijklmnop"}], "n": 3})
+    assert scrub(once) == once and len(once["text"]) == MAX_TRACED_CHARS and once["nested"] == [{"key": "***"}]
+
+
+# --- the corpus: every one-line error through the CLI ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    setup: Callable[[Path], list[str]]  # breaks the project; returns the command's arguments
+    words: tuple[str, ...]  # in the error line
+
+
+def _tiny(extra: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        (root / "experiments" / "tiny.yaml").write_text(SPACE + extra)
+        return ["optimize", "tiny", "--no-write"]
+
+    return setup
+
+
+def _prompt_edit(old: str, new: str, *args: str, name: str = NAME) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        edit(root, Path("prompts") / f"{name}.yaml", old, new)
+        return list(args) or ["eval", name, "--limit", "2", "--no-track"]
+
+    return setup
+
+
+def _dev_bytes(root: Path) -> list[str]:
+    path = root / DEV
+    path.write_bytes(path.read_bytes().replace(b"card", b"caf\xe9", 1))
+    return ["eval", NAME, "--limit", "2", "--no-track"]
+
+
+def _csv_bytes(root: Path) -> list[str]:
+    (root / "cases.csv").write_bytes(b"text,intent,split\ncard?,card_arrival,dev\nna\xefve,exchange_rate,dev\n")
+    return ["eval", NAME, "--data", "cases.csv", "--no-track"]
+
+
+def _bad_row(root: Path) -> list[str]:
+    path = root / DEV
+    lines = path.read_text().splitlines()
+    lines[6] = json.dumps({"text": "where is my card", "intent": "card_lost"})
+    path.write_text("\n".join(lines) + "\n")
+    return ["eval", NAME, "--limit", "2", "--no-track"]
+
+
+def _broken_json(root: Path) -> list[str]:
+    path = root / DEV
+    path.write_text(path.read_text().replace("}", "", 1))
+    return ["eval", NAME, "--no-track"]
+
+
+def _small_train(root: Path) -> list[str]:
+    rows = [{"text": f"card {i}", "intent": "card_arrival", "split": "train"} for i in range(3)]
+    (root / "small.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (root / "experiments" / "tiny.yaml").write_text(SPACE.replace("search:", "data: small.jsonl\nsearch:") + "  demos: [2, 4]\n")
+    return ["optimize", "tiny", "--no-write"]
+
+
+def _production(*inputs: str) -> Callable[[Path], list[str]]:
+    """NAME@production served from a channels file committed by hand (promotion's gate would need a model)."""
+
+    def setup(root: Path) -> list[str]:
+        import git
+
+        repo = git.Repo(root)
+        channels = root / "prompts" / "channels" / f"{NAME}.yaml"
+        channels.parent.mkdir(exist_ok=True)
+        channels.write_text(f"production: {{commit: {repo.head.commit.hexsha}, version: 1}}\nhistory: []\n")
+        repo.git.add(str(channels))
+        git_commit(repo, "Production is v1")
+        return ["run", f"{NAME}@production", *[arg for value in inputs for arg in ("-i", value)]]
+
+    return setup
+
+
+def _tiny_gepa(root: Path) -> list[str]:
+    (root / "experiments" / "tiny.yaml").write_text(SPACE.replace("[labeled]", "[gepa]"))
+    return ["optimize", "tiny", "--no-write"]
+
+
+def _no_models(root: Path) -> list[str]:
+    (root / "experiments" / "tiny.yaml").write_text(SPACE.replace("[local/smollm2-135m]", "[]"))
+    return ["optimize", "tiny", "--no-write"]
+
+
+def _unreachable(root: Path) -> list[str]:
+    edit(root, PROMPT, "  id: local/smollm2-135m", "  id: openai/gpt-4o-mini\n  api_base: http://127.0.0.1:9/v1\n  params: {num_retries: 0}")
+    return ["eval", NAME, "--limit", "2", "--no-track"]
+
+
+CASES = [
+    # issue 13
+    Case("data file not UTF-8 (jsonl)", _dev_bytes, ("dev.jsonl:2:", "not UTF-8 text (byte 0xe9 at column 17)", "save the file as UTF-8")),
+    Case("data file not UTF-8 (csv)", _csv_bytes, ("cases.csv:3:", "byte 0xef at column 3")),
+    Case("negative demos in a list", _tiny("  demos: [-4, 8]\n"), ("tiny.yaml:6:", "search.demos[0]: -4 is negative")),
+    Case("negative demos in a range", _tiny("  demos: {low: -4, high: 8, step: 4}\n"), ("tiny.yaml:6:", "search.demos.low")),
+    Case("more demos than train_limit", _tiny("  demos: [8]\n  train_limit: 4\n"), ("tiny.yaml:6:", "more than train_limit 4")),
+    Case("more demos than train examples", _small_train, ("tiny.yaml:7:", "more than the 3 examples of small.jsonl")),
+    Case("temperature out of range", _tiny("  demos: 2\n  temperature: [0.0, 2.5]\n"), ("tiny.yaml:7:", "search.temperature[1]: 2.5 is outside 0 to 2")),
+    Case("negative seed", _tiny("  demos: 2\nseed: -3\n"), ("tiny.yaml:7:", "seed:")),
+    Case("Authorization header", _prompt_edit("  max_tokens: 32\n", "  max_tokens: 32\n  params:\n    extra_headers:\n      Authorization: Bearer abc123def456\n"),
+         ("banking_intent.yaml:27:", "model.params.extra_headers.Authorization: looks like a secret")),
+    Case("model key written twice", _prompt_edit("eval:\n", "model: {id: openai/gpt-4o-mini}\neval:\n"), ("banking_intent.yaml:25:", "key 'model' repeats the one on line 21")),
+    Case("experiment key written twice", _tiny("  demos: 2\n  demos: 4\n"), ("tiny.yaml:7:", "key 'demos' repeats the one on line 6")),
+    Case("credentials in api_base", _prompt_edit("  max_tokens: 32\n", "  max_tokens: 32\n  api_base: https://ada:hunter2@llm.example.com/v1\n"),
+         ("banking_intent.yaml:25:", "model.api_base: the URL holds a user name or password", "put credentials in the environment")),
+    Case("traces of no such prompt", lambda root: ["traces", "NOSUCHPROMPT"], ("unknown prompt 'NOSUCHPROMPT'",)),
+    Case("empty input", _production("text="), ("input 'text' is empty",)),
+    Case("whitespace input", _production("text=   "), ("input 'text' is empty",)),
+    # the one-line errors tests elsewhere know
+    Case("broken YAML", _prompt_edit("  - name: text\n", "  - name: text\n   oops: [\n"), ("banking_intent.yaml:7:", "not valid YAML")),
+    Case("misspelt key", _prompt_edit("instructions: |", "instruction: |"), ("banking_intent.yaml:3:", "unknown key 'instruction'")),
+    Case("values without enum", _prompt_edit("    type: enum\n", "    type: string\n"), ("banking_intent.yaml:9:", "has `values` but is not of type enum")),
+    Case("api_key in params", _prompt_edit("  max_tokens: 32\n", "  max_tokens: 32\n  params: {api_key: sk-123}\n"), ("model.params.api_key: looks like a secret",)),
+    Case("name differs from the file", _prompt_edit("name: banking_intent", "name: banking"), ("banking_intent.yaml:1:", "must match the file name")),
+    Case("bad dataset row", _bad_row, ("dev.jsonl:7:", "field 'intent'")),
+    Case("broken JSON line", _broken_json, ("dev.jsonl:1:", "not valid JSON")),
+    Case("no such data file", lambda root: ["eval", NAME, "--data", "nowhere.jsonl", "--no-track"], ("nowhere.jsonl", "no such dataset file")),
+    Case("unknown local model", lambda root: ["eval", NAME, "--model", "local/gpt-5", "--no-track"], ("unknown local model 'local/gpt-5'",)),
+    Case("model without provider", lambda root: ["eval", NAME, "--model", "gpt5", "--no-track"], ("unknown model 'gpt5'",)),
+    Case("unknown prompt", lambda root: ["eval", "no_such_prompt"], ("unknown prompt 'no_such_prompt'", NAME)),
+    Case("unknown metric", lambda root: ["eval", NAME, "--metric", "bleu", "--no-track"], ("unknown metric 'bleu'",)),
+    Case("unreachable hosted model", _unreachable, ("all 2 examples failed",)),
+    Case("unknown experiment key", _tiny("  optimiser: [none]\n"), ("tiny.yaml:6:", "unknown key 'optimiser'")),
+    Case("gepa without reflection model", _tiny_gepa, ("tiny.yaml:3:", "reflection_model")),
+    Case("range high below low", _tiny("  demos: {low: 8, high: 2}\n"), ("tiny.yaml:6:", "below low")),
+    Case("no models", _no_models, ("tiny.yaml:4:", "at least 1")),
+    Case("unknown input field", _production("txt=card?"), ("unknown input field 'txt'",)),
+    Case("input not FIELD=VALUE", lambda root: ["run", NAME, "-i", "text"], ("--input 'text' is not FIELD=VALUE",)),
+    Case("unknown version", lambda root: ["show", f"{NAME}@v9"], ("v9",)),
+]
+
+
+def _state(repo) -> dict:
+    """What a refused command must leave as it was: every file of the project, HEAD, git status, the registry's aliases."""
+    from promptops import tracking
+
+    root = Path(repo.working_tree_dir)
+    files = {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+             for path in sorted(root.rglob("*")) if path.is_file() and ".git" not in path.relative_to(root).parts}
+    return {"files": files, "head": repo.head.commit.hexsha, "status": repo.git.status("--porcelain", "--untracked-files=all"),
+            "aliases": {name: tracking.registry_aliases(name, root) for name in (NAME, "restaurant_booking")}}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_every_bad_input_is_one_line_and_changes_nothing(case: Case, git_project, mlflow_store: str, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-corpus-test-key-0123456789")
+    root = Path(git_project.working_tree_dir)
+    args = case.setup(root)
+    before = _state(git_project)
+    line = one_line_error(CliRunner().invoke(main, args))
+    for words in case.words:
+        assert words in line, line
+    assert "sk-corpus-test-key" not in line
+    assert _state(git_project) == before
+
+
+assert len(CASES) >= 25, len(CASES)  # the corpus: issue 13's cases and the one-line errors found in the other tests
+
+
+def test_the_corpus_covers_issue_13_and_the_known_one_line_errors() -> None:
+    print(f"\nbad-input corpus: {len(CASES)} cases, each one line on stderr, no traceback, nothing changed")
+    assert len({case.name for case in CASES}) == len(CASES) >= 25
