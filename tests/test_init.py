@@ -5,6 +5,7 @@ evaluates as it is. A scripted program answers (the layout is under test, not th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +126,7 @@ def test_the_example_rows_are_the_documented_subset_of_banking77() -> None:
 def test_a_new_project_evaluates_on_the_embedded_model(tmp_path: Path) -> None:
     """The README's first two commands, as a user runs them: `promptops init`, then an eval of 3 rows."""
     subprocess.run([sys.executable, "-m", "promptops", "init", str(tmp_path / "new")], check=True, capture_output=True)
-    env = {key: value for key, value in __import__("os").environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}  # the project's own mlflow.db
     done = subprocess.run([sys.executable, "-m", "promptops", "eval", EXAMPLE, "--limit", "3", "--json"], cwd=tmp_path / "new",
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
