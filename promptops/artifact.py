@@ -325,9 +325,11 @@ def _as_json(data: Any) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
+    """Write through a temporary file and `os.replace`, keeping the file's mode (a new file gets the umask's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600: a prompt file written by promptops must stay readable
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -337,6 +339,15 @@ def atomic_write_text(path: Path, text: str) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def find_project_root(start: str | Path | None = None) -> Path:

@@ -126,3 +126,22 @@ def test_unknown_prompt_lists_the_known_ones(project: Path) -> None:
     with pytest.raises(UnknownPromptError, match="unknown prompt 'nope'; known prompts: banking_intent, restaurant_booking"):
         resolve_prompt_path("nope")
     assert resolve_prompt_path("banking_intent") == project / "prompts" / "banking_intent.yaml"
+
+
+def test_an_atomic_write_keeps_the_file_mode_and_a_new_file_gets_the_umasks(tmp_path) -> None:
+    import os
+    import stat
+
+    from promptops.artifact import atomic_write_text
+
+    existing = tmp_path / "shared.yaml"
+    existing.write_text("a: 1\n")
+    existing.chmod(0o644)
+    atomic_write_text(existing, "a: 2\n")
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o644 and existing.read_text() == "a: 2\n"
+    umask = os.umask(0o022)
+    try:
+        new = atomic_write_text(tmp_path / "new.yaml", "b: 1\n")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
