@@ -96,7 +96,7 @@ def test_promote_edit_promote_rollback_and_rollback_again(git_project, mlflow_st
 def test_a_failed_gate_prints_both_metrics_and_changes_nothing(git_project, mlflow_store: str) -> None:
     repo = git_project
     promptops.promote(NAME, limit=2)
-    commit_edit(repo, "temperature: 0.0", "temperature: 0.0\n  max_tokens: 24", "Shorter answers")
+    commit_edit(repo, "max_tokens: 32", "max_tokens: 24", "Shorter answers")
     before = snapshot(repo)
     with pytest.raises(GateFailedError) as failed:
         promptops.promote(NAME, limit=2, max_cost_usd=1e-12)
@@ -111,7 +111,7 @@ def test_a_failed_gate_prints_both_metrics_and_changes_nothing(git_project, mlfl
 def test_a_registry_failure_mid_promote_leaves_no_partial_state(git_project, mlflow_store: str, monkeypatch) -> None:
     repo = git_project
     promptops.promote(NAME, limit=1)
-    commit_edit(repo, "temperature: 0.0", "temperature: 0.0\n  max_tokens: 24", "Shorter answers")
+    commit_edit(repo, "max_tokens: 32", "max_tokens: 24", "Shorter answers")
     before = snapshot(repo)
 
     def broken_alias(*args, **kwargs):
