@@ -182,6 +182,8 @@ def _read_back(prompt: Prompt, compiled: Any) -> Prompt:
         if prompt.check_example(values) is None and values not in demos:
             demos.append(values)
     instructions = (predictor.signature.instructions or "").strip() or prompt.instructions
+    if instructions == prompt.instructions.strip():
+        instructions = prompt.instructions  # unchanged: keep the file's own text, trailing newline included
     return prompt.with_changes(instructions=instructions, demos=demos)
 
 
