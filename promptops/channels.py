@@ -120,11 +120,11 @@ def resolve(prompt_file: Path, ref: str) -> ResolvedVersion:
         return ResolvedVersion(commit, display_label(prompt_file, commit, commit[:8]))
 
 
-def display_label(prompt_file: Path, commit: str, recorded: str) -> str:
-    """The commit's `vN` on this branch, else the label it was recorded with, marked."""
+def display_label(prompt_file: Path, commit: str, recorded: str, history: Optional[list[Any]] = None) -> str:
+    """The commit's `vN` on this branch, else the label it was recorded with, marked; `history` saves a git log."""
     from promptops import versions
 
-    label = versions.version_label(prompt_file, commit)
+    label = versions.version_label(prompt_file, commit, history)
     return label if label else f"{recorded} ({commit[:8]}, not on this branch)"
 
 

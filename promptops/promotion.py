@@ -40,6 +40,7 @@ from promptops.channels import (
     Pointer,
     ResolvedVersion,
     channels_file,
+    display_label,
     parse_channels,
     pointers,
     pointers_in,
@@ -211,7 +212,7 @@ def promote(
     candidate = versions.load_prompt_at(prompt_file, target.commit)
     current = versions.load_prompt_at(prompt_file, start.commit) if start else None
     spec = gate.rule_for(candidate, rule=rule, tolerance=tolerance)
-    current_label = f"{channel} {resolve(prompt_file, channel).label}" if start else None
+    current_label = f"{channel} {display_label(prompt_file, start.commit, start.label)}" if start else None
     verdict, evidence = run_gate(candidate, current, labels=(target.label, current_label), commits=(target.commit, start.commit if start else None),
                                  spec=spec, data=data, split=split, limit=limit, max_cost_usd=max_cost_usd)
     if not verdict.passed and not force:
@@ -485,7 +486,7 @@ def _prompt_status(prompt_file: Path, prompt: Prompt) -> PromptStatus:
     name = prompt_file.stem
     history = versions.prompt_versions(prompt_file)
     found = pointers(name)
-    labels = {channel: resolve(prompt_file, channel).label for channel in found}
+    labels = {channel: display_label(prompt_file, pointer.commit, pointer.label, history) for channel, pointer in found.items()}
     production = found.get("production")
     changed = None if production is None else (
         versions.has_uncommitted_changes(prompt_file)
