@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
     from promptops.models.doctor import ModelHealth
+    from promptops.runtime.guarded import Answer, NeedsReview
 
-__all__ = ["EvalResult", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate", "init_project", "load", "load_prompt",
-           "optimize", "promote", "record_feedback", "rollback"]
+__all__ = ["Answer", "EvalResult", "NeedsReview", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate",
+           "init_project", "load", "load_prompt", "optimize", "promote", "record_feedback", "rollback"]
 __version__ = "0.1.0"
 
 
@@ -119,8 +120,10 @@ def load(
     `NAME@v3` and `NAME@<commit>` read that version; `NAME` alone the working file.
 
     The result applies the prompt's `guardrails:` (input checks, retries, caps, breaker,
-    fallbacks) and traces each request to MLflow. `key` names the user (per-key cap and rate
-    limit; only its hash is traced). `split={"production": 0.9, "candidate": 0.1}` with a `key`
+    fallbacks) and traces each request to MLflow. Under `guardrails.output.min_confidence` a
+    request whose answer is less sure returns a `NeedsReview` (the `Answer` held for a person)
+    instead of a prediction: check `isinstance(result, promptops.NeedsReview)`. `key` names
+    the user (per-key cap and rate limit; only its hash is traced). `split={"production": 0.9, "candidate": 0.1}` with a `key`
     picks a channel per user, stable across calls and processes (an A/B test; the arm is traced).
     `guardrails=False` returns the plain DSPy program.
     """
@@ -205,4 +208,8 @@ def __getattr__(name: str) -> Any:
         from promptops.evaluation import EvalResult
 
         return EvalResult
+    if name in ("Answer", "NeedsReview"):
+        from promptops.runtime import guarded
+
+        return getattr(guarded, name)
     raise AttributeError(f"module 'promptops' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from promptops import _markdown as md
 from promptops.errors import PromptopsError
 from promptops.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, FisherResult, Interval, fisher_exact, percentile, unpaired_bootstrap
 
-STATUSES = ("ok", "refused", "error", "fallback")
+STATUSES = ("ok", "refused", "error", "fallback", "needs_review")
 _TRUE = {"true", "yes", "y", "1", "correct", "right", "pass", "good"}
 _FALSE = {"false", "no", "n", "0", "incorrect", "wrong", "fail", "bad"}
 
@@ -133,7 +133,7 @@ class ABReport:
             lines.append(f"No traced request of {self.prompt} carries an arm: serve it with "
                          f"`promptops.load(\"{self.prompt}\", split={{...}}, key=user_id)`.")
             return "\n".join(lines) + "\n"
-        lines += ["| arm | requests | ok / refused / error / fallback | labeled | accuracy | cost per call | latency mean / p50 / p95 |",
+        lines += ["| arm | requests | ok / refused / error / fallback / needs review | labeled | accuracy | cost per call | latency mean / p50 / p95 |",
                   "|---|---|---|---|---|---|---|"]
         for arm in sorted(self.arms, key=lambda arm: arm.arm != self.reference):
             versions = f" {', '.join(arm.versions)}" if arm.versions else ""

@@ -179,10 +179,18 @@ class Prompt(_Strict):
             problem = self.check_example(demo)
             if problem:
                 raise ValueError(f"demos[{index}]: {problem}")
+        if self.guardrails.output.min_confidence is not None and not any(_chooses_a_label(spec) for spec in self.outputs):
+            raise ValueError("guardrails.output.min_confidence: no output field is an enum or a boolean, so no answer has a"
+                             " label confidence to check; remove it, or make the routing field `type: enum`")
         return self
 
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.inputs + self.outputs if f.name == name)
+
+    @property
+    def label_fields(self) -> list[str]:
+        """Top-level outputs that choose among known values (enum, boolean): every model that reports confidence covers them."""
+        return [spec.name for spec in self.outputs if spec.type in ("enum", "boolean")]
 
     def check_example(self, example: dict[str, Any], *, inputs: bool = True, outputs: bool = True) -> Optional[str]:
         """The first way `example` fails the prompt's fields, or None if it fits."""
@@ -240,6 +248,11 @@ def _check_unique(names: list[str], where_: str) -> None:
         if name in seen:
             raise ValueError(f"field name {name!r} appears twice in {where_}")
         seen.add(name)
+
+
+def _chooses_a_label(spec: FieldSpec) -> bool:
+    """An enum or boolean field, or an object holding one: what a label confidence is reported for."""
+    return spec.type in ("enum", "boolean") or any(_chooses_a_label(field) for field in spec.fields or ())
 
 
 def _class_name(name: str) -> str:

@@ -330,11 +330,16 @@ def sync_command(prompts: tuple[str, ...], check: bool) -> None:
 @click.option("--no-trace", is_flag=True, help="Do not write an MLflow trace.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs as one JSON object.")
 def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], key: Optional[str], no_trace: bool, as_json: bool) -> None:
-    """Run PROMPT@production (or @vN, @staging, ...) on the given inputs, within its guardrails, and print its outputs."""
+    """Run PROMPT@production (or @vN, @staging, ...) on the given inputs, within its guardrails, and print its outputs.
+
+    An answer less sure than the prompt's guardrails.output.min_confidence is printed as held for
+    review (with --json, under "_needs_review") and the exit code is 3.
+    """
     import promptops
     from promptops.errors import GuardrailError
     from promptops.program import prediction_values
     from promptops.runtime import tracing
+    from promptops.runtime.guarded import NeedsReview
 
     values = _field_values(inputs, "--input")
     program = promptops.load(reference, model=model, key=key, trace=not no_trace)
@@ -347,33 +352,49 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
     finally:
         if not no_trace:
             tracing.flush()
-    outputs = prediction_values(program.prompt, prediction)
+    review = prediction if isinstance(prediction, NeedsReview) else None
+    outputs = review.outputs if review else prediction_values(program.prompt, prediction)
+    answer = program.last_record.answer if program.last_record else None
+    confidence = answer.confidence_by_field if answer else None
     if as_json:
-        click.echo(json.dumps({**outputs, "_trace_id": program.last_trace_id} if program.last_trace_id else outputs, ensure_ascii=False))
+        extra: dict[str, Any] = {"_trace_id": program.last_trace_id} if program.last_trace_id else {}
+        if confidence:
+            extra["_confidence"] = confidence
+        if review:
+            extra["_needs_review"] = {"reason": review.reason, "least_sure_field": review.least_sure_field,
+                                      "confidence": review.confidence, "threshold": review.threshold}
+        click.echo(json.dumps({**outputs, **extra}, ensure_ascii=False))
     else:
+        if review:
+            click.echo(f"NEEDS REVIEW: {review.reason}; the answer is held for a person to check:")
         for field, value in outputs.items():
             click.echo(f"{field}: {value}")
+        if confidence:
+            click.echo("confidence: " + ", ".join(f"{field} {value:.3f}" for field, value in confidence.items()), err=True)
         if program.last_trace_id:
             click.echo(f"trace: {program.last_trace_id}", err=True)
+    if review:
+        sys.exit(3)
 
 
 @main.command("traces")
 @click.argument("prompt")
 @click.option("--failed", is_flag=True, help="Only refused or failed requests.")
+@click.option("--needs-review", is_flag=True, help="Only answers held for review (guardrails.output.min_confidence).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
-def traces_command(prompt: str, failed: bool, limit: int, as_json: bool) -> None:
-    """List PROMPT's most recent traced requests: version, status, guardrail decisions, cost, tokens, latency."""
+def traces_command(prompt: str, failed: bool, needs_review: bool, limit: int, as_json: bool) -> None:
+    """List PROMPT's most recent traced requests: version, status, guardrail decisions, label confidence, cost, tokens, latency."""
     import dataclasses
 
     from promptops import render
     from promptops.runtime import tracing
 
-    found = tracing.search(prompt, failed=failed, limit=limit)
+    found = tracing.search(prompt, failed=failed, needs_review=needs_review, limit=limit)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(summary) for summary in found]))
     else:
-        render.trace_list(prompt, found, failed=failed)
+        render.trace_list(prompt, found, failed=failed, needs_review=needs_review)
 
 
 @main.command("replay")

@@ -1,6 +1,11 @@
 """Running an eval: a prompt over an eval split, measuring quality, cost, tokens and latency.
 
 Returns an `EvalResult` (plain data); logging it to MLflow is `tracking`'s job.
+
+Each answer carries the model's confidence in the labels it chose, when the model reports one
+(`promptops.models._confidence`). A prompt with `guardrails.output.min_confidence` is also scored
+as it would serve: `coverage` is the share of answers confident enough to be returned rather than
+sent to review, `accuracy_at_threshold` the accuracy of those answers.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class ExampleResult:
     cost_usd: Optional[float]
     truncated: bool = False  # an answer stopped at max_tokens
     truncated_at_tokens: Optional[int] = None  # the max_tokens it hit
+    confidence_by_field: Optional[dict[str, float]] = None  # probability of each chosen label, as the model reported it
+    confidence: Optional[float] = None  # the least sure label field's; None when a label field has none (nothing vouches for it)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class EvalResult:
     data_digest: Optional[str] = None  # `Dataset.digest` of the rows scored
     truncated: int = 0  # answers that stopped at max_tokens (often parse failures or wrong answers too)
     truncated_at_tokens: Optional[int] = None  # the max_tokens they hit
+    min_confidence: Optional[float] = None  # the prompt's guardrails.output.min_confidence, which coverage is measured at
 
     @property
     def truncation_warning(self) -> Optional[str]:
@@ -87,10 +95,19 @@ class EvalResult:
         answers = "answer" if self.truncated == 1 else "answers"
         return f"{self.truncated} {answers} hit max_tokens{limit}: raise model.max_tokens"
 
+    @property
+    def confidence_warning(self) -> Optional[str]:
+        """One sentence when a confidence threshold is set but no answer reported a confidence to compare with it."""
+        if self.min_confidence is None or any(r.confidence is not None for r in self.examples):
+            return None
+        return (f"no answer reported a label confidence, so none reaches min_confidence {self.min_confidence:g}: a hosted model"
+                " needs model.params logprobs: true")
+
     def summary(self) -> dict[str, Any]:
         """Everything but the per-example rows, flat, for `--json` and notebooks."""
         data = {key: value for key, value in asdict(self).items() if key not in ("examples", "metrics")}
-        return {**data, **self.metrics, "warnings": [self.truncation_warning] if self.truncation_warning else []}
+        warnings = [warning for warning in (self.truncation_warning, self.confidence_warning) if warning]
+        return {**data, **self.metrics, "warnings": warnings}
 
 
 def default_threads(model_id: str) -> int:
@@ -138,6 +155,9 @@ def evaluate(
 
     pairs = [(r.expected, r.predicted) for r in results]
     metrics = _quality_metrics(prompt, pairs, results, user_metric, metric)
+    min_confidence = prompt.guardrails.output.min_confidence
+    if min_confidence is not None:
+        metrics.update(coverage_metrics(results, min_confidence))
     latencies = [r.latency_s for r in results if r.model_calls or r.cache_hits]
     costs = [r.cost_usd for r in results]
     return EvalResult(
@@ -164,7 +184,18 @@ def evaluate(
         data_digest=dataset.digest,
         truncated=sum(r.truncated for r in results),
         truncated_at_tokens=max((r.truncated_at_tokens for r in results if r.truncated_at_tokens), default=None),
+        min_confidence=min_confidence,
     )
+
+
+def coverage_metrics(results: "list[ExampleResult] | tuple[ExampleResult, ...]", min_confidence: float) -> dict[str, float]:
+    """`coverage`: the share of rows whose answer is at least `min_confidence` sure (a row without a confidence is
+    not); `accuracy_at_threshold`: the accuracy over those rows, absent when there are none."""
+    covered = [r for r in results if r.confidence is not None and r.confidence >= min_confidence]
+    metrics = {"coverage": round(len(covered) / len(results), 6) if results else 0.0}
+    if covered:
+        metrics["accuracy_at_threshold"] = round(sum(r.correct for r in covered) / len(covered), 6)
+    return metrics
 
 
 def _display_path(path: Path) -> str:
@@ -233,6 +264,7 @@ def _run_examples(program, prompt: Prompt, examples, threads: int, on_progress) 
 def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleResult:
     from dspy.utils.exceptions import AdapterParseError
 
+    from promptops.models._confidence import least_sure
     from promptops.models._metered import metering
     from promptops.program import prediction_values
 
@@ -244,6 +276,8 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
             error, parse_failure = _one_line(exc), True
         except Exception as exc:  # one bad answer must not end the eval; it is counted and shown
             error = _one_line(exc)
+    confidence_by_field = meter.confidence if predicted is not None else None
+    _, confidence = least_sure(confidence_by_field, prompt.label_fields)
     return ExampleResult(
         index=index,
         source=example.source,
@@ -261,6 +295,8 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
         cost_usd=meter.cost_usd,
         truncated=bool(meter.truncated),
         truncated_at_tokens=meter.truncated_at_tokens,
+        confidence_by_field=confidence_by_field,
+        confidence=confidence,
     )
 
 

@@ -80,8 +80,12 @@ def eval_result(result: "EvalResult") -> None:
     table.add_column("name")
     table.add_column("value", justify="right")
     primary = result.metric.partition(":")[2] or result.metric
+    at_threshold = {"coverage", "accuracy_at_threshold"}
     for name, value in result.metrics.items():
-        table.add_row(f"[bold]{name}[/] (primary)" if name == primary else name, f"{value:.3f}")
+        label = f"[bold]{name}[/] (primary)" if name == primary else name
+        if name in at_threshold and result.min_confidence is not None:
+            label += f" (confidence ≥ {result.min_confidence:g})"
+        table.add_row(label, f"{value:.3f}")
     table.add_section()
     table.add_row("cost", _format(result.cost_usd, "$"))
     table.add_row("tokens in / out", f"{result.input_tokens} / {result.output_tokens}")
@@ -91,12 +95,43 @@ def eval_result(result: "EvalResult") -> None:
     table.add_row("truncated (hit max_tokens)", str(result.truncated))
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
     console.print(table)
-    if result.truncation_warning:
-        console.print(f"[yellow]warning[/] {escape(result.truncation_warning)}", highlight=False)
+    for warning in (result.truncation_warning, result.confidence_warning):
+        if warning:
+            console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
+    if any(r.confidence_by_field for r in result.examples):
+        least_confident_answers(result)
     for example in [r for r in result.examples if r.error][:3]:
         console.print(f"[yellow]{example.source}[/]: {example.error}", highlight=False)
     if result.run_id:
         console.print(f"MLflow run {result.run_id}", highlight=False)
+
+
+def least_confident_answers(result: "EvalResult", limit: int = 5) -> None:
+    """The answers the model was least sure of, with their confidence: where a threshold would send rows to review."""
+    answered = sorted((r for r in result.examples if r.predicted is not None),
+                      key=lambda r: (r.confidence is not None, r.confidence or 0.0, r.index))[:limit]
+    table = _listing(f"least confident answers ({len(answered)} of {result.n})")
+    _id_column(table, "row")
+    _text_column(table, "answer")
+    _text_column(table, "expected")
+    _id_column(table, "confidence", justify="right")
+    _id_column(table, "correct")
+    for example in answered:
+        confidence = "none" if example.confidence is None else f"{example.confidence:.3f}"
+        if (result.min_confidence is not None and (example.confidence is None or example.confidence < result.min_confidence)):
+            confidence = f"[yellow]{confidence}[/]"
+        table.add_row(escape(example.source), escape(_values_text(example.predicted)), escape(_values_text(example.expected)),
+                      confidence, "yes" if example.correct else "[red]no[/]")
+    console.print(table, highlight=False)
+
+
+def _values_text(values: Optional[dict]) -> str:
+    """`card_arrival` for one field, `people=4, date=None` for several."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join(f"{name}={value}" for name, value in values.items())
 
 
 def prompt_list(entries) -> None:
@@ -267,27 +302,31 @@ def status_table(rows) -> None:
             console.print(f"[red]error[/] {escape(row.prompt)}: {escape(row.error)}", highlight=False)
 
 
-def trace_list(name: str, traces, *, failed: bool = False) -> None:
-    """Each trace as a block of three or four lines (id, time and status; version, model, cost, tokens and
-    latency; guardrail decisions; request and answer): a trace id alone is 35 characters, so a table row
-    holding all of that does not fit 80 columns."""
+def trace_list(name: str, traces, *, failed: bool = False, needs_review: bool = False) -> None:
+    """Each trace as a block of three or four lines (id, time and status; version, model, cost, tokens,
+    latency and label confidence; guardrail decisions; request and answer): a trace id alone is 35
+    characters, so a table row holding all of that does not fit 80 columns."""
     from datetime import datetime, timezone
 
+    kind = "failed " if failed else "needs-review " if needs_review else ""
     if not traces:
-        console.print(f"no {'failed ' if failed else ''}traces of {name} yet: requests through promptops.load() or promptops run write them.",
+        console.print(f"no {kind}traces of {name} yet: requests through promptops.load() or promptops run write them.",
                       highlight=False)
         return
-    console.print(f"[bold]{escape(name)}[/]: {len(traces)} most recent {'failed ' if failed else ''}traces, newest first "
+    console.print(f"[bold]{escape(name)}[/]: {len(traces)} most recent {kind}traces, newest first "
                   "(times in UTC)", highlight=False)
-    styles = {"ok": "green", "fallback": "yellow", "refused": "magenta", "error": "red"}
+    styles = {"ok": "green", "fallback": "yellow", "needs_review": "cyan", "refused": "magenta", "error": "red"}
     for trace in traces:
         when = datetime.fromtimestamp(trace.timestamp_ms / 1000, tz=timezone.utc).strftime("%m-%d %H:%M:%S")
         status = f"[{styles.get(trace.status, '')}]{escape(trace.status)}[/]" + (f" (arm {escape(trace.arm)})" if trace.arm else "")
         outcome = trace.response or trace.error or "(no answer)"
         console.print()
         console.print(f"{trace.trace_id}  {when}  {status}", highlight=False)
+        confidence = ""
+        if trace.confidence:
+            confidence = " · confidence " + " ".join(f"{field} {value:.3f}" for field, value in trace.confidence.items())
         console.print(f"  {escape(trace.version)} on {escape(trace.model or 'unknown model')} · ${trace.cost_usd:.6f} · "
-                      f"{trace.tokens} tokens · {trace.latency_s:.3f} s", highlight=False)
+                      f"{trace.tokens} tokens · {trace.latency_s:.3f} s{escape(confidence)}", highlight=False)
         if trace.decisions:
             console.print(f"  decisions: {escape(trace.decisions.replace(',', ' '))}", highlight=False)
         console.print(f"  {escape(_shortened(trace.request))} → {escape(_shortened(outcome))}", highlight=False)
@@ -312,12 +351,19 @@ def replay_result(result) -> None:
     for name in sorted(set(original) | set(replayed)):
         mark = "" if original.get(name) == replayed.get(name) else "[yellow]"
         table.add_row(f"{mark}{name}", str(original.get(name, "-")), f"{mark}{replayed.get(name, '-')}")
+    if result.original_confidence or result.replay_confidence:
+        table.add_section()
+        table.add_row("[dim]confidence[/]", _confidence_text(result.original_confidence), _confidence_text(result.replay_confidence))
     if result.replay_error:
         table.add_row("[red]error[/]", "", result.replay_error)
     console.print(table)
     source = "from DSPy's cache (exact, no model call)" if result.from_cache else f"from the model (${result.cost_usd:.6f})"
     verdict = "same outputs" if result.same else f"different: {', '.join(result.changed_fields) or 'no answer'}"
     console.print(f"{verdict}; answered {source}", highlight=False)
+
+
+def _confidence_text(confidence: Optional[dict]) -> str:
+    return ", ".join(f"{field} {value:.3f}" for field, value in confidence.items()) if confidence else "-"
 
 
 def feedback_added(added) -> None:

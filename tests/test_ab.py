@@ -79,7 +79,7 @@ def test_the_arm_statistics_match_scipy() -> None:
     assert comparison.latency_s.estimate == pytest.approx(by_arm["candidate"].latency_mean_s - by_arm["production"].latency_mean_s)
     assert comparison.cost_per_call_usd.estimate == pytest.approx(1e-5)
     text = report.markdown()
-    assert "| candidate v2 | 27 | 27 / 0 / 0 / 0 | 22 | 0.818 (18/22) |" in text
+    assert "| candidate v2 | 27 | 27 / 0 / 0 / 0 / 0 | 22 | 0.818 (18/22) |" in text
     assert f"Fisher's exact p = {comparison.accuracy_test.p_value:.3g}" in text
 
 

@@ -5,6 +5,9 @@ what each answer cost to produce, and an optimizer must know how many calls real
 a model. `MeteredLM` records every call in its own totals and in the meter of the current
 scope (one per evaluated example), without changing how DSPy executes or caches it.
 
+Each call also records how sure the model was of the labels it chose, when it says
+(`promptops.models._confidence`); a meter's confidence is that of its last call that has one.
+
 An answer cut off at `max_tokens` is recorded as truncated (a cached one too). DSPy logs a
 warning per such call; inside a scope that reports truncated answers itself
 (`metering(reports_truncation=True)`, as an eval does in its summary) that warning is dropped.
@@ -23,6 +26,8 @@ from typing import Any, Iterator, Optional
 import dspy
 from dspy.utils.callback import with_callbacks
 
+from promptops.models._confidence import call_confidence
+
 
 @dataclass(frozen=True)
 class ModelCall:
@@ -36,6 +41,7 @@ class ModelCall:
     cost_usd: Optional[float]
     truncated: bool = False  # the answer stopped at max_tokens
     max_tokens: Optional[int] = None  # the limit the call was made with
+    confidence: Optional[dict[str, float]] = None  # probability of each chosen label, per output field; None when not reported
 
 
 @dataclass
@@ -55,6 +61,11 @@ class CallMeter:
         """The max_tokens truncated answers hit (the largest, if calls differed); None when none was cut."""
         limits = [call.max_tokens for call in self.calls if call.truncated and call.max_tokens is not None]
         return max(limits) if limits else None
+
+    @property
+    def confidence(self) -> Optional[dict[str, float]]:
+        """The label confidences of the last call that reported some: the answer a prediction came from."""
+        return next((call.confidence for call in reversed(self.calls) if call.confidence), None)
 
     @property
     def model_calls(self) -> int:
@@ -206,7 +217,7 @@ class MeteredLM(dspy.LM):
         max_tokens = (call.kwargs or {}).get("max_tokens") if call is not None else None
         max_tokens = max_tokens or self.kwargs.get("max_tokens")
         record = ModelCall(self.model, input_tokens, output_tokens, latency_s, cached, cost, _truncated(result),
-                           int(max_tokens) if max_tokens else None)
+                           int(max_tokens) if max_tokens else None, call_confidence(result, call))
         with self._totals_lock:
             self.totals.calls.append(record)
             if not cached and cost is not None:

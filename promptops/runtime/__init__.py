@@ -2,7 +2,8 @@
 
 - `spec`: the `guardrails:` section of a prompt file.
 - `limits`: token buckets, circuit breakers and spend per session and user key (in-process state).
-- `guarded`: `GuardedProgram`, what `promptops.load()` returns: checks, retries, fallbacks, caps.
+- `guarded`: `GuardedProgram`, what `promptops.load()` returns: checks, retries, fallbacks, caps,
+  and `NeedsReview` for an answer below `output.min_confidence`.
 - `tracing`: one MLflow trace per request; `traces` lists them.
 - `replay`, `feedback`: re-run a traced request; turn a corrected one into an eval row.
 

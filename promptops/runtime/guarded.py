@@ -6,6 +6,13 @@ call under the request's loop guard, the per-call timeout and the session and ke
 the first answer that fits the output fields. Every refusal is a typed `GuardrailError`; every
 step is a decision in the request's trace.
 
+With `output.min_confidence`, an answer that fits but whose least sure label is less probable
+than that is returned as a `NeedsReview` (the answer, held for a person) instead of a prediction.
+An answer without a reported confidence for a label field (a hosted model that gives no
+logprobs, grammar decoding) goes to review too: nothing vouches for it. Review is not a failure:
+the model is not asked again (a retry at a higher temperature is no surer) and its breaker
+counts a success.
+
 Caps are enforced before a call leaves, through the same budgets the optimizer uses
 (`promptops.budget`): a call is refused when its high estimate would break a cap, so a priced
 model never exceeds it, and a model without a price exceeds it by at most one call.
@@ -19,7 +26,7 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from promptops.budget import Budget, BudgetExhausted, request_limits
@@ -80,6 +87,37 @@ class Answer:
     attempt: int  # 0 for the first try; a retry's rollout id otherwise
     fallback: bool
     config: dict[str, Any] = field(default_factory=dict)  # the LM overrides of this attempt, for an exact replay
+    confidence_by_field: Optional[dict[str, float]] = None  # probability of each chosen label; None when the model reported none
+
+
+@dataclass(frozen=True)
+class NeedsReview:
+    """What a request returns instead of a prediction when its answer is not sure enough to act on.
+
+    `answer` is what the model said; `confidence` is its least sure field's probability
+    (`least_sure_field`), None when the model reported none for it; `threshold` is the prompt's
+    `guardrails.output.min_confidence`. Record the reviewer's verdict with
+    `promptops.record_feedback(review.trace_id, correct=..., expected=...)`.
+    """
+
+    answer: Answer
+    confidence_by_field: dict[str, float]
+    threshold: float
+    least_sure_field: Optional[str]
+    confidence: Optional[float]
+    trace_id: Optional[str] = None
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.answer.outputs
+
+    @property
+    def reason(self) -> str:
+        """One sentence, e.g. "intent is 0.410 sure, below guardrails.output.min_confidence 0.6"."""
+        field_name = self.least_sure_field or "the answer"
+        if self.confidence is None:
+            return f"{field_name} has no reported confidence to compare with guardrails.output.min_confidence {self.threshold:g}"
+        return f"{field_name} is {self.confidence:.3f} sure, below guardrails.output.min_confidence {self.threshold:g}"
 
 
 @dataclass
@@ -93,6 +131,7 @@ class RequestRecord:
     output_tokens: int = 0
     cost_usd: float = 0.0
     answer: Optional[Answer] = None
+    review: Optional[NeedsReview] = None  # the answer was held for review instead of returned
 
     def decide(self, decision: str, **details: Any) -> None:
         self.decisions.append({"decision": decision, **details})
@@ -106,7 +145,8 @@ class RequestRecord:
 
 
 class GuardedProgram:
-    """What `promptops.load()` returns: call it with the prompt's input fields, get a `dspy.Prediction`.
+    """What `promptops.load()` returns: call it with the prompt's input fields, get a `dspy.Prediction`
+    (or, under `guardrails.output.min_confidence`, a `NeedsReview` for an answer not sure enough).
 
     One instance is one session (its cost cap); `key` identifies the user for the per-key cap and
     rate limit (only its hash is traced). A service loads once per process and names the user per
@@ -173,6 +213,8 @@ class GuardedProgram:
                     self.last_trace_id = trace.trace_id
                     raise
             self.last_trace_id = trace.trace_id
+            if isinstance(prediction, NeedsReview):
+                return replace(prediction, trace_id=trace.trace_id)
             return prediction
         finally:
             _REQUEST_KEY.reset(token)
@@ -222,10 +264,28 @@ class GuardedProgram:
                 target.breaker.succeeded()
                 record.answer = answer
                 record.decide("answered", target=target.label, attempt=attempt)
+                review = self._review(answer, target)
+                if review is not None:
+                    record.review = review
+                    details = {"threshold": review.threshold, "field": review.least_sure_field, "confidence": review.confidence}
+                    record.decide("needs_review", **{key: value for key, value in details.items() if value is not None})
+                    return review
                 return prediction
         if failure is None:
             failure = ModelCallFailed(f"{self.name}: no target could be called")
         raise failure
+
+    def _review(self, answer: Answer, target: Target) -> Optional[NeedsReview]:
+        """The answer held for review when its least sure label is below `output.min_confidence`, else None."""
+        from promptops.models._confidence import least_sure
+
+        threshold = self.guardrails.output.min_confidence
+        if threshold is None:
+            return None
+        least_sure_field, confidence = least_sure(answer.confidence_by_field, target.served.prompt.label_fields)
+        if confidence is not None and confidence >= threshold:
+            return None
+        return NeedsReview(answer, dict(answer.confidence_by_field or {}), threshold, least_sure_field, confidence)
 
     def _attempt(self, target: Target, index: int, attempt: int, inputs: dict[str, Any], budgets: list[Budget],
                  record: RequestRecord) -> tuple[Any, Answer]:
@@ -248,11 +308,11 @@ class GuardedProgram:
 
         try:
             if timeout_s is None:
-                prediction, _ = call()
+                prediction, meter = call()
             else:
                 future = _CALLS.submit(contextvars.copy_context().run, call)
                 try:
-                    prediction, _ = future.result(timeout=timeout_s)
+                    prediction, meter = future.result(timeout=timeout_s)
                 except FutureTimeout:
                     future.cancel()  # still queued behind hung calls: it must not run (and spend) later
                     raise
@@ -271,7 +331,7 @@ class GuardedProgram:
         if problem:
             raise _Invalid(problem)
         return prediction, Answer(values, target.label, target.served.label, target.served.commit, target.model_id, attempt, index > 0,
-                                  config)
+                                  config, meter.confidence)
 
     # --- checks before any call ----------------------------------------------------------
 

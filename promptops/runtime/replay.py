@@ -28,6 +28,8 @@ class ReplayResult:
     replay_error: Optional[str]
     from_cache: bool
     cost_usd: float
+    original_confidence: Optional[dict[str, float]] = None  # label confidences the traced answer had, per field
+    replay_confidence: Optional[dict[str, float]] = None
 
     @property
     def same(self) -> bool:
@@ -79,4 +81,6 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
         original_status=tags.get("promptops.status", "?"),
         replay_label=f"{served.label} on {replay_model}", replay_outputs=replay_outputs, replay_error=error,
         from_cache=meter.model_calls == 0 and meter.cache_hits > 0, cost_usd=meter.cost_usd or 0.0,
+        original_confidence=tracing.summarize(trace).confidence,
+        replay_confidence=meter.confidence if replay_outputs is not None else None,
     )

@@ -35,10 +35,23 @@ class InputRules(_Strict):
 
 
 class OutputRules(_Strict):
-    """An answer must fit the output fields (schema, enum labels); a bad one is asked again, a bounded number of times."""
+    """An answer must fit the output fields (schema, enum labels); a bad one is asked again, a bounded number of times.
+
+    With `min_confidence`, an answer whose least sure label (enum or boolean field) has a lower
+    probability is not returned but held for a person to review (`NeedsReview`); so is one whose
+    model reported no confidence, since then nothing vouches for it.
+    """
 
     retries: int = Field(1, ge=0, le=5)
     retry_temperature: float = Field(0.7, ge=0, le=2, description="re-asking at temperature 0 would return the same answer")
+    min_confidence: Optional[float] = Field(None, description="the probability below which a chosen label goes to human review")
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _is_a_probability(cls, value: Optional[float]) -> Optional[float]:
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"{value:g} is not a probability: use a number above 0 and at most 1, e.g. 0.6")
+        return value
 
 
 class CostCap(_Strict):

@@ -2,10 +2,12 @@
 
 The root span holds the inputs and outputs; DSPy's own spans (module, adapter, LM) nest under
 it through MLflow's DSPy callback, added for the request only so evals and optimizations stay
-untraced. Tags make traces searchable by prompt, version, arm and status; decisions are span
-events. Inputs and outputs, the root span's and DSPy's, are redacted like every other thing
-promptops logs and each text in them is cut to `MAX_TRACED_CHARS`; the root span records the
-full sizes (`promptops.input_chars`, `promptops.output_chars`).
+untraced. Tags make traces searchable by prompt, version, arm and status (`needs_review` for an
+answer held for review); decisions are span events; the label confidences the model reported
+are the tag `promptops.confidence` (JSON, per field). Inputs and outputs, the root span's and
+DSPy's, are redacted like every other thing promptops logs and each text in them is cut to
+`MAX_TRACED_CHARS`; the root span records the full sizes (`promptops.input_chars`,
+`promptops.output_chars`).
 
 What a trace says is decided here; `promptops.tracking` writes and reads it in MLflow.
 Turn tracing off with `PROMPTOPS_TRACING=false` or `promptops.load(..., trace=False)`.
@@ -43,6 +45,10 @@ def tracing_enabled() -> bool:
     return os.environ.get("PROMPTOPS_TRACING", "true").lower() not in ("0", "false", "no", "off")
 
 
+# Statuses of a request that was answered; the others were refused or failed.
+ANSWERED = ("ok", "fallback", "needs_review")
+
+
 @dataclass
 class TraceHandle:
     trace_id: Optional[str] = None
@@ -72,7 +78,7 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
         finally:
             latency_s = time.perf_counter() - started
             answer = record.answer
-            status = _status(error, answer)
+            status = _status(error, answer, record.review)
             model = answer.model if answer else (program.model_override or program.prompt.model.id)
             attributes = {
                 "promptops.prompt": program.name, "promptops.version": program.served.label, "promptops.model": model,
@@ -83,6 +89,7 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
                 "promptops.input_chars": _characters(inputs),
                 "promptops.output_chars": _characters(answer.outputs if answer is not None else None),
             }
+            confidence = answer.confidence_by_field if answer is not None else None
             tags = {
                 "promptops.prompt": program.name,
                 "promptops.version": program.served.label,
@@ -106,6 +113,9 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
                              "promptops.answer_commit": answer.commit or "uncommitted", "promptops.answer_model": answer.model,
                              "promptops.answer_attempt": str(answer.attempt),
                              "promptops.answer_config": json.dumps(answer.config, sort_keys=True)})
+            if confidence:
+                attributes["promptops.confidence"] = confidence
+                tags["promptops.confidence"] = json.dumps(confidence, sort_keys=True)
             if error is not None:
                 tags["promptops.error"] = redact(str(error))[:500]
             span.finish(
@@ -116,7 +126,9 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
             )
 
 
-def _status(error: Optional[BaseException], answer: Any) -> str:
+def _status(error: Optional[BaseException], answer: Any, review: Any = None) -> str:
+    if error is None and review is not None:
+        return "needs_review"
     if error is None:
         return "fallback" if answer is not None and answer.fallback else "ok"
     if isinstance(error, GuardrailError) and error.decision in ("input_rejected", "rate_limited", "cost_cap"):
@@ -152,25 +164,29 @@ class TraceSummary:
     request: str
     response: str
     error: Optional[str]
+    confidence: Optional[dict[str, float]] = None  # the label confidences the model reported, per field
 
 
-def search(name: str, *, failed: bool = False, limit: int = 20) -> list[TraceSummary]:
-    """The prompt's most recent traces, newest first; `failed`: refused or errored requests only.
+def search(name: str, *, failed: bool = False, needs_review: bool = False, limit: int = 20) -> list[TraceSummary]:
+    """The prompt's most recent traces, newest first; `failed`: refused or errored requests only; `needs_review`:
+    answers held for review only.
 
     A name that is no prompt of the project is refused (`UnknownPromptError`), not answered with "no traces yet"."""
     from promptops.artifact import resolve_prompt_path
 
     name = resolve_prompt_path(name).stem
-    return [summarize(trace) for trace in find(name, failed=failed, limit=limit)]
+    return [summarize(trace) for trace in find(name, failed=failed, needs_review=needs_review, limit=limit)]
 
 
-def find(name: str, *, failed: bool = False, limit: int = 20) -> list[Any]:
+def find(name: str, *, failed: bool = False, needs_review: bool = False, limit: int = 20) -> list[Any]:
     """Like `search`, as MLflow `Trace` objects: tags and assessments, without spans."""
     from promptops import tracking
 
     filter_string = f"tags.`promptops.prompt` = '{name}'"
     if failed:
-        filter_string += " AND tags.`promptops.status` != 'ok' AND tags.`promptops.status` != 'fallback'"
+        filter_string += " AND " + " AND ".join(f"tags.`promptops.status` != '{status}'" for status in ANSWERED)
+    if needs_review:
+        filter_string += " AND tags.`promptops.status` = 'needs_review'"
     return tracking.search_traces(name, filter_string, limit=limit, newest_first=True)
 
 
@@ -184,7 +200,17 @@ def summarize(trace: Any) -> TraceSummary:
         decisions=tags.get("promptops.decisions", ""), cost_usd=float(tags.get("promptops.cost_usd", 0) or 0),
         tokens=int(tags.get("promptops.tokens", 0) or 0), latency_s=float(tags.get("promptops.latency_s", 0) or 0),
         request=info.request_preview or "", response=info.response_preview or "", error=tags.get("promptops.error"),
+        confidence=_confidence_tag(tags.get("promptops.confidence")),
     )
+
+
+def _confidence_tag(text: Optional[str]) -> Optional[dict[str, float]]:
+    """The `promptops.confidence` tag read back; None when absent (the model reported none) or unreadable."""
+    try:
+        value = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float))} if isinstance(value, dict) else None
 
 
 def get(trace_id: str) -> Any:

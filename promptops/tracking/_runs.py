@@ -76,6 +76,8 @@ def log_eval(
     }
     if result.cost_usd is not None:
         metrics["cost_usd"] = result.cost_usd
+    if result.min_confidence is not None:
+        params["min_confidence"] = result.min_confidence
     tags = {"promptops.kind": "eval", "promptops.git_dirty": str(git_dirty).lower(), "promptops.metric": result.metric}
     if prompt.eval.threshold is not None:
         tags["promptops.threshold"] = f"{prompt.eval.threshold:g}"
@@ -110,7 +112,8 @@ def _mlflow_dataset(mlflow: Any, columns: dict[str, list[Any]], name: str, diges
 
 
 def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[Any]]:
-    """Columns of the per-example table: inputs, expected and predicted per field, cost of each answer."""
+    """Columns of the per-example table: inputs, expected and predicted per field, cost of each answer; when the model
+    reported label confidences, the answer's (its least sure field's) and, for several fields, each field's."""
     table: dict[str, list[Any]] = {"source": [r.source for r in result.examples]}
     for spec in prompt.inputs:
         table[spec.name] = [_cell(r.inputs.get(spec.name)) for r in result.examples]
@@ -124,6 +127,12 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
     table["latency_s"] = [r.latency_s for r in result.examples]
     table["cached"] = [bool(r.cache_hits and not r.model_calls) for r in result.examples]
     table["truncated"] = [r.truncated for r in result.examples]
+    fields = list(dict.fromkeys(name for r in result.examples for name in (r.confidence_by_field or {})))
+    if fields:
+        table["confidence"] = [r.confidence for r in result.examples]
+        if len(fields) > 1:
+            for name in fields:
+                table[f"confidence.{name}"] = [(r.confidence_by_field or {}).get(name) for r in result.examples]
     return table
 
 
