@@ -1,9 +1,9 @@
 """What promptops costs on top of the model: `promptops eval` vs a plain llama-cpp loop.
 
-Both run the same N rendered prompts (DSPy's JSONAdapter messages and the same JSON-schema
-grammar) on the same in-process model, one at a time, after the model is loaded:
+Both run the same N rendered prompts (DSPy's JSONAdapter messages and the same JSON schema) on
+the same in-process model, one at a time, after the model is loaded:
 
-- plain: `llama.create_chat_completion(messages, grammar=...)` in a loop;
+- plain: the engine's own decoding, `LlamaEngine.answer(messages, response_format=...)`, in a loop;
 - cold: `promptops.evaluate(...)` with an empty DSPy cache, logging its run to MLflow;
 - warm: the same call again, every answer now in the cache.
 
@@ -46,14 +46,14 @@ def main() -> None:
     import promptops
     from promptops.data import load_dataset
     from promptops.models import LOCAL_MODELS
-    from promptops.models._llama_engine import _chat_messages, _grammar_from_response_format, load_llama
+    from promptops.models._llama_engine import LlamaEngine, _chat_messages
     from promptops.program import PromptProgram
 
     prompt = promptops.load_prompt(args.prompt)
     examples = load_dataset(prompt, split=args.split).head(args.n).examples
     requests = _render_requests(prompt, examples, PromptProgram)
 
-    model = load_llama(LOCAL_MODELS[prompt.model.id].locate()).llama
+    engine = LlamaEngine(prompt.model.id, LOCAL_MODELS[prompt.model.id].locate())
     import dspy
     import mlflow
 
@@ -62,9 +62,9 @@ def main() -> None:
 
     def plain_loop() -> None:
         for request in requests:
-            model.create_chat_completion(
-                messages=_chat_messages(request),
-                grammar=_grammar_from_response_format(request.config.response_format),
+            engine.answer(
+                _chat_messages(request),
+                response_format=request.config.response_format,
                 temperature=prompt.model.temperature,
                 max_tokens=prompt.model.max_tokens,
                 seed=0,

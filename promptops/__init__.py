@@ -94,7 +94,7 @@ def evaluate(
     revision = file_revision(prompt_file) if prompt_file else None
     run_id = tracking.log_eval(
         result,
-        loaded.with_changes(model={**loaded.model.model_dump(), "id": result.model}) if model else loaded,
+        loaded.with_changes(model={**loaded.model.model_dump(), "id": model}) if model else loaded,
         prompt_file=prompt_file,
         git_commit=revision.commit if revision else None,
         git_dirty=revision.dirty if revision else True,

@@ -1,7 +1,8 @@
 """A `Prompt` turned into a DSPy signature and a callable program, and back.
 
-The program answers through DSPy's JSONAdapter: it sends the output fields as a JSON schema,
-which the embedded engine enforces with a grammar and hosted models take as structured output.
+The program answers through DSPy's JSONAdapter (with its format reminder moved before the inputs,
+see `SharedPrefixJSONAdapter`): it sends the output fields as a JSON schema, which the embedded
+engine follows by construction and hosted models take as structured output.
 """
 
 from __future__ import annotations
@@ -23,6 +24,23 @@ def build_signature(prompt: Prompt) -> type[dspy.Signature]:
     return dspy.make_signature(fields, prompt.instructions.strip(), signature_name=name or "Prompt")
 
 
+class SharedPrefixJSONAdapter(dspy.JSONAdapter):
+    """DSPy's JSONAdapter with the reminder of the output format before a request's inputs, not after them.
+
+    Everything before the inputs is the same for every request of a prompt, so a prefix cache
+    (llama.cpp's in the embedded engine, a provider's prompt cache) holds it, and after the inputs
+    only the answer is left to compute. After the inputs, DSPy's reminder, which lists every enum
+    label, cost about 80 freshly evaluated tokens per banking_intent example, six times the message.
+    """
+
+    def format_user_message_content(self, signature: Any, inputs: dict[str, Any], prefix: str = "", suffix: str = "",
+                                    main_request: bool = False) -> str:
+        if main_request:
+            requirements = self.user_message_output_requirements(signature)
+            prefix = "\n\n".join(part for part in (prefix, requirements) if part)
+        return super().format_user_message_content(signature, inputs, prefix, suffix, main_request=False)
+
+
 class PromptProgram(dspy.Module):
     """One prediction step with the prompt's instructions, demos, model and adapter."""
 
@@ -30,7 +48,7 @@ class PromptProgram(dspy.Module):
         super().__init__()
         self.prompt = prompt
         self.lm = lm
-        self.adapter = dspy.JSONAdapter()
+        self.adapter = SharedPrefixJSONAdapter()
         self.predict = dspy.Predict(build_signature(prompt))
         self.predict.demos = [dspy.Example(**demo) for demo in prompt.demos]
 

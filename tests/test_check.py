@@ -176,9 +176,10 @@ def test_content_hash_is_unchanged_by_an_unset_threshold(project) -> None:
     assert "threshold" not in prompt.to_yaml() and "threshold: 0.5" in with_threshold.to_yaml()
 
 
-# Test rows the embedded model gets right with the prompt as committed (SmolLM2-135M scores about
-# 0.2 on the whole test split) and wrong when told the labels mean something else.
-GATE_ROWS = (4, 5, 19, 36)
+# Test rows the embedded model gets right with the prompt as committed (SmolLM2-135M scores 0.125 on
+# the whole test split: uncalibrated, it answers change_pin to nearly every message) and wrong when
+# told the labels mean something else.
+GATE_ROWS = (4, 35, 36, 37)
 SWAPPED_LABELS = ("The labels mean the opposite of their names: exchange_rate is for cards that have not arrived, card_arrival "
                   "is for exchange rates, change_pin is for closing the account, terminate_account is for PIN changes. "
                   "Answer with the label by these meanings.")

@@ -62,6 +62,20 @@ def price_of(spec: ModelSpec) -> Optional[tuple[float, float]]:
     return None  # hosted: DSPy prices each answer from the provider's published table
 
 
+# Engine options a prompt file may set under `model.params` for the embedded engine (see LlamaEngine).
+ENGINE_OPTIONS = ("decoding", "calibrate")
+
+
+def engine_model_name(model_id: str, engine_options: dict[str, Any]) -> str:
+    """The model string with its non-default engine options, e.g. `local/smollm2-135m[calibrate]`."""
+    marks = []
+    if engine_options.get("decoding", "guided") != "guided":
+        marks.append(f"decoding={engine_options['decoding']}")
+    if engine_options.get("calibrate"):
+        marks.append("calibrate")
+    return f"{model_id}[{','.join(marks)}]" if marks else model_id
+
+
 def check_model_id(model_id: str) -> None:
     """Refuse a model string no backend can serve, before any call is made."""
     if model_id.startswith("local/"):
@@ -98,8 +112,13 @@ def build_lm(spec: ModelSpec, *, cache: bool = True, num_retries: Optional[int] 
 
         path = local_model(spec.id).locate() if spec.id.startswith("local/") else Path(spec.id.removeprefix("gguf:")).expanduser()
         context_tokens = int(options.pop("n_ctx", 4096))
-        engine = LlamaEngine(spec.id, path, context_tokens=context_tokens)
-        return MeteredLM(spec.id, engine=engine, num_retries=0, **options)
+        engine_options = {name: options.pop(name) for name in ENGINE_OPTIONS if name in options}
+        engine = LlamaEngine(spec.id, path, context_tokens=context_tokens, **engine_options)
+        # DSPy's cache keys on the LM's model string: answers decoded another way must not answer for these.
+        return MeteredLM(engine_model_name(spec.id, engine_options), engine=engine, num_retries=0, **options)
+    unsupported = sorted(set(ENGINE_OPTIONS) & set(options))
+    if unsupported:
+        raise PromptopsError(f"model {spec.id!r}: params {', '.join(unsupported)} apply to the embedded engine only (local/... or gguf:PATH)")
     if spec.api_base:
         options["api_base"] = spec.api_base
     if num_retries is not None:

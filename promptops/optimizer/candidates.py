@@ -1,6 +1,7 @@
 """From a trial's configuration to a candidate prompt, compiled by DSPy's own optimizers on train.
 
-A trial picks a model, an instruction, a temperature, a DSPy optimizer and a demo count.
+A trial picks a model, an instruction, a temperature, a DSPy optimizer, a demo count and, for the
+embedded models, whether their label choices are calibrated.
 The optimizer (LabeledFewShot, BootstrapFewShot, BootstrapFewShotWithRandomSearch, MIPROv2
 or GEPA) compiles the prompt's program on the train split; what it learned, instructions
 and demos, is read back into a `Prompt`, so the candidate is an ordinary prompt file that
@@ -30,6 +31,7 @@ class TrialConfig:
     temperature: float
     instruction_index: int
     instruction: str
+    calibrate: bool = False  # embedded models only: contextual calibration of label choices
 
     def params(self) -> dict[str, Any]:
         """Flat, for MLflow params and the trial table."""
@@ -39,13 +41,19 @@ class TrialConfig:
             "demos": self.demos,
             "temperature": self.temperature,
             "instruction": self.instruction_index,
+            "calibrate": self.calibrate,
         }
 
 
 def configured_prompt(base: Prompt, config: TrialConfig) -> Prompt:
     """The base prompt with the trial's model, temperature and instruction, before any optimizer runs."""
+    from promptops.models import is_local
+
     overrides = {key: getattr(config.model, key) for key in config.model.model_fields_set}
     model = base.model.model_copy(update={**overrides, "temperature": config.temperature})
+    if is_local(model.id):
+        params = {key: value for key, value in model.params.items() if key != "calibrate"}
+        model = model.model_copy(update={"params": {**params, "calibrate": True} if config.calibrate else params})
     return base.with_changes(instructions=config.instruction, model=model.model_dump(), demos=[])
 
 

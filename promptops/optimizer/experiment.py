@@ -62,6 +62,7 @@ class SearchSpace(_Strict):
     demos: Union[int, list[int], IntRange] = 0
     temperature: Union[float, list[float], FloatRange] = 0.0
     instructions: list[str] = Field(default_factory=list)
+    calibrate: Union[bool, list[bool]] = Field(False, description="embedded models: offset label choices by a content-free input's")
     reflection_model: Optional[ModelSpec] = None
     train_limit: int = Field(64, ge=1)
 

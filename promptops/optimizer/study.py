@@ -250,6 +250,8 @@ def _baseline_params(context: StudyContext) -> dict[str, Any]:
     if "none" not in space.optimizers:
         params["optimizer"] = space.optimizers[0]
         params["demos"] = space.demo_choices[0]
+    if isinstance(space.calibrate, list) and len(set(space.calibrate)) > 1:
+        params["calibrate"] = bool(context.base.model.params.get("calibrate", False))
     if isinstance(space.temperature, list):
         params["temperature"] = min(space.temperature, key=lambda t: abs(t - context.base.model.temperature))
     elif not isinstance(space.temperature, (int, float)):
@@ -297,7 +299,10 @@ def _suggest(trial: Any, context: StudyContext) -> TrialConfig:
     else:
         temperature = trial.suggest_float("temperature", space.temperature.low, space.temperature.high)
     index = trial.suggest_categorical("instruction", list(range(len(context.instructions)))) if len(context.instructions) > 1 else 0
-    return TrialConfig(models[model_id], optimizer, int(demos), temperature, int(index), context.instructions[index])
+    choices = sorted(set(space.calibrate)) if isinstance(space.calibrate, list) else [space.calibrate]
+    calibrate = bool(trial.suggest_categorical("calibrate", choices)) if len(choices) > 1 else choices[0]
+    return TrialConfig(models[model_id], optimizer, int(demos), temperature, int(index), context.instructions[index],
+                       calibrate)
 
 
 def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget, progress: Progress, on_progress) -> None:

@@ -1,0 +1,57 @@
+"""Engine options in prompt files and experiments: decoding, calibration, and the names that keep caches apart."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptops.artifact import ModelSpec, parse_prompt
+from promptops.errors import PromptopsError
+from promptops.models import build_lm, engine_model_name
+from promptops.optimizer.candidates import TrialConfig, configured_prompt
+from promptops.optimizer.experiment import Experiment
+
+PROMPT = parse_prompt("""
+name: router
+instructions: Route the message.
+inputs: [{name: text}]
+outputs: [{name: intent, type: enum, values: [a, b]}]
+model: {id: local/smollm2-135m, params: {n_ctx: 2048}}
+""")
+
+
+def test_engine_options_change_the_model_name_dspy_caches_under() -> None:
+    assert engine_model_name("local/smollm2-135m", {}) == "local/smollm2-135m"
+    assert engine_model_name("local/smollm2-135m", {"decoding": "guided"}) == "local/smollm2-135m"
+    assert engine_model_name("local/smollm2-135m", {"calibrate": True}) == "local/smollm2-135m[calibrate]"
+    assert engine_model_name("local/smollm2-135m", {"decoding": "grammar", "calibrate": True}) == \
+        "local/smollm2-135m[decoding=grammar,calibrate]"
+    lm = build_lm(ModelSpec(id="local/smollm2-135m", params={"calibrate": True}), cache=False)
+    assert lm.model == "local/smollm2-135m[calibrate]" and lm._engine_spec.calibrate is True
+    assert "calibrate" not in lm.kwargs  # an engine option, not a request parameter DSPy would refuse
+
+
+def test_engine_options_are_refused_where_they_cannot_apply() -> None:
+    with pytest.raises(PromptopsError, match="apply to the embedded engine only"):
+        build_lm(ModelSpec(id="openai/gpt-4o-mini", params={"calibrate": True}))
+    with pytest.raises(ValueError, match="decoding must be one of guided, guided-sampled, grammar"):
+        build_lm(ModelSpec(id="local/smollm2-135m", params={"decoding": "beam"}))
+
+
+def test_a_trial_turns_calibration_on_for_embedded_models_only() -> None:
+    local = TrialConfig(ModelSpec(id="local/smollm2-135m"), "none", 0, 0.0, 0, "Route it.", calibrate=True)
+    prompt = configured_prompt(PROMPT, local)
+    assert prompt.model.params == {"n_ctx": 2048, "calibrate": True}
+    assert local.params()["calibrate"] is True
+    off = configured_prompt(prompt, TrialConfig(ModelSpec(id="local/smollm2-135m"), "none", 0, 0.0, 0, "Route it."))
+    assert off.model.params == {"n_ctx": 2048}
+    hosted = TrialConfig(ModelSpec(id="openai/gpt-4o-mini"), "none", 0, 0.0, 0, "Route it.", calibrate=True)
+    assert "calibrate" not in configured_prompt(PROMPT, hosted).model.params
+
+
+def test_an_experiment_can_search_calibration() -> None:
+    experiment = Experiment.model_validate({
+        "name": "x", "prompt": "router", "metric": "accuracy",
+        "search": {"models": ["local/smollm2-135m"], "calibrate": [False, True]},
+        "budget": {"n_trials": 4},
+    })
+    assert experiment.search.calibrate == [False, True]
