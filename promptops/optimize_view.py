@@ -71,6 +71,13 @@ def _value(name: str, value: float) -> str:
     return f"${value:.6f}" if name == "cost_usd" else f"{value:.4g}"
 
 
+def _param(params: dict, key: str) -> str:
+    value = params.get(key, 0 if key in ("demos", "instruction") else "")
+    if key == "calibrate":
+        return "yes" if value else "no"
+    return str(value)
+
+
 def result(outcome: "OptimizationResult") -> None:
     console = Console()
     study = outcome.study
@@ -84,13 +91,16 @@ def result(outcome: "OptimizationResult") -> None:
     if study.stopped_by:
         console.print(f"[yellow]stopped early[/]: {study.stopped_by}", highlight=False)
     table = Table(title="Pareto front (dev)", title_justify="left")
-    for column in ("trial", "model", "optimizer", "demos", "instruction", *names):
-        table.add_column(column, justify="right" if column in names or column in ("trial", "demos") else "left")
+    # Only the dimensions the front's points differ in, so the model names fit in 80 columns.
+    dimensions = [key for key in ("model", "optimizer", "demos", "instruction", "calibrate", "temperature")
+                  if len({str(point.params.get(key, "")) for point in study.front}) > 1 or key == "model"]
+    for column in ("trial", *dimensions, *names):
+        table.add_column(column, justify="right" if column in names or column in ("trial", "demos") else "left",
+                         no_wrap=column == "model")
     for point in study.front:
         marker = " ★" if study.winner and point.number == study.winner.number else ""
         marker += " (baseline)" if point.number == study.baseline_trial else ""
-        table.add_row(f"{point.number}{marker}", str(point.params.get("model")), str(point.params.get("optimizer")),
-                      str(point.params.get("demos", 0)), str(point.params.get("instruction", 0)),
+        table.add_row(f"{point.number}{marker}", *[_param(point.params, key) for key in dimensions],
                       *[_value(name, point.values[name]) for name in names])
     console.print(table)
     test = outcome.test
