@@ -176,13 +176,12 @@ def _close_models() -> None:
 
 @lru_cache(maxsize=64)
 def _grammar_for(schema_json: str) -> Any:
-    """Compiling a schema into a grammar takes milliseconds; a search asks for the same few many times."""
+    """A schema as a LlamaGrammar object, for `promptops doctor`'s direct llama.cpp call."""
     from llama_cpp import LlamaGrammar
 
     return LlamaGrammar.from_json_schema(schema_json, verbose=False)
 
 
-_JSON_OBJECT_SCHEMA = json.dumps({"type": "object"})
 DECODINGS = ("guided", "guided-sampled", "grammar")
 
 
