@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--prompts", default=",".join(PROMPTS))
     parser.add_argument("--limit", type=int, default=None, help="rows per split (all dev rows by default)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--skip-interleaved", action="store_true", help="skip the interleaved-prompts measurement")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="promptops-engine-"))
@@ -90,16 +91,63 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
+    interleaved = _interleaved(args.models.split(",")[0], args.limit or 24) if not args.skip_interleaved else []
+    for row in interleaved:
+        print(json.dumps(row), flush=True)
+
     figures = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}",
         "threads": os.environ.get("PROMPTOPS_LLAMA_THREADS") or os.cpu_count(),
         "rows": rows,
+        "interleaved": interleaved,
     }
     print()
     print(_markdown(rows))
+    for row in interleaved:
+        print(f"interleaved, kept states {'on' if row['kept_states'] else 'off'}: {row['seconds_per_example']:.3f} s/example, "
+              f"{row['new_prompt_tokens_per_example']:.0f} new of {row['prompt_tokens_per_example']:.0f} prompt tokens, "
+              f"{row['state_loads']} state loads")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _interleaved(model_id: str, per_prompt: int) -> list[dict[str, Any]]:
+    """Both example prompts' dev rows, alternating one by one (as an optimizer's candidates or a service's
+    prompts interleave), guided decoding, with llama-cpp-python's RAM cache of prompt states on and off."""
+    import promptops
+    from promptops.data import load_dataset
+    from promptops.models import _llama_engine
+    from promptops.program import build_program
+
+    prompts = [promptops.load_prompt(name) for name in PROMPTS]
+    programs = [build_program(p.model_copy(update={"model": p.model.model_copy(update={"id": model_id})}), cache=False)
+                for p in prompts]
+    rows = [load_dataset(p, split="dev").head(per_prompt).examples for p in prompts]
+    order = [(index, row) for pair in zip(*rows) for index, row in enumerate(pair)]
+    results = []
+    original = _llama_engine.LoadedModel.states
+    for kept in (True, False):
+        if not kept:
+            _llama_engine.LoadedModel.states = property(lambda self: None)
+        try:
+            _engine_totals()
+            started = time.perf_counter()
+            for index, row in order:
+                programs[index](**row.inputs)
+            wall_s = time.perf_counter() - started
+            engine = _engine_totals()
+        finally:
+            _llama_engine.LoadedModel.states = original
+        requests = max(engine["requests"], 1)
+        results.append({
+            "model": model_id, "kept_states": kept, "n": len(order),
+            "seconds_per_example": round(wall_s / len(order), 4),
+            "prompt_tokens_per_example": round(engine["prompt_tokens"] / requests, 1),
+            "new_prompt_tokens_per_example": round((engine["prompt_tokens"] - engine["prompt_tokens_reused"]) / requests, 1),
+            "state_loads": int(engine["state_loads"]),
+        })
+    return results
 
 
 _SEEN: dict[int, dict[str, float]] = {}
