@@ -7,7 +7,7 @@ engine follows by construction and hosted models take as structured output.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import dspy
 
@@ -24,6 +24,40 @@ def build_signature(prompt: Prompt) -> type[dspy.Signature]:
     return dspy.make_signature(fields, prompt.instructions.strip(), signature_name=name or "Prompt")
 
 
+REACT_STEP_FIELDS = ("next_thought", "next_tool_name", "next_tool_args")
+
+
+def react_step_format(tools: dict[str, Any], *, embedded: bool, thought_chars: int = 400) -> dict[str, Any]:
+    """The JSON schema of one DSPy ReAct step, so that every step is a complete, valid step.
+
+    DSPy asks for JSON mode here (the arguments are an open `dict`), which lets a small model answer
+    `{}`. This schema requires the three fields, bounds the thought, makes the tool name one of the
+    tools and the arguments that tool's arguments: for the embedded engine as a case per tool
+    (`x-promptops-cases`, decoded after the name is chosen), for hosted models as `anyOf`.
+    """
+    cases = {name: _arguments_schema(tool) for name, tool in tools.items()}
+    arguments: dict[str, Any] = (
+        {"type": "object", "x-promptops-depends-on": "next_tool_name", "x-promptops-cases": cases}
+        if embedded else {"anyOf": list(cases.values())}
+    )
+    schema = {
+        "type": "object",
+        "properties": {
+            "next_thought": {"type": "string", "maxLength": thought_chars},
+            "next_tool_name": {"type": "string", "enum": list(tools)},
+            "next_tool_args": arguments,
+        },
+        "required": list(REACT_STEP_FIELDS),
+        "additionalProperties": False,
+    }
+    return {"type": "json_schema", "json_schema": {"name": "ReActStep", "schema": schema, "strict": True}}
+
+
+def _arguments_schema(tool: Any) -> dict[str, Any]:
+    properties = dict(getattr(tool, "args", None) or {})
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
 class SharedPrefixJSONAdapter(dspy.JSONAdapter):
     """DSPy's JSONAdapter with the reminder of the output format before a request's inputs, not after them.
 
@@ -33,13 +67,21 @@ class SharedPrefixJSONAdapter(dspy.JSONAdapter):
     label, cost about 80 freshly evaluated tokens per banking_intent example, six times the message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tools: Optional[dict[str, Any]] = None, thought_chars: int = 400) -> None:
         super().__init__()
+        self.tools = tools  # an agent's tools by name (dspy.Tool, `finish` included): ReAct steps get a step schema
+        self.thought_chars = thought_chars
         # Per signature: DSPy rebuilds both on every call (about 3 ms, as much as the rest of an eval's work).
         self._formats: dict[tuple, tuple[Any, Any, Any]] = {}
         self._system_messages: dict[int, tuple[Any, str]] = {}
 
     def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any) -> None:
+        if self.tools and set(signature.output_fields) == set(REACT_STEP_FIELDS):
+            from promptops.models import is_local
+
+            lm_kwargs["response_format"] = react_step_format(self.tools, embedded=is_local(lm.model),
+                                                             thought_chars=self.thought_chars)
+            return
         key = (id(signature), id(lm))
         kept = self._formats.get(key)
         if kept is None or kept[0] is not signature or kept[1] is not lm:

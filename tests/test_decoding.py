@@ -114,3 +114,45 @@ def test_min_confidence_holds_an_unsure_label_for_review_on_the_embedded_model(p
 
 def router_labels(path) -> list[str]:
     return promptops.load_prompt(path).outputs[0].values
+
+
+def track_card_delivery(card_id: str) -> str:
+    """Where a card sent by post is now."""
+    return f"card {card_id}: posted on Monday, arriving in 2 working days"
+
+
+def freeze_card(card_id: str) -> str:
+    """Block a card so nobody can use it."""
+    return f"card {card_id} is frozen"
+
+
+def quote_exchange_rate(currency: str) -> str:
+    """Today's rate from GBP to a currency."""
+    return f"1 GBP = 1.17 {currency}"
+
+
+def test_every_react_step_on_smollm2_is_a_valid_step(answers) -> None:
+    """DSPy's ReAct asks for JSON mode; with the step schema each step names a tool and gives its arguments."""
+    import dspy
+
+    from promptops.artifact import ModelSpec
+    from promptops.models import build_lm
+    from promptops.program import SharedPrefixJSONAdapter
+
+    react = dspy.ReAct("question -> answer", tools=[track_card_delivery, freeze_card, quote_exchange_rate], max_iters=2)
+    lm = build_lm(ModelSpec(id="local/smollm2-135m", max_tokens=64), cache=False)
+    adapter = SharedPrefixJSONAdapter(tools=react.tools, thought_chars=80)
+    for question in ["Where is my new card 1234?", "I lost my card 99, block it"]:
+        with dspy.context(lm=lm, adapter=adapter):
+            prediction = react(question=question)
+        steps = [key for key in prediction.trajectory if key.startswith("tool_name_")]
+        assert steps
+        for step in steps:
+            name = prediction.trajectory[step]
+            arguments = prediction.trajectory[step.replace("name", "args")]
+            assert name in react.tools and set(arguments) == set(react.tools[name].args), (name, arguments)
+        assert isinstance(prediction.answer, str)
+    # Every answer parses, even one whose thought ran into max_tokens: that string is cut and closed.
+    for answer in answers:
+        json.loads(answer.decoded.text)
+    assert any(answer.decoded.finish == "length" for answer in answers)

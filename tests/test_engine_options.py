@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from promptops.artifact import ModelSpec, parse_prompt
@@ -55,3 +57,28 @@ def test_an_experiment_can_search_calibration() -> None:
         "budget": {"n_trials": 4},
     })
     assert experiment.search.calibrate == [False, True]
+
+
+def test_a_react_step_schema_makes_the_arguments_depend_on_the_tool() -> None:
+    import dspy
+
+    from promptops.models._plan import Choice, Switch, compile_plan, value_parts
+    from promptops.program import react_step_format
+
+    def freeze_card(card_id: str) -> str:
+        """Block a card."""
+        return card_id
+
+    react = dspy.ReAct("question -> answer", tools=[freeze_card])
+    embedded = react_step_format(react.tools, embedded=True, thought_chars=50)["json_schema"]["schema"]
+    assert embedded["required"] == ["next_thought", "next_tool_name", "next_tool_args"]
+    assert embedded["properties"]["next_thought"]["maxLength"] == 50
+    plan = compile_plan(embedded)
+    [choice] = [part for part in plan if isinstance(part, Choice)]
+    [switch] = [part for part in plan if isinstance(part, Switch)]
+    assert choice.options == (' "freeze_card"', ' "finish"') and switch.on == "next_tool_name"
+    cases = dict(switch.cases)
+    assert json.loads(cases['"freeze_card"'])["properties"] == {"card_id": {"type": "string"}}
+    assert value_parts(json.loads(cases['"finish"']), "next_tool_args", 1)[0].text == " {}"  # finish takes no arguments
+    hosted = react_step_format(react.tools, embedded=False)["json_schema"]["schema"]
+    assert "x-promptops-cases" not in json.dumps(hosted) and len(hosted["properties"]["next_tool_args"]["anyOf"]) == 2

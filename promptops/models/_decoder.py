@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from promptops.models._plan import Choice, Free, Part, Text, value_grammar_text
+from promptops.models._plan import Choice, Free, Part, Switch, Text, value_grammar_text, value_parts
 
 # Load a kept state only when it saves at least this many tokens over what the cache holds live.
 LOAD_STATE_GAIN_TOKENS = 32
@@ -194,8 +194,12 @@ class Decoder:
 
     # -- sampling under a grammar -------------------------------------------------------------
     def sample(self, grammar_text: Optional[str], done: Callable[[bytes, bool], bool],
-               stop: Sequence[str] = ()) -> str:
-        """Sample tokens (under the grammar, if any) until `done(text, ended)` or an end token; 'length' when cut."""
+               stop: Sequence[str] = (), reserve: int = 0, closable: bool = False) -> str:
+        """Sample tokens (under the grammar, if any) until `done(text, ended)` or an end token; 'length' when cut.
+
+        `reserve` tokens are left for the rest of the answer. A `closable` value (a JSON string) that
+        reaches them is closed where it stands ("cut"), so the answer stays whole, valid JSON.
+        """
         from llama_cpp import LlamaGrammar
 
         grammar = LlamaGrammar.from_string(grammar_text, verbose=False) if grammar_text else None
@@ -207,7 +211,10 @@ class Decoder:
         self.llama.set_seed(self.seed)
         sampler = self.llama._init_sampler(**options)
         written = b""
+        start = len(self.tokens)
         while True:
+            if closable and self._room() <= reserve + 1:
+                return self._close_string(start)
             if self._room() <= 0:
                 return "length"
             self._sync()
@@ -224,6 +231,22 @@ class Decoder:
                     return "stop"
             if done(written, False):
                 return "stop"
+
+    def _close_string(self, start: int) -> str:
+        """End a string value cut short: drop a half-written escape, then append the closing quote."""
+        begun = self.llama.detokenize(self.tokens[start:]).decode("utf-8", errors="ignore")
+        if not begun.strip():  # not even the opening quote yet: an empty string
+            self.tokens.extend(self.tokenize('""' if begun else ' ""'))
+            return "cut"
+        while len(self.tokens) > start:
+            text = self.llama.detokenize(self.tokens[start:]).decode("utf-8", errors="ignore")
+            try:
+                json.loads(text + '"')
+                break
+            except ValueError:
+                self.tokens.pop()
+        self.tokens.extend(self.tokenize('"'))
+        return "cut"
 
     # -- choosing among options ----------------------------------------------------------------
     def choose(self, options: Sequence[str], follow_text: str, baseline: Optional["Baseline"] = None,
@@ -332,6 +355,8 @@ def content_free_answer(plan: Sequence[Part], index: int) -> str:
             text.append(part.text)
         elif isinstance(part, Choice):
             text.append(" null" if " null" in part.options else part.options[0])
+        elif isinstance(part, Switch):
+            text.append(" {}")
         else:
             text.append(" null" if part.nullable else (' ""' if part.opening else " 0"))
     return "".join(text)
@@ -339,40 +364,79 @@ def content_free_answer(plan: Sequence[Part], index: int) -> str:
 
 def decode_plan(decoder: Decoder, plan: Sequence[Part], calibration: Optional[Calibration] = None, *,
                 sample_choices: bool = False) -> Decoded:
-    """Write the JSON answer the plan lays out; `sample_choices` samples labels under their grammar instead (for comparison)."""
+    """Write the JSON answer the plan lays out; `sample_choices` samples labels under their grammar instead (for comparison).
+
+    A string that would leave too few tokens for the rest of the answer is cut there and closed:
+    the answer is whole JSON and its finish is "length", so it is still counted as truncated.
+    """
     confidence: dict[str, float] = {}
-    finish = "stop"
+    cut: list[str] = []
+    finish = _decode_parts(decoder, plan, calibration, sample_choices, confidence, {}, cut)
+    if finish == "stop" and cut:
+        finish = "length"
+    return Decoded(decoder.text(), decoder.output_tokens, finish, confidence, decoder.stats)
+
+
+def _reserve(decoder: Decoder, rest: Sequence[Part]) -> int:
+    """Tokens the rest of the answer needs at the least: its fixed text, its longest options, a short value each."""
+    needed = 0
+    for part in rest:
+        if isinstance(part, Text):
+            needed += len(decoder.tokenize(part.text))
+        elif isinstance(part, Choice):
+            needed += max(len(decoder.tokenize(option)) for option in part.options)
+        elif isinstance(part, Switch):
+            needed += 8 + max(len(case) for _, case in part.cases) // 8
+        else:
+            needed += 2
+    return needed
+
+
+def _decode_parts(decoder: Decoder, plan: Sequence[Part], calibration: Optional[Calibration], sample_choices: bool,
+                  confidence: dict[str, float], chosen: dict[str, str], cut: list[str], reserve: int = 0) -> str:
     for index, part in enumerate(plan):
         baseline = calibration.at(plan, index) if calibration is not None else None
         follow = plan[index + 1].text if index + 1 < len(plan) and isinstance(plan[index + 1], Text) else ""
         if isinstance(part, Text):
             if not decoder.append(decoder.tokenize(part.text)):
-                finish = "length"
-                break
+                return "length"
         elif isinstance(part, Choice) and sample_choices:
             schema = json.dumps({"enum": [json.loads(option) for option in part.options]})
-            finish = decoder.sample(value_grammar_text(schema), _complete_value(False))
-            if finish == "length":
-                break
+            start = len(decoder.tokens)
+            if decoder.sample(value_grammar_text(schema), _complete_value(False)) == "length":
+                return "length"
+            chosen[part.path] = decoder.llama.detokenize(decoder.tokens[start:]).decode("utf-8", errors="replace").strip()
         elif isinstance(part, Choice):
-            chosen, probability, fits = decoder.choose(part.options, follow, baseline)
+            index_chosen, probability, fits = decoder.choose(part.options, follow, baseline)
             if not fits:
-                finish = "length"
-                break
+                return "length"
             confidence[part.path] = round(probability, 6)
+            chosen[part.path] = part.options[index_chosen].strip()
+        elif isinstance(part, Switch):
+            cases = dict(part.cases)
+            case = cases.get(chosen.get(part.on, ""))
+            if case is None:
+                raise ValueError(f"{part.path} depends on {part.on}, which has no case for {chosen.get(part.on)!r}")
+            # The case's value, laid out like any other; its own choices are not calibrated (no fixed baseline).
+            finish = _decode_parts(decoder, value_parts(json.loads(case), part.path, part.level), None, sample_choices,
+                                   confidence, chosen, cut, reserve + _reserve(decoder, plan[index + 1:]))
+            if finish == "length":
+                return "length"
         else:
             assert isinstance(part, Free)
             if part.nullable:
-                chosen, _, fits = decoder.choose((" null", part.opening), follow, baseline, open_ended=(1,))
+                index_chosen, _, fits = decoder.choose((" null", part.opening), follow, baseline, open_ended=(1,))
                 if not fits:
-                    finish = "length"
-                    break
-                if chosen == 0:
+                    return "length"
+                if index_chosen == 0:
                     continue
-            finish = decoder.sample(value_grammar_text(part.schema_json), _complete_value(part.numeric))
+            finish = decoder.sample(value_grammar_text(part.schema_json), _complete_value(part.numeric),
+                                    reserve=reserve + _reserve(decoder, plan[index + 1:]), closable=bool(part.opening))
             if finish == "length":
-                break
-    return Decoded(decoder.text(), decoder.output_tokens, finish, confidence, decoder.stats)
+                return "length"
+            if finish == "cut":
+                cut.append(part.path)
+    return "stop"
 
 
 def decode_grammar(decoder: Decoder, grammar_text: str) -> Decoded:

@@ -49,7 +49,21 @@ class Free:
     opening: str = ""  # the text every non-null value starts with (' "' for a string), when there is one
 
 
-Part = Union[Text, Choice, Free]
+@dataclass(frozen=True)
+class Switch:
+    """A value whose schema depends on an earlier choice: an agent step's tool arguments, by the tool chosen.
+
+    Declared in a schema as `x-promptops-depends-on: <field>` and `x-promptops-cases: {value: schema}`
+    (promptops' agent adapter writes them for the embedded engine only).
+    """
+
+    path: str
+    on: str  # the path of the choice it depends on
+    cases: tuple[tuple[str, str], ...]  # (the choice's value as JSON text, the value's schema as JSON)
+    level: int
+
+
+Part = Union[Text, Choice, Free, Switch]
 
 
 def compile_plan(schema: dict[str, Any]) -> Optional[tuple[Part, ...]]:
@@ -103,7 +117,20 @@ def _object(schema: dict[str, Any], path: str, level: int, parts: list[Part]) ->
     parts.append(Text("\n" + INDENT * level + "}"))
 
 
+def value_parts(schema: dict[str, Any], path: str, level: int) -> tuple[Part, ...]:
+    """The plan of one value (a case of a Switch, once its choice is known)."""
+    parts: list[Part] = []
+    _value(schema, path, level, parts)
+    return tuple(_merge_text(parts))
+
+
 def _value(schema: dict[str, Any], path: str, level: int, parts: list[Part]) -> None:
+    cases = schema.get("x-promptops-cases")
+    if isinstance(cases, dict) and isinstance(schema.get("x-promptops-depends-on"), str):
+        parts.append(Switch(path, schema["x-promptops-depends-on"],
+                            tuple((json.dumps(value, ensure_ascii=False), json.dumps(case, ensure_ascii=False))
+                                  for value, case in cases.items()), level))
+        return
     options = _options(schema)
     if options is not None and len(options) == 1:
         parts.append(Text(" " + options[0]))
@@ -112,6 +139,8 @@ def _value(schema: dict[str, Any], path: str, level: int, parts: list[Part]) -> 
     elif _is_fixed_object(schema):
         parts.append(Text(" "))
         _object(schema, path, level, parts)
+    elif schema.get("type") == "object" and schema.get("properties") == {}:
+        parts.append(Text(" {}"))  # a tool without arguments
     else:
         value, nullable = _without_null(schema)
         opening = ' "' if value.get("type") == "string" and not value.get("anyOf") else ""
