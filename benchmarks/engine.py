@@ -150,17 +150,17 @@ def _interleaved(model_id: str, per_prompt: int) -> list[dict[str, Any]]:
     return results
 
 
-_SEEN: dict[int, dict[str, float]] = {}
+_last_totals: dict[str, float] = {}
 
 
 def _engine_totals() -> dict[str, float]:
-    """What the engine of the eval just run decoded: the difference of the process-wide totals since the last call."""
+    """What the engine decoded since the last call: the difference of the process-wide totals."""
     from promptops.models._llama_engine import engine_totals
 
     now = engine_totals()
-    before = _SEEN.get(0, {key: 0 for key in now})
-    _SEEN[0] = now
-    return {key: now[key] - before.get(key, 0) for key in now}
+    since = {key: now[key] - _last_totals.get(key, 0) for key in now}
+    _last_totals.update(now)
+    return since
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

@@ -395,7 +395,7 @@ def _reserve(decoder: Decoder, rest: Sequence[Part]) -> int:
 def _decode_parts(decoder: Decoder, plan: Sequence[Part], calibration: Optional[Calibration], sample_choices: bool,
                   confidence: dict[str, float], chosen: dict[str, str], cut: list[str], reserve: int = 0) -> str:
     for index, part in enumerate(plan):
-        baseline = calibration.at(plan, index) if calibration is not None else None
+        baseline = calibration.at(plan, index) if calibration is not None and not isinstance(part, Text) else None
         follow = plan[index + 1].text if index + 1 < len(plan) and isinstance(plan[index + 1], Text) else ""
         if isinstance(part, Text):
             if not decoder.append(decoder.tokenize(part.text)):
@@ -487,12 +487,9 @@ def common_prefix_length(a: Any, b: Sequence[int]) -> int:
     return int(differ[0]) if differ.size else length
 
 
-def _tokenize(llama: Any, text: str) -> list[int]:
-    return _tokenize_cached(id(llama), llama, text)
-
-
 @lru_cache(maxsize=4096)
-def _tokenize_cached(model_key: int, llama: Any, text: str) -> list[int]:
+def _tokenize(llama: Any, text: str) -> list[int]:
+    """Fixed texts and options recur in every answer of a prompt: tokenized once each."""
     return llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
 

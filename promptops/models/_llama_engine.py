@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -45,6 +46,9 @@ class LoadedModel:
     _states: Any = None  # llama_cpp.LlamaRAMCache: prompts' evaluated states, for prompts that interleave
     baselines: dict = field(default_factory=dict)  # content-free label distributions (calibration)
     _format: Any = None
+    # Token lists of prompts that are the same for every input of a prompt (the chat with its last
+    # message blanked, the content-free chat), so a request does not render and tokenize them again.
+    _kept_tokens: "OrderedDict[tuple, list[int]]" = field(default_factory=OrderedDict)
 
     def run(self, function: Callable[[], Any]) -> Any:
         return self.worker.submit(function).result()
@@ -63,13 +67,24 @@ class LoadedModel:
         """How many of the prompt's tokens come before the last message's content: what every input shares."""
         if not messages:
             return 0
-        blank = self.prompt_tokens([*messages[:-1], {**messages[-1], "content": ""}])
+        blank = self.prompt_tokens([*messages[:-1], {**messages[-1], "content": ""}], keep=True)
         from promptops.models._decoder import common_prefix_length
 
         return common_prefix_length(blank, prompt)
 
-    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        """The chat as the model's template lays it out, in tokens (its special tokens parsed as such)."""
+    def prompt_tokens(self, messages: list[dict[str, str]], *, keep: bool = False) -> list[int]:
+        """The chat as the model's template lays it out, in tokens (its special tokens parsed as such).
+
+        `keep`: a chat many requests share; its tokens are kept (64 chats at most) instead of recomputed.
+        """
+        if keep:
+            key = tuple((message["role"], message["content"]) for message in messages)
+            tokens = self._kept_tokens.get(key)
+            if tokens is None:
+                tokens = self._kept_tokens[key] = self.prompt_tokens(messages)
+                if len(self._kept_tokens) > 64:
+                    self._kept_tokens.popitem(last=False)
+            return tokens
         if self._format is None:
             self._format = _chat_format(self.llama)
         text, add_bos = self._format(messages)
@@ -209,7 +224,6 @@ class LlamaEngine:
         self.decoding = decoding
         self.calibrate = calibrate
         self.calls = 0  # requests that reached llama.cpp (cache hits never get here)
-        self.totals = DecodeTotals()
 
     def complete(self, request: Any) -> Any:
         from dspy.clients.engines.base import validate_request
@@ -263,7 +277,8 @@ class LlamaEngine:
             if plan is not None:
                 calibration = None
                 if self.calibrate:
-                    calibration = _decoder.Calibration(loaded.prompt_tokens(content_free(messages)), loaded.baselines)
+                    calibration = _decoder.Calibration(loaded.prompt_tokens(content_free(messages), keep=True),
+                                                       loaded.baselines)
                 decoded = _decoder.decode_plan(decoder, plan, calibration, sample_choices=decoding == "guided-sampled")
             elif schema is not None:
                 decoded = _decoder.decode_grammar(decoder, _grammar_text_for(json.dumps(schema)))
@@ -279,7 +294,6 @@ class LlamaEngine:
             raise ContextLengthError(f"{self.model_id}: {exc}") from None
         with _MODELS_LOCK:
             self.calls += 1
-            self.totals.add(decoded.stats, latency_s)
             _TOTALS.add(decoded.stats, latency_s)
         return EngineAnswer(decoded, latency_s, decoding)
 
@@ -301,7 +315,7 @@ class EngineAnswer:
 
 @dataclass
 class DecodeTotals:
-    """What an engine's requests cost, summed: for benchmarks and `promptops doctor`."""
+    """What the embedded engines' requests cost, summed over the process: for benchmarks."""
 
     requests: int = 0
     seconds: float = 0.0
