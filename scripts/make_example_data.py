@@ -2,17 +2,21 @@
 
 Kept for provenance: the subsets are committed, so nobody needs to run this. Sampling is
 seeded, so a re-run writes the same rows. Source data: CC-BY-4.0, see experiments/data/README.md.
+banking_agent is built from banking_intent's rows and the tools in tools/bank.py, not re-sampled.
 
-    python scripts/make_example_data.py ../shared/data
+    python scripts/make_example_data.py ../shared/data [TARGET]   # TARGET defaults to experiments/data
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import random
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BANKING_INTENTS = [
     "card_arrival",
@@ -25,6 +29,8 @@ BANKING_INTENTS = [
     "apple_pay_or_google_pay",
 ]
 BANKING_PER_INTENT = {"train": 16, "dev": 8, "test": 5}
+# banking_agent keeps the first rows of each banking_intent split, in its order.
+BANKING_AGENT_SIZES = {"train": 64, "dev": 64, "test": 40}
 RESTAURANT_SIZES = {"train": 120, "dev": 60, "test": 60}
 RESTAURANT_SLOTS = ["people", "date", "time", "first_name", "last_name"]
 
@@ -59,6 +65,29 @@ def banking(source: Path, target: Path) -> None:
         write_jsonl(target / "banking_intent" / f"{split}.jsonl", rows)
 
 
+def banking_agent(target: Path) -> None:
+    """banking_intent's rows, each with a customer and the tool call its intent label calls for."""
+    sys.path.insert(0, str(ROOT))  # tools/ is importable from the project root, as agent files name it
+    from tools import bank
+
+    for split, size in BANKING_AGENT_SIZES.items():
+        with (target / "banking_intent" / f"{split}.jsonl").open(encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle][:size]
+        agent_rows = []
+        for index, row in enumerate(rows):
+            customer_id = f"C-{1001 + index % len(bank.CUSTOMERS)}"
+            tool = bank.TOOLS_BY_INTENT[row["intent"]]
+            call: dict = {"name": tool}
+            # Only the customer id is known from the row; a currency pair is neither labelled nor
+            # usually in the message, so quote_exchange_rate's call is checked by name alone.
+            if list(inspect.signature(getattr(bank, tool)).parameters) == ["customer_id"]:
+                call["args"] = {"customer_id": customer_id}
+            agent_rows.append(
+                {"text": row["text"], "customer_id": customer_id, "intent": row["intent"], "expected_tools": [call]}
+            )
+        write_jsonl(target / "banking_agent" / f"{split}.jsonl", agent_rows)
+
+
 def restaurant_row(record: dict) -> dict:
     text = record["userInput"]["text"]
     asked = list(dict.fromkeys((record.get("context") or {}).get("requestedSlots", [])))
@@ -86,7 +115,8 @@ def restaurant(source: Path, target: Path) -> None:
 
 if __name__ == "__main__":
     source = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
-    target = Path(__file__).resolve().parent.parent / "experiments" / "data"
+    target = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "experiments" / "data"
     banking(source / "banking77", target)
+    banking_agent(target)
     restaurant(source / "restaurant8k", target)
     print(f"wrote example eval sets under {target}")
