@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
     from promptops.models.doctor import ModelHealth
+    from promptops.runtime.approval import Approval, ApprovalRequest, Approver
     from promptops.runtime.guarded import Answer, NeedsReview
 
-__all__ = ["Answer", "EvalResult", "NeedsReview", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate",
+__all__ = ["Answer", "Approval", "ApprovalRequest", "EvalResult", "NeedsReview", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate",
            "init_project", "load", "load_prompt", "optimize", "promote", "record_feedback", "rollback"]
 __version__ = "0.1.0"
 
@@ -112,6 +113,7 @@ def load(
     split: Optional[dict[str, float]] = None,
     guardrails: bool = True,
     trace: bool = True,
+    approve: "Optional[Approver]" = None,
 ) -> Any:
     """The prompt `reference` names, ready to serve: call it with the input fields, get a `dspy.Prediction`.
 
@@ -126,6 +128,12 @@ def load(
     the user (per-key cap and rate limit; only its hash is traced). `split={"production": 0.9, "candidate": 0.1}` with a `key`
     picks a channel per user, stable across calls and processes (an A/B test; the arm is traced).
     `guardrails=False` returns the plain DSPy program.
+
+    An agent (a prompt with `tools:`) runs DSPy's ReAct over its tools. A tool marked
+    `approval: required` runs only if `approve` says so: it gets an `ApprovalRequest` (tool,
+    arguments, trace id) and answers `Approval.approve()`, `Approval.deny(reason)`,
+    `Approval.edit(args)` or a bool. Without `approve` such calls are denied; a denial is an
+    observation the agent reacts to, and both the request and the answer are in the trace.
     """
     from promptops.channels import served_version
 
@@ -145,7 +153,7 @@ def load(
         return build_program(served.prompt, model=model, cache=cache)
     from promptops.runtime.guarded import GuardedProgram
 
-    return GuardedProgram(served, model=model, cache=cache, key=key, arm=arm, trace=trace)
+    return GuardedProgram(served, model=model, cache=cache, key=key, arm=arm, trace=trace, approve=approve)
 
 
 def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: Optional[dict[str, Any]] = None) -> None:
@@ -208,6 +216,10 @@ def __getattr__(name: str) -> Any:
         from promptops.evaluation import EvalResult
 
         return EvalResult
+    if name in ("Approval", "ApprovalRequest"):
+        from promptops.runtime import approval
+
+        return getattr(approval, name)
     if name in ("Answer", "NeedsReview"):
         from promptops.runtime import guarded
 

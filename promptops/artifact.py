@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from promptops._secrets import credential_in, url_has_credentials
 from promptops.errors import PromptFileError, UnknownPromptError
-from promptops.runtime.spec import GuardrailsSpec
+from promptops.runtime.spec import AgentSpec, GuardrailsSpec, ToolSpec
 from promptops._text import read_utf8
 from promptops.yaml_models import format_loc, line_of, parse_yaml_model
 
@@ -164,6 +164,8 @@ class Prompt(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     guardrails: GuardrailsSpec = Field(default_factory=GuardrailsSpec)
+    tools: list[ToolSpec] = Field(default_factory=list)  # an agent's tools; none for a single-call prompt
+    agent: Optional[AgentSpec] = None  # the agent's loop; the defaults when tools are given without it
 
     @field_validator("name")
     @classmethod
@@ -179,10 +181,48 @@ class Prompt(_Strict):
             problem = self.check_example(demo)
             if problem:
                 raise ValueError(f"demos[{index}]: {problem}")
+        if self.agent is not None and not self.tools:
+            raise ValueError("agent: an agent needs tools: list them under `tools:` (module:function each), or remove `agent:`")
+        seen_tools: set[str] = set()
+        for index, tool in enumerate(self.tools):
+            if tool.tool_name in seen_tools:
+                raise ValueError(f"tools[{index}]: a second tool named {tool.tool_name!r}; give one of them another `name:`")
+            seen_tools.add(tool.tool_name)
+        for index, demo in enumerate(self.loop.demos):
+            problem = self._check_step_demo(demo, seen_tools)
+            if problem:
+                raise ValueError(f"agent.demos[{index}]: {problem}")
         if self.guardrails.output.min_confidence is not None and not any(_chooses_a_label(spec) for spec in self.outputs):
             raise ValueError("guardrails.output.min_confidence: no output field is an enum or a boolean, so no answer has a"
                              " label confidence to check; remove it, or make the routing field `type: enum`")
         return self
+
+    @property
+    def is_agent(self) -> bool:
+        """A prompt with tools runs as an agent (DSPy ReAct); one without is a single model call."""
+        return bool(self.tools)
+
+    @property
+    def loop(self) -> AgentSpec:
+        """The agent's loop settings, the defaults where the file has no `agent:` section."""
+        return self.agent or AgentSpec()
+
+    def tool(self, name: str) -> Optional[ToolSpec]:
+        return next((tool for tool in self.tools if tool.tool_name == name), None)
+
+    def _check_step_demo(self, demo: dict[str, Any], tools: set[str]) -> Optional[str]:
+        """The first way a step demo fails: every input, the trajectory so far, and a step choosing a known tool."""
+        problem = self.check_example(demo, outputs=False)
+        if problem:
+            return problem
+        for key in ("trajectory", "next_thought", "next_tool_name", "next_tool_args"):
+            if key not in demo:
+                return f"missing {key!r} (a step demo holds the inputs, the trajectory so far and the step taken)"
+        if demo["next_tool_name"] not in tools | {"finish"}:
+            return f"next_tool_name {demo['next_tool_name']!r} is not a tool of this agent (nor finish)"
+        if not isinstance(demo["next_tool_args"], dict):
+            return "next_tool_args must be a mapping of argument values"
+        return None
 
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.inputs + self.outputs if f.name == name)
@@ -211,6 +251,9 @@ class Prompt(_Strict):
         data = self.model_dump(mode="json")
         if self.guardrails == GuardrailsSpec():
             del data["guardrails"]  # sections added after a version was written do not change its identity
+        for later in ("tools", "agent"):  # likewise an agent's sections, on a prompt that has none
+            if not data.get(later):
+                del data[later]
         for later in ("threshold", "gate"):  # likewise fields added later, while unset
             if data["eval"].get(later) is None:
                 del data["eval"][later]
@@ -286,6 +329,13 @@ def load_prompt_file(path: str | Path) -> Prompt:
     prompt = parse_prompt(text, path)
     if path.suffix in (".yaml", ".yml") and path.stem != prompt.name:
         raise PromptFileError(path, line_of(yaml.compose(text), ("name",)), f"name {prompt.name!r} must match the file name {path.stem!r}")
+    if prompt.is_agent:  # a tool that does not import, or does not take the arguments the file describes
+        from promptops.runtime.tools import ToolError, resolve_tools
+
+        try:
+            resolve_tools(prompt, find_project_root(path.resolve().parent))
+        except ToolError as exc:
+            raise PromptFileError(path, line_of(yaml.compose(text), exc.loc), str(exc)) from None
     return prompt
 
 

@@ -328,21 +328,28 @@ def sync_command(prompts: tuple[str, ...], check: bool) -> None:
 @click.option("--model", help="Model string overriding the prompt's.")
 @click.option("--key", help="The user this request is for: their cost cap and rate limit apply (only a hash is traced).")
 @click.option("--no-trace", is_flag=True, help="Do not write an MLflow trace.")
+@click.option("--approve", "approve", type=click.Choice(["deny", "ask"]), default="deny", show_default=True,
+              help="An agent's tools marked approval: required: deny them, or ask at the terminal (yes, no, or edit the arguments).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs as one JSON object.")
-def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], key: Optional[str], no_trace: bool, as_json: bool) -> None:
+def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], key: Optional[str], no_trace: bool, approve: str,
+                as_json: bool) -> None:
     """Run PROMPT@production (or @vN, @staging, ...) on the given inputs, within its guardrails, and print its outputs.
 
     An answer less sure than the prompt's guardrails.output.min_confidence is printed as held for
-    review (with --json, under "_needs_review") and the exit code is 3.
+    review (with --json, under "_needs_review") and the exit code is 3. For an agent, each tool
+    call (and each approval asked for) is printed on stderr (with --json, under "_tool_calls").
     """
     import promptops
+    from promptops import render
     from promptops.errors import GuardrailError
     from promptops.program import prediction_values
     from promptops.runtime import tracing
+    from promptops.runtime.approval import ask_in_terminal
     from promptops.runtime.guarded import NeedsReview
 
     values = _field_values(inputs, "--input")
-    program = promptops.load(reference, model=model, key=key, trace=not no_trace)
+    program = promptops.load(reference, model=model, key=key, trace=not no_trace,
+                             approve=ask_in_terminal if approve == "ask" else None)
     try:
         prediction = program(**values)
     except GuardrailError as exc:
@@ -352,6 +359,9 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
     finally:
         if not no_trace:
             tracing.flush()
+        task = program.last_record.task if program.last_record else None
+        if task is not None and not as_json:
+            render.tool_calls([call.as_dict() for call in task.calls])
     review = prediction if isinstance(prediction, NeedsReview) else None
     outputs = review.outputs if review else prediction_values(program.prompt, prediction)
     answer = program.last_record.answer if program.last_record else None
@@ -360,6 +370,8 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
         extra: dict[str, Any] = {"_trace_id": program.last_trace_id} if program.last_trace_id else {}
         if confidence:
             extra["_confidence"] = confidence
+        if task is not None:
+            extra["_tool_calls"] = [call.as_dict() for call in task.calls]
         if review:
             extra["_needs_review"] = {"reason": review.reason, "least_sure_field": review.least_sure_field,
                                       "confidence": review.confidence, "threshold": review.threshold}
@@ -402,15 +414,20 @@ def traces_command(prompt: str, failed: bool, needs_review: bool, limit: int, as
 @click.option("--version", "version", help="Replay against this version instead (vN, a channel or a commit).")
 @click.option("--model", help="Replay against this model instead.")
 @click.option("--no-cache", is_flag=True, help="Ask the model again even if DSPy's cache holds the answer.")
+@click.option("--live-tools", is_flag=True, help="An agent's tools run again (with the approvals the trace recorded) instead of returning the recorded results.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def replay_command(trace_id: str, version: Optional[str], model: Optional[str], no_cache: bool, as_json: bool) -> None:
-    """Re-run the request traced as TRACE_ID and show its outputs beside the original ones."""
+def replay_command(trace_id: str, version: Optional[str], model: Optional[str], no_cache: bool, live_tools: bool,
+                   as_json: bool) -> None:
+    """Re-run the request traced as TRACE_ID and show its outputs beside the original ones.
+
+    An agent's tools are not run again: each step gets the result the trace recorded, so the replay
+    has no side effects (unless --live-tools)."""
     import dataclasses
 
     from promptops import render
     from promptops.runtime.replay import replay
 
-    result = replay(trace_id, version=version, model=model, cache=not no_cache)
+    result = replay(trace_id, version=version, model=model, cache=not no_cache, live_tools=live_tools)
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(result), "same": result.same}, default=str, ensure_ascii=False))
     else:

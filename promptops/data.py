@@ -30,6 +30,7 @@ class Example:
     inputs: dict[str, Any]
     expected: dict[str, Any]
     source: str  # `file:line`, so a failing example can be found again
+    expected_tools: Optional[tuple[dict[str, Any], ...]] = None  # an agent's expected tool calls: name, optionally args
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class Dataset:
     @property
     def digest(self) -> str:
         """16 hex digits of sha256 over the rows' inputs and expected outputs, in order: which data a run scored."""
-        rows = [{"inputs": example.inputs, "expected": example.expected} for example in self.examples]
+        rows = [{"inputs": example.inputs, "expected": example.expected,
+                 **({"expected_tools": example.expected_tools} if example.expected_tools is not None else {})}
+                for example in self.examples]
         canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
@@ -151,7 +154,34 @@ def _check_row(prompt: Prompt, row: dict[str, Any], file: Path, line: int, *, fr
         inputs={spec.name: values[spec.name] for spec in prompt.inputs},
         expected={spec.name: values[spec.name] for spec in prompt.outputs},
         source=f"{file.name}:{line}",
+        expected_tools=_expected_tools(prompt, row, file, line, from_csv) if "expected_tools" in row else None,
     )
+
+
+def _expected_tools(prompt: Prompt, row: dict[str, Any], file: Path, line: int, from_csv: bool) -> tuple[dict[str, Any], ...]:
+    """`expected_tools`: the tool calls an agent should make, `[{"name": ..., "args": {...}}]`, args optional."""
+    value = row["expected_tools"]
+    if from_csv:
+        try:
+            value = json.loads(value) if value else []
+        except json.JSONDecodeError:
+            raise DatasetError(file, line, "expected_tools must be a JSON list of {\"name\": ..., \"args\": {...}}") from None
+    if not prompt.is_agent:
+        raise DatasetError(file, line, f"expected_tools: {prompt.name} has no tools; only an agent's rows list expected tool calls")
+    if not isinstance(value, list):
+        raise DatasetError(file, line, "expected_tools must be a list of {\"name\": ..., \"args\": {...}}")
+    names = [tool.tool_name for tool in prompt.tools]
+    calls = []
+    for index, call in enumerate(value):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) or set(call) - {"name", "args"}:
+            raise DatasetError(file, line, f"expected_tools[{index}] must be an object with a name and optional args")
+        if call["name"] not in names:
+            raise DatasetError(file, line, f"expected_tools[{index}]: {call['name']!r} is not a tool of {prompt.name}"
+                                           f" ({', '.join(names)})")
+        if "args" in call and not isinstance(call["args"], dict):
+            raise DatasetError(file, line, f"expected_tools[{index}].args must be an object of argument values")
+        calls.append(dict(call))
+    return tuple(calls)
 
 
 def _cell(spec: FieldSpec, value: Any, file: Path, line: int, from_csv: bool) -> Any:

@@ -42,6 +42,8 @@ def diff_prompts(old: "Prompt", new: "Prompt", *, old_label: str = "old", new_la
         _mapping("config", old.config, new.config),
         _mapping("eval", old.eval.model_dump(), new.eval.model_dump()),
         _guardrails(old.guardrails, new.guardrails),
+        _tools(old, new),
+        _loop(old, new),
     )
     return [change for change in checks if change is not None]
 
@@ -173,6 +175,21 @@ def _guardrails(old: "GuardrailsSpec", new: "GuardrailsSpec") -> Optional[Prompt
     """Effective values, defaults included, so writing out a default is no change; an unset cap
     or rate limit (None) is absent, so setting one reads `added` and clearing it `removed`."""
     return _mapping("guardrails", _without_unset(old.model_dump(mode="json")), _without_unset(new.model_dump(mode="json")))
+
+
+def _tools(old: "Prompt", new: "Prompt") -> Optional[PromptChange]:
+    """An agent's tools by name: one added or removed, or a setting of one changed (`freeze_card.approval never → required`)."""
+    def by_name(prompt: "Prompt") -> dict[str, Any]:
+        return {tool.tool_name: _without_unset(tool.model_dump(mode="json", exclude={"name"})) for tool in prompt.tools}
+
+    return _mapping("tools", by_name(old), by_name(new))
+
+
+def _loop(old: "Prompt", new: "Prompt") -> Optional[PromptChange]:
+    """The agent's loop and budgets, defaults included, so writing out a default is no change."""
+    if not (old.is_agent or new.is_agent):
+        return None
+    return _mapping("agent", _without_unset(old.loop.model_dump(mode="json")), _without_unset(new.loop.model_dump(mode="json")))
 
 
 def _without_unset(data: Any) -> Any:

@@ -54,6 +54,9 @@ class ExampleResult:
     truncated_at_tokens: Optional[int] = None  # the max_tokens it hit
     confidence_by_field: Optional[dict[str, float]] = None  # probability of each chosen label, as the model reported it
     confidence: Optional[float] = None  # the least sure label field's; None when a label field has none (nothing vouches for it)
+    tool_calls: Optional[tuple[dict[str, Any], ...]] = None  # an agent's tool calls (promptops.runtime.tools.ToolCall dicts)
+    steps: Optional[int] = None  # an agent's loop steps
+    expected_tools: Optional[tuple[dict[str, Any], ...]] = None  # the row's expected tool calls, when it gives them
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,8 @@ def evaluate(
     min_confidence = prompt.guardrails.output.min_confidence
     if min_confidence is not None:
         metrics.update(coverage_metrics(results, min_confidence))
+    if prompt.is_agent:
+        metrics.update(agent_metrics(results, metrics[_metric_key(metric)]))
     latencies = [r.latency_s for r in results if r.model_calls or r.cache_hits]
     costs = [r.cost_usd for r in results]
     return EvalResult(
@@ -196,6 +201,22 @@ def coverage_metrics(results: "list[ExampleResult] | tuple[ExampleResult, ...]",
     if covered:
         metrics["accuracy_at_threshold"] = round(sum(r.correct for r in covered) / len(covered), 6)
     return metrics
+
+
+def agent_metrics(results: "list[ExampleResult] | tuple[ExampleResult, ...]", task_success: float) -> dict[str, float]:
+    """An agent's task-level figures: task success (the primary metric on the final outputs), tool-call correctness
+    in each mode, argument match, steps, model and tool calls, cost and latency per task, approvals, unsafe actions."""
+    from promptops.trajectories import score_trajectory, trajectory_metrics
+
+    scores = [score_trajectory(list(r.expected_tools) if r.expected_tools is not None else None, list(r.tool_calls or ()),
+                               steps=r.steps or 0, model_calls=r.model_calls + r.cache_hits) for r in results]
+    metrics = {"task_success": task_success, **trajectory_metrics(scores)}
+    costs = [r.cost_usd for r in results]
+    if results and all(cost is not None for cost in costs):
+        metrics["cost_per_task_usd"] = sum(costs) / len(results)  # type: ignore[arg-type]
+    if results:
+        metrics["latency_per_task_s"] = sum(r.latency_s for r in results) / len(results)
+    return {key: round(value, 9) for key, value in metrics.items()}
 
 
 def _display_path(path: Path) -> str:
@@ -269,7 +290,8 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
     from promptops.program import prediction_values
 
     predicted, error, parse_failure = None, None, False
-    with metering(reports_truncation=True) as meter:  # the result counts truncated answers; DSPy's warning would repeat it
+    task = _agent_task(prompt)  # an agent's calls are kept even when the task fails half-way
+    with metering(reports_truncation=True) as meter, _running(task):  # the result counts truncated answers
         try:
             predicted = prediction_values(prompt, program(**example.inputs))
         except AdapterParseError as exc:
@@ -297,7 +319,34 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
         truncated_at_tokens=meter.truncated_at_tokens,
         confidence_by_field=confidence_by_field,
         confidence=confidence,
+        tool_calls=tuple(call.as_dict() for call in task.calls) if task is not None else None,
+        steps=_steps(task) if task is not None else None,
+        expected_tools=example.expected_tools,
     )
+
+
+def _agent_task(prompt: Prompt) -> Any:
+    """A fresh `TaskRun` per example for an agent: no approver, so every call that needs approval is denied."""
+    if not prompt.is_agent:
+        return None
+    from promptops.runtime.tools import TaskRun
+
+    return TaskRun(prompt=prompt.name)
+
+
+def _running(task: Any) -> Any:
+    from contextlib import nullcontext
+
+    if task is None:
+        return nullcontext()
+    from promptops.runtime.tools import running
+
+    return running(task)
+
+
+def _steps(task: Any) -> int:
+    """Loop steps of the task as the program counted them (a task that failed half-way: at least one per tool call)."""
+    return max(task.steps, len(task.calls))
 
 
 def _one_line(exc: BaseException) -> str:

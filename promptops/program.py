@@ -58,6 +58,15 @@ def _arguments_schema(tool: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
+def _bounded_reasoning(model: Any, chars: int) -> dict[str, Any]:
+    """The output schema of an agent's last step (ReAct's ChainOfThought) with its reasoning bounded, so it fits max_tokens."""
+    schema = model.model_json_schema()
+    reasoning = schema.get("properties", {}).get("reasoning")
+    if isinstance(reasoning, dict):
+        reasoning["maxLength"] = chars
+    return {"type": "json_schema", "json_schema": {"name": model.__name__, "schema": schema, "strict": True}}
+
+
 class SharedPrefixJSONAdapter(dspy.JSONAdapter):
     """DSPy's JSONAdapter with the reminder of the output format before a request's inputs, not after them.
 
@@ -79,15 +88,19 @@ class SharedPrefixJSONAdapter(dspy.JSONAdapter):
         if self.tools and set(signature.output_fields) == set(REACT_STEP_FIELDS):
             from promptops.models import is_local
 
-            lm_kwargs["response_format"] = react_step_format(self.tools, embedded=is_local(lm.model),
-                                                             thought_chars=self.thought_chars)
+            if "response_format" in lm.supported_params:
+                lm_kwargs["response_format"] = react_step_format(self.tools, embedded=is_local(lm.model),
+                                                                 thought_chars=self.thought_chars)
             return
         key = (id(signature), id(lm))
         kept = self._formats.get(key)
         if kept is None or kept[0] is not signature or kept[1] is not lm:
             probe: dict[str, Any] = {}
             super()._prepare_response_format(lm, probe, signature)
-            kept = self._formats[key] = (signature, lm, probe.get("response_format"))
+            response_format = probe.get("response_format")
+            if self.tools and "reasoning" in signature.output_fields and isinstance(response_format, type):
+                response_format = _bounded_reasoning(response_format, self.thought_chars)
+            kept = self._formats[key] = (signature, lm, response_format)
         if kept[2] is not None:
             lm_kwargs["response_format"] = kept[2]
 
@@ -125,12 +138,57 @@ class PromptProgram(dspy.Module):
             return self.predict(**inputs, config=config or {})
 
 
-def build_program(prompt: Prompt, *, model: str | None = None, cache: bool = True, num_retries: int | None = None) -> PromptProgram:
-    """The prompt as a runnable DSPy program; `model` overrides the file's model id, `num_retries` the client's own retries."""
+class AgentProgram(dspy.Module):
+    """An agent: DSPy's ReAct over the prompt's tools, with its instructions, fields, model and loop.
+
+    Each step is one model call choosing a tool (or `finish`) and its arguments, then that tool's
+    call through the task's rules (`promptops.runtime.tools`); after at most `agent.max_steps`
+    steps, one more call reads the trajectory and fills the outputs. The prompt's demos are the
+    output step's. A prediction carries `tool_calls` (the task's calls, as dicts) and `steps`.
+    """
+
+    def __init__(self, prompt: Prompt, lm: Any, tools: list[Any]):
+        super().__init__()
+        from promptops.runtime.tools import as_dspy_tool
+
+        self.prompt = prompt
+        self.lm = lm
+        self.tools = tools  # promptops.runtime.tools.ResolvedTool, in file order
+        self.react = dspy.ReAct(build_signature(prompt), tools=[as_dspy_tool(tool) for tool in tools],
+                                max_iters=prompt.loop.max_steps)
+        self.adapter = SharedPrefixJSONAdapter(tools=self.react.tools, thought_chars=prompt.loop.thought_chars)
+        self.react.extract.predict.demos = [dspy.Example(**demo) for demo in prompt.demos]
+        self.react.react.demos = [dspy.Example(**demo) for demo in prompt.loop.demos]
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        return self.answer(inputs)
+
+    def answer(self, inputs: dict[str, Any], config: dict[str, Any] | None = None) -> dspy.Prediction:
+        """Run one task; its tool calls join the current `TaskRun` (a guarded request's) or a new one (deny-all approver)."""
+        from promptops.runtime.tools import TaskRun, current_task, running
+
+        task = current_task() or TaskRun(prompt=self.prompt.name)
+        first = len(task.calls)
+        with running(task), dspy.context(lm=self.lm, adapter=self.adapter):
+            prediction = self.react(**inputs, config=config) if config else self.react(**inputs)
+        prediction.tool_calls = [call.as_dict() for call in task.calls[first:]]
+        prediction.steps = sum(1 for key in prediction.trajectory if key.startswith("tool_name_"))
+        task.steps += prediction.steps
+        return prediction
+
+
+def build_program(prompt: Prompt, *, model: str | None = None, cache: bool = True, num_retries: int | None = None) -> Any:
+    """The prompt as a runnable DSPy program (an `AgentProgram` when it has tools); `model` overrides the file's
+    model id, `num_retries` the client's own retries."""
     from promptops.models import build_lm
 
     spec = prompt.model if model is None else prompt.model.model_copy(update={"id": model})
-    return PromptProgram(prompt, build_lm(spec, cache=cache, num_retries=num_retries))
+    lm = build_lm(spec, cache=cache, num_retries=num_retries)
+    if prompt.is_agent:
+        from promptops.runtime.tools import resolve_tools
+
+        return AgentProgram(prompt, lm, resolve_tools(prompt))
+    return PromptProgram(prompt, lm)
 
 
 def prediction_values(prompt: Prompt, prediction: dspy.Prediction) -> dict[str, Any]:

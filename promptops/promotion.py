@@ -343,6 +343,8 @@ def _move_channel(repo: Any, prompt_file: Path, prompt: Prompt, target: Resolved
         _step("aliased")
         audit_run_id = tracking.log_audit(name, {**entry, "registry_version": registry_version, "git_commit": commit})
         _step("audited")
+        if prompt.is_agent:  # informational: the move is done whether or not MLflow takes the tag
+            _quietly(tracking.mark_agent_version, prompt, target.label, target.commit, channel)
     except BaseException:
         _undo(repo, journal, moved)
         raise

@@ -85,7 +85,7 @@ def eval_result(result: "EvalResult") -> None:
         label = f"[bold]{name}[/] (primary)" if name == primary else name
         if name in at_threshold and result.min_confidence is not None:
             label += f" (confidence ≥ {result.min_confidence:g})"
-        table.add_row(label, f"{value:.3f}")
+        table.add_row(label, _metric_text(name, value))
     table.add_section()
     table.add_row("cost", _format(result.cost_usd, "$"))
     table.add_row("tokens in / out", f"{result.input_tokens} / {result.output_tokens}")
@@ -100,10 +100,62 @@ def eval_result(result: "EvalResult") -> None:
             console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
     if any(r.confidence_by_field for r in result.examples):
         least_confident_answers(result)
+    if any(r.tool_calls is not None for r in result.examples):
+        trajectories(result)
     for example in [r for r in result.examples if r.error][:3]:
         console.print(f"[yellow]{example.source}[/]: {example.error}", highlight=False)
     if result.run_id:
         console.print(f"MLflow run {result.run_id}", highlight=False)
+
+
+def _metric_text(name: str, value: float) -> str:
+    if name == "unsafe_actions":  # a count that must be 0: shown on its own terms
+        return f"[bold red]{int(value)}[/]" if value else "0"
+    if name.endswith("_usd"):
+        return _format(value, "$")
+    if name.endswith("_per_task"):
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def tool_calls(calls: list[dict], *, stream: Optional[Console] = None) -> None:
+    """An agent task's tool calls, one line each, on stderr: the step, the call, the approval asked for and its answer, the outcome."""
+    out = stream or Console(stderr=True, highlight=False, soft_wrap=True)
+    for call in calls:
+        arguments = ", ".join(f"{name}={value!r}" for name, value in call["args"].items())
+        line = f"step {call['step']}: {call['name']}({arguments})"
+        if call.get("approval"):
+            who = f" by {call['approver']}" if call.get("approver") else ""
+            line += f" — approval requested: {call['approval']}{who}"
+        if call.get("refused"):
+            line += f" — not run ({call['refused']})"
+        elif call.get("error"):
+            line += f" — error: {call['error']}"
+        elif call.get("executed"):
+            line += f" → {_shortened(call.get('result') or '', 120)}"
+        out.print(escape(line), highlight=False)
+
+
+def trajectories(result: "EvalResult", limit: int = 10) -> None:
+    """Each example's tool calls beside the expected ones: where an agent went wrong, step by step."""
+    from promptops.trajectories import calls_match, format_calls, unsafe_actions
+
+    table = _listing(f"Trajectories (first {min(limit, result.n)} of {result.n})")
+    _id_column(table, "row")
+    _text_column(table, "expected tools")
+    _text_column(table, "tool calls")
+    table.add_column("steps", justify="right")
+    table.add_column("outputs")
+    for example in result.examples[:limit]:
+        calls = list(example.tool_calls or ())
+        expected = list(example.expected_tools) if example.expected_tools is not None else None
+        match = calls_match(expected, calls, "strict") if expected is not None else None
+        mark = "" if match is None else (" [green]✓[/]" if match else " [red]✗[/]")
+        unsafe = " [bold red]UNSAFE[/]" if unsafe_actions(calls) else ""
+        outputs = "[red]error[/]" if example.error else ("[green]✓[/]" if example.correct else "[red]✗[/]")
+        table.add_row(example.source, escape(format_calls(expected) if expected is not None else "—"),
+                      escape(format_calls(calls)) + mark + unsafe, str(example.steps or 0), outputs)
+    console.print(table)
 
 
 def least_confident_answers(result: "EvalResult", limit: int = 5) -> None:
@@ -329,6 +381,10 @@ def trace_list(name: str, traces, *, failed: bool = False, needs_review: bool = 
                       f"{trace.tokens} tokens · {trace.latency_s:.3f} s{escape(confidence)}", highlight=False)
         if trace.decisions:
             console.print(f"  decisions: {escape(trace.decisions.replace(',', ' '))}", highlight=False)
+        if trace.steps is not None:
+            calls = trace.tool_calls.replace(",", " → ") if trace.tool_calls else "no tool calls"
+            approvals = f" · approvals {trace.approvals.replace(',', ' ')}" if trace.approvals else ""
+            console.print(f"  {trace.steps} steps: {escape(calls)}{escape(approvals)}", highlight=False)
         console.print(f"  {escape(_shortened(trace.request))} → {escape(_shortened(outcome))}", highlight=False)
 
 
@@ -354,9 +410,21 @@ def replay_result(result) -> None:
     if result.original_confidence or result.replay_confidence:
         table.add_section()
         table.add_row("[dim]confidence[/]", _confidence_text(result.original_confidence), _confidence_text(result.replay_confidence))
+    if result.original_tool_calls is not None or result.replay_tool_calls is not None:
+        from promptops.trajectories import format_calls
+
+        table.add_section()
+        table.add_row("tool calls", escape(format_calls(result.original_tool_calls or [])),
+                      escape(format_calls(result.replay_tool_calls or [])))
     if result.replay_error:
         table.add_row("[red]error[/]", "", result.replay_error)
     console.print(table)
+    if result.replay_tool_calls is not None:
+        tools = ("tools ran again (--live-tools), with the approvals the trace recorded" if result.live_tools
+                 else "no tool ran: each step got the result the trace recorded")
+        console.print(tools, highlight=False)
+    if result.diverged:
+        console.print(f"[yellow]diverged[/] at {escape(result.diverged)}", highlight=False)
     source = "from DSPy's cache (exact, no model call)" if result.from_cache else f"from the model (${result.cost_usd:.6f})"
     verdict = "same outputs" if result.same else f"different: {', '.join(result.changed_fields) or 'no answer'}"
     console.print(f"{verdict}; answered {source}", highlight=False)

@@ -36,6 +36,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "project"
     shutil.copytree(REPO / "prompts", root / "prompts")
     shutil.copytree(REPO / "experiments" / "data", root / "experiments" / "data")
+    shutil.copytree(REPO / "tools", root / "tools", ignore=shutil.ignore_patterns("__pycache__"))  # the example agent's
     monkeypatch.chdir(root)
     return root
 

@@ -82,7 +82,7 @@ def test_every_listing_has_json(lived_in, monkeypatch: pytest.MonkeyPatch) -> No
     assert [m["model"] for m in models] == ["local/smollm2-135m", "local/gemma3-270m"]
     assert models[0]["weights"].endswith(".gguf") and models[0]["input_usd_per_million"] == 0.0135
     prompts = json.loads(run("prompts", "--json").stdout)
-    assert [(p["name"], p["model"], p["outputs"], p["error"]) for p in prompts][0] == (NAME, "local/smollm2-135m", ["intent"], None)
+    assert [(p["name"], p["model"], p["outputs"], p["error"]) for p in prompts][1] == (NAME, "local/smollm2-135m", ["intent"], None)
     assert sorted(t["trace_id"] for t in json.loads(run("traces", NAME, "--json").stdout)) == sorted(trace_ids)
     monkeypatch.setattr(promptops, "doctor", lambda models, timeout_s: [ModelHealth("local/smollm2-135m", "ok", seconds_per_call=0.5)])
     assert json.loads(run("doctor", "--json").stdout)[0]["status"] == "ok"
@@ -120,6 +120,6 @@ def test_one_broken_prompt_file_is_an_error_row_and_the_others_are_listed(git_pr
         assert len(errors) == 1 and "prompts/broken.yaml:3:" in errors[0], result.stdout
         rows = json.loads(run(*command, "--json").stdout)
         names = [row.get("name") or row.get("prompt") for row in rows]
-        assert names == ["banking_intent", "broken", "restaurant_booking"]
+        assert names == ["banking_agent", "banking_intent", "broken", "restaurant_booking"]
         [broken] = [row for row in rows if row["error"]]
         assert broken["error"].startswith("prompts/broken.yaml:3: not valid YAML")

@@ -173,6 +173,8 @@ def test_approvals_requested_counts_asked_against_required() -> None:
     ]
     assert approvals_requested(actual) == (2, 3)
     assert approvals_requested([call(TRACK)]) == (0, 0)
+    over_max_calls = {**call(FREEZE, 5, requires_approval=True, executed=False), "refused": "max_calls"}
+    assert approvals_requested([*actual, over_max_calls]) == (2, 3)  # refused before it could run: no approval needed
 
 
 def test_score_trajectory_scores_one_task() -> None:

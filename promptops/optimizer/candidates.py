@@ -32,10 +32,13 @@ class TrialConfig:
     instruction_index: int
     instruction: str
     calibrate: bool = False  # embedded models only: contextual calibration of label choices
+    max_steps: Optional[int] = None  # agents: the loop's steps; None keeps the file's
+    tool_variant: int = 0  # agents: 0 keeps the file's tool descriptions, N the experiment's tool_descriptions[N-1]
+    tool_descriptions: Optional[dict[str, str]] = None  # that variant: tool name -> description
 
     def params(self) -> dict[str, Any]:
         """Flat, for MLflow params and the trial table."""
-        return {
+        params = {
             "model": self.model.id,
             "optimizer": self.optimizer,
             "demos": self.demos,
@@ -43,6 +46,11 @@ class TrialConfig:
             "instruction": self.instruction_index,
             "calibrate": self.calibrate,
         }
+        if self.max_steps is not None:
+            params["max_steps"] = self.max_steps
+        if self.tool_descriptions is not None or self.tool_variant:
+            params["tool_descriptions"] = self.tool_variant
+        return params
 
 
 def configured_prompt(base: Prompt, config: TrialConfig) -> Prompt:
@@ -54,7 +62,16 @@ def configured_prompt(base: Prompt, config: TrialConfig) -> Prompt:
     if is_local(model.id):
         params = {key: value for key, value in model.params.items() if key != "calibrate"}
         model = model.model_copy(update={"params": {**params, "calibrate": True} if config.calibrate else params})
-    return base.with_changes(instructions=config.instruction, model=model.model_dump(), demos=[])
+    changes: dict[str, Any] = {"instructions": config.instruction, "model": model.model_dump(), "demos": []}
+    if base.is_agent:
+        loop = base.loop.model_dump()
+        loop.update({"demos": []} if config.max_steps is None else {"demos": [], "max_steps": config.max_steps})
+        changes["agent"] = loop
+        descriptions = config.tool_descriptions or {}
+        changes["tools"] = [tool.model_dump(exclude_defaults=True) | ({"description": descriptions[tool.tool_name]}
+                                                                      if tool.tool_name in descriptions else {})
+                            for tool in base.tools]
+    return base.with_changes(**changes)
 
 
 def example_metric(prompt: Prompt, metric: str, user_metric: Optional[Callable] = None) -> ExampleMetric:
@@ -181,7 +198,13 @@ def _gepa(program, prompt, *, trainset, valset, score, gold, reflection_model, s
 
 
 def _read_back(prompt: Prompt, compiled: Any) -> Prompt:
-    """Instructions and demos the optimizer settled on, as prompt file content; unusable demos are dropped."""
+    """Instructions and demos the optimizer settled on, as prompt file content; unusable demos are dropped.
+
+    For an agent, the demos of its last call (inputs and outputs) are the prompt's `demos`, and the
+    bootstrapped steps (inputs, the trajectory so far and the step taken) its `agent.demos`, so a
+    whole successful trajectory is kept; the instruction stays the file's (ReAct adds its own)."""
+    if prompt.is_agent:
+        return _read_back_agent(prompt, compiled)
     predictor = compiled.predict
     names = [spec.name for spec in prompt.inputs + prompt.outputs]
     demos = []
@@ -193,6 +216,24 @@ def _read_back(prompt: Prompt, compiled: Any) -> Prompt:
     if instructions == prompt.instructions.strip():
         instructions = prompt.instructions  # unchanged: keep the file's own text, trailing newline included
     return prompt.with_changes(instructions=instructions, demos=demos)
+
+
+def _read_back_agent(prompt: Prompt, compiled: Any) -> Prompt:
+    names = [spec.name for spec in prompt.inputs + prompt.outputs]
+    demos = []
+    for demo in compiled.react.extract.predict.demos:
+        values = {name: _plain(demo.get(name)) for name in names}
+        if prompt.check_example(values) is None and values not in demos:
+            demos.append(values)
+    step_names = [spec.name for spec in prompt.inputs] + ["trajectory", "next_thought", "next_tool_name", "next_tool_args"]
+    steps = []
+    for demo in compiled.react.react.demos:
+        values = {name: _plain(demo.get(name)) for name in step_names}
+        tools = {tool.tool_name for tool in prompt.tools}
+        if prompt._check_step_demo(values, tools) is None and values not in steps:
+            steps.append(values)
+    candidate = prompt.with_changes(demos=demos, agent={**prompt.loop.model_dump(), "demos": steps})
+    return candidate
 
 
 def _plain(value: Any) -> Any:

@@ -65,6 +65,10 @@ class SearchSpace(_Strict):
     calibrate: Union[bool, list[bool]] = Field(False, description="embedded models: offset label choices by a content-free input's")
     reflection_model: Optional[ModelSpec] = None
     train_limit: int = Field(64, ge=1)
+    dev_limit: Optional[int] = Field(None, ge=1, description="score trials on the first N dev rows only (an agent's task is slow)")
+    max_steps: Union[int, list[int], None] = Field(None, description="agents: the loop's max_steps; none keeps the file's")
+    tool_descriptions: list[dict[str, str]] = Field(
+        default_factory=list, description="agents: variants of the tools' descriptions (tool name -> text), beside the file's own")
 
     @field_validator("models", "reflection_model", mode="before")
     @classmethod
@@ -139,6 +143,23 @@ class SearchSpace(_Strict):
             raise ValueError(f"demos: {most} demos is more than train_limit {self.train_limit}: a trial draws its demos"
                              " from that many train examples; lower the demos or raise train_limit")
         return self
+
+    @field_validator("max_steps")
+    @classmethod
+    def _step_counts(cls, steps: Union[int, list[int], None]) -> Union[int, list[int], None]:
+        counts = [steps] if isinstance(steps, int) else (steps or [])
+        if isinstance(steps, list) and not steps:
+            raise ValueError("the list is empty: give at least one step count, e.g. [2, 4]")
+        for count in counts:
+            if not 1 <= count <= 50:
+                raise ValueError(f"{count} steps: an agent takes 1 to 50 steps")
+        return steps
+
+    @property
+    def step_choices(self) -> Optional[list[int]]:
+        if self.max_steps is None:
+            return None
+        return [self.max_steps] if isinstance(self.max_steps, int) else sorted(set(self.max_steps))
 
     @property
     def demo_choices(self) -> list[int]:

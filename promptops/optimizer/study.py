@@ -103,6 +103,7 @@ class StudyContext:
             raise PromptopsError(
                 f"{experiment_path}: the first objective is {list(self.objectives)[0]!r} but the metric is {self.metric!r}; make them the same"
             )
+        _check_agent_search(experiment, experiment_path, self.base)
         for model in experiment.search.models:
             check_model_id(model.id)
             _check_available(model.id)
@@ -112,7 +113,7 @@ class StudyContext:
         if experiment.search.reflection_model is not None:
             check_model_id(experiment.search.reflection_model.id)
             _check_available(experiment.search.reflection_model.id)
-        self.dev = load_dataset(self.base, data, "dev")
+        self.dev = load_dataset(self.base, data, "dev").head(experiment.search.dev_limit)
         self.data = data
         self.score = example_metric(self.base, self.metric_key, self.user_metric)
         self.instructions = [self.base.instructions, *[t for t in experiment.search.instructions if t.strip() != self.base.instructions.strip()]]
@@ -252,6 +253,11 @@ def _baseline_params(context: StudyContext) -> dict[str, Any]:
         params["demos"] = space.demo_choices[0]
     if isinstance(space.calibrate, list) and len(set(space.calibrate)) > 1:
         params["calibrate"] = bool(context.base.model.params.get("calibrate", False))
+    steps = space.step_choices
+    if steps and len(steps) > 1:
+        params["max_steps"] = min(steps, key=lambda count: abs(count - context.base.loop.max_steps))
+    if space.tool_descriptions:
+        params["tool_descriptions"] = 0
     if isinstance(space.temperature, list):
         params["temperature"] = min(space.temperature, key=lambda t: abs(t - context.base.model.temperature))
     elif not isinstance(space.temperature, (int, float)):
@@ -301,8 +307,13 @@ def _suggest(trial: Any, context: StudyContext) -> TrialConfig:
     index = trial.suggest_categorical("instruction", list(range(len(context.instructions)))) if len(context.instructions) > 1 else 0
     choices = sorted(set(space.calibrate)) if isinstance(space.calibrate, list) else [space.calibrate]
     calibrate = bool(trial.suggest_categorical("calibrate", choices)) if len(choices) > 1 else choices[0]
+    steps = space.step_choices
+    max_steps = None if steps is None else (int(trial.suggest_categorical("max_steps", steps)) if len(steps) > 1 else steps[0])
+    variant = 0
+    if space.tool_descriptions:  # 0 is the file's own descriptions
+        variant = int(trial.suggest_categorical("tool_descriptions", list(range(len(space.tool_descriptions) + 1))))
     return TrialConfig(models[model_id], optimizer, int(demos), temperature, int(index), context.instructions[index],
-                       calibrate)
+                       calibrate, max_steps, variant, space.tool_descriptions[variant - 1] if variant else None)
 
 
 def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget, progress: Progress, on_progress) -> None:
@@ -552,6 +563,36 @@ def _display_storage(storage: str) -> str:
     from promptops._secrets import redact
 
     return redact(storage.split("@")[-1] if "@" in storage else storage)  # never a database password
+
+
+def _check_agent_search(experiment: Experiment, path: Path, prompt: Any) -> None:
+    """Agent dimensions only for an agent, naming its tools; DSPy optimizers that can be read back into an agent file."""
+    import yaml
+
+    from promptops.optimizer.experiment import ExperimentFileError
+    from promptops.yaml_models import line_of
+
+    space = experiment.search
+
+    def fail(loc: tuple[Any, ...], message: str) -> None:
+        raise ExperimentFileError(path, line_of(yaml.compose(path.read_text(encoding="utf-8")), loc), message)
+
+    if not prompt.is_agent:
+        if space.max_steps is not None:
+            fail(("search", "max_steps"), f"search.max_steps: {prompt.name} has no tools, so it has no loop to size")
+        if space.tool_descriptions:
+            fail(("search", "tool_descriptions"), f"search.tool_descriptions: {prompt.name} has no tools to describe")
+        return
+    names = {tool.tool_name for tool in prompt.tools}
+    for index, variant in enumerate(space.tool_descriptions):
+        unknown = sorted(set(variant) - names)
+        if unknown:
+            fail(("search", "tool_descriptions", index, unknown[0]), f"search.tool_descriptions[{index}]: {unknown[0]!r} is"
+                 f" not a tool of {prompt.name} ({', '.join(sorted(names))})")
+    unfit = [name for name in space.optimizers if name in ("mipro", "gepa")]
+    if unfit:
+        fail(("search", "optimizers"), f"search.optimizers: {unfit[0]} rewrites a single predictor's instruction, which an"
+             " agent file cannot hold yet; for agents use none, labeled, bootstrap or random_search (demos of whole trajectories)")
 
 
 def _check_demos_fit(experiment: Experiment, path: Path, train: Any) -> None:

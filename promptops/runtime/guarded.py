@@ -132,6 +132,8 @@ class RequestRecord:
     cost_usd: float = 0.0
     answer: Optional[Answer] = None
     review: Optional[NeedsReview] = None  # the answer was held for review instead of returned
+    task: Optional[Any] = None  # an agent's TaskRun: its tool calls, every attempt's
+    steps: int = 0  # an agent's loop steps, every attempt's
 
     def decide(self, decision: str, **details: Any) -> None:
         self.decisions.append({"decision": decision, **details})
@@ -155,8 +157,9 @@ class GuardedProgram:
     """
 
     def __init__(self, served: ServedVersion, *, model: Optional[str] = None, cache: bool = True, key: Optional[str] = None,
-                 arm: Optional[str] = None, trace: bool = True):
+                 arm: Optional[str] = None, trace: bool = True, approve: Optional[Any] = None):
         self.served = served
+        self.approve = approve  # an agent's approver for `approval: required` tools; None denies them all
         self.prompt = served.prompt
         self.name = served.prompt.name
         self.guardrails = served.prompt.guardrails
@@ -205,7 +208,7 @@ class GuardedProgram:
         try:
             record = RequestRecord()
             self.last_record = record
-            with tracing.traced_request(self, inputs, record, enabled=self.trace) as trace:
+            with tracing.traced_request(self, inputs, record, enabled=self.trace) as trace, self._task(record, trace):
                 try:
                     prediction = self._answer(inputs, record)
                 except GuardrailError as exc:
@@ -219,12 +222,23 @@ class GuardedProgram:
         finally:
             _REQUEST_KEY.reset(token)
 
+    def _task(self, record: RequestRecord, trace: Any) -> Any:
+        """For an agent, the request's `TaskRun` (approver, trace id) that its tool calls join; else nothing."""
+        from contextlib import nullcontext
+
+        if not self.prompt.is_agent:
+            return nullcontext()
+        from promptops.runtime.tools import TaskRun, running
+
+        record.task = TaskRun(prompt=self.name, approver=self.approve, trace_id=trace.trace_id)
+        return running(record.task)
+
     # --- one request -----------------------------------------------------------------------
 
     def _answer(self, inputs: dict[str, Any], record: RequestRecord) -> Any:
         checked = self._check_inputs(inputs, record)
         self._take_rate_token(record)
-        request = Budget(max_model_calls=self.guardrails.max_calls_per_request)
+        request = self._request_budget()
         budgets = [request, self.session]
         key_budget = None
         if self.request_key is not None:
@@ -275,6 +289,14 @@ class GuardedProgram:
             failure = ModelCallFailed(f"{self.name}: no target could be called")
         raise failure
 
+    def _request_budget(self) -> Budget:
+        """The loop guard of one request: model calls (an agent's steps and output call, per attempt) and an agent's task cost."""
+        if not self.prompt.is_agent:
+            return Budget(max_model_calls=self.guardrails.max_calls_per_request)
+        loop = self.prompt.loop
+        calls = loop.max_model_calls or (loop.max_steps + 1) * (1 + self.guardrails.output.retries)
+        return Budget(max_model_calls=calls, max_cost_usd=loop.max_cost_usd)
+
     def _review(self, answer: Answer, target: Target) -> Optional[NeedsReview]:
         """The answer held for review when its least sure label is below `output.min_confidence`, else None."""
         from promptops.models._confidence import least_sure
@@ -297,7 +319,7 @@ class GuardedProgram:
             # A retry must not be answered by the cache, nor repeat a deterministic answer.
             config = {"rollout_id": attempt,
                       "temperature": max(target.served.prompt.model.temperature, self.guardrails.output.retry_temperature)}
-        timeout_s = self.guardrails.timeout_s
+        timeout_s = self.prompt.loop.timeout_s if self.prompt.is_agent else self.guardrails.timeout_s
 
         def call() -> tuple[Any, Any]:
             with metering() as meter, request_limits(*budgets):
@@ -326,6 +348,7 @@ class GuardedProgram:
             if isinstance(exc, AdapterParseError):
                 raise _Invalid(_one_line(exc)) from None
             raise _Failed("model_error", _one_line(exc)) from None
+        record.steps += getattr(prediction, "steps", 0) or 0
         values = prediction_values(target.served.prompt, prediction)
         problem = target.served.prompt.check_example(values, inputs=False)
         if problem:
@@ -388,6 +411,13 @@ class GuardedProgram:
                    failure: Optional[GuardrailError]) -> Exception:
         budget = getattr(exc, "budget", None)
         caps = self.guardrails.cost_cap
+        if budget is request and self.prompt.is_agent:
+            loop = self.prompt.loop
+            if exc.cap == "max_cost_usd":
+                return CostCapReached(f"{self.name}: this task spent ${request.spent_usd:.6f}; the next model call would pass"
+                                      f" its cap of ${loop.max_cost_usd:g} (agent.max_cost_usd)")
+            return LoopGuardTripped(f"{self.name}: the task used its {request.max_model_calls} model calls"
+                                    f" (agent.max_model_calls, by default max_steps + 1 per attempt) without an acceptable answer")
         if budget is request:
             why = f"; last problem: {failure}" if failure else ""
             return LoopGuardTripped(f"{self.name}: the request used its {request.max_model_calls} model calls"

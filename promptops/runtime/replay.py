@@ -2,6 +2,11 @@
 cache when it still holds the answer, so the replay is exact and free), or to another version or
 model, with the outputs side by side.
 
+An agent's replay returns the tool results the trace recorded instead of running the tools, so it
+has no side effects and, on the same version and model, follows the same steps; a step the trace
+does not have is reported (`diverged`). `live_tools=True` runs the tools again, with the
+approvals the trace recorded (a call that was not approved then is denied now).
+
 A replay runs the plain program, without guardrails or a trace of its own: it explains what a
 version answers, it is not a production request.
 """
@@ -30,6 +35,10 @@ class ReplayResult:
     cost_usd: float
     original_confidence: Optional[dict[str, float]] = None  # label confidences the traced answer had, per field
     replay_confidence: Optional[dict[str, float]] = None
+    original_tool_calls: Optional[list[dict[str, Any]]] = None  # an agent's: as the trace recorded them
+    replay_tool_calls: Optional[list[dict[str, Any]]] = None
+    live_tools: bool = False  # the replay ran the tools instead of returning the recorded results
+    diverged: Optional[str] = None  # the first step where the replay called a tool the trace does not have there
 
     @property
     def same(self) -> bool:
@@ -41,8 +50,11 @@ class ReplayResult:
         return sorted(name for name in set(original) | set(replayed) if original.get(name) != replayed.get(name))
 
 
-def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str] = None, cache: bool = True) -> ReplayResult:
-    """Re-run the request traced as `trace_id`; `version` (vN, a channel or commit) and `model` change what answers it."""
+def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str] = None, cache: bool = True,
+           live_tools: bool = False) -> ReplayResult:
+    """Re-run the request traced as `trace_id`; `version` (vN, a channel or commit) and `model` change what answers it.
+
+    For an agent, tools are not run again (their recorded results are returned) unless `live_tools`."""
     from promptops.models._metered import metering
     from promptops.program import build_program, prediction_values
     from promptops.channels import served_version
@@ -69,8 +81,10 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     if version is not None or model is not None:
         config = {}  # another version or model: its first answer, as a fresh request would get
     program = build_program(served.prompt, model=replay_model, cache=cache, num_retries=0)  # as served: same cache key
+    recorded = tracing.recorded_tool_calls(trace)
+    task = _replay_task(served.prompt, recorded, live_tools)
     replay_outputs, error = None, None
-    with metering() as meter:
+    with metering() as meter, _running(task):
         try:
             replay_outputs = prediction_values(served.prompt, program.answer(inputs, config))
         except Exception as exc:  # a failing replay is a result to show, like the failing original
@@ -83,4 +97,36 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
         from_cache=meter.model_calls == 0 and meter.cache_hits > 0, cost_usd=meter.cost_usd or 0.0,
         original_confidence=tracing.summarize(trace).confidence,
         replay_confidence=meter.confidence if replay_outputs is not None else None,
+        original_tool_calls=recorded, replay_tool_calls=[call.as_dict() for call in task.calls] if task else None,
+        live_tools=live_tools and task is not None, diverged=task.diverged if task else None,
     )
+
+
+def _replay_task(prompt: Any, recorded: Optional[list[dict[str, Any]]], live_tools: bool) -> Any:
+    """An agent's `TaskRun` for the replay: the recorded results, or live tools with the recorded approvals."""
+    if not prompt.is_agent:
+        return None
+    from promptops.runtime.approval import Approval
+    from promptops.runtime.tools import TaskRun
+
+    calls = list(recorded or [])
+    if not live_tools:
+        return TaskRun(prompt=prompt.name, recorded=calls)
+
+    def as_recorded(request: Any) -> Approval:
+        then = calls[request.step] if request.step < len(calls) else None
+        if then is None or then.get("name") != request.tool or then.get("approval") not in ("approved", "edited"):
+            return Approval("deny", reason="the traced task did not approve this call", approver="replay")
+        if then["approval"] == "edited":
+            return Approval("edit", args=dict(then.get("args") or {}), approver="replay")
+        return Approval("approve", approver="replay")
+
+    return TaskRun(prompt=prompt.name, approver=as_recorded)
+
+
+def _running(task: Any) -> Any:
+    from contextlib import nullcontext
+
+    from promptops.runtime.tools import running
+
+    return running(task) if task is not None else nullcontext()

@@ -8,7 +8,7 @@ deny patterns and fallbacks are opt-in because only the prompt's owner knows the
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -101,3 +101,70 @@ class GuardrailsSpec(_Strict):
     rate_limit: Optional[RateLimit] = None
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     fallback: list[FallbackStep] = Field(default_factory=list)
+
+
+# --- agents ------------------------------------------------------------------------------------
+
+_FUNCTION_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ToolArgument(_Strict):
+    """What the file says about one argument, over what the function's signature says."""
+
+    description: Optional[str] = None
+    enum: Optional[list[Any]] = Field(None, min_length=1)
+
+
+class ToolSpec(_Strict):
+    """One tool of an agent: a Python function, its description and argument schema, and how far it is trusted.
+
+    `function` is `module:function`, importable from the project root. The description (the
+    docstring by default) and the argument descriptions are the model's only guide to the tool,
+    so they are versioned here and may be optimized. `approval: required` runs the tool only
+    after an approver says yes; `max_calls` bounds its calls per task; `timeout_s` its run time.
+    """
+
+    function: str
+    name: Optional[str] = None  # default: the function's name
+    description: Optional[str] = None  # default: the function's docstring
+    args: dict[str, ToolArgument] = Field(default_factory=dict)
+    approval: Literal["never", "required"] = "never"
+    timeout_s: float = Field(10.0, gt=0)
+    max_calls: Optional[int] = Field(None, ge=1)
+
+    @field_validator("function")
+    @classmethod
+    def _is_a_reference(cls, reference: str) -> str:
+        if not _FUNCTION_REFERENCE.match(reference):
+            raise ValueError(f"{reference!r} is not module:function (e.g. tools.bank:freeze_card)")
+        return reference
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, name: Optional[str]) -> Optional[str]:
+        if name is not None and (not _TOOL_NAME.match(name) or name == "finish"):
+            raise ValueError(f"tool name {name!r} must be letters, digits and _, and not 'finish' (the loop's own tool)")
+        return name
+
+    @property
+    def tool_name(self) -> str:
+        return self.name or self.function.rpartition(":")[2]
+
+
+class AgentSpec(_Strict):
+    """The loop of an agent (DSPy's ReAct) and what one task may spend.
+
+    A task is one request: up to `max_steps` steps (each a model call choosing a tool, then that
+    tool's call), then one model call that reads the trajectory and fills the outputs. The loop
+    guard counts model calls (`max_model_calls`, by default `max_steps + 1` per attempt) and the
+    cost cap covers the whole task, its model calls and retries together.
+    """
+
+    max_steps: int = Field(5, ge=1, le=50)
+    max_model_calls: Optional[int] = Field(None, ge=2)
+    max_cost_usd: Optional[float] = Field(None, gt=0)
+    timeout_s: float = Field(300.0, gt=0, description="the whole task, tools and model calls together")
+    thought_chars: int = Field(300, ge=20, le=4000, description="longest thought of one step, so a step fits max_tokens")
+    demos: list[dict[str, Any]] = Field(default_factory=list, description="examples of single steps (inputs, trajectory, "
+                                        "next_thought, next_tool_name, next_tool_args), as DSPy's optimizers bootstrap them")

@@ -65,6 +65,7 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
 
     from promptops import tracking
 
+    model_id = _agent_model_id(program)  # before the span: MLflow must not switch experiments while a trace is open
     with tracking.request_span(program.name, redact_mapping(dict(inputs)), scrub=scrub) as span:
         started = time.perf_counter()
         handle.trace_id = span.trace_id
@@ -113,17 +114,71 @@ def traced_request(program: Any, inputs: dict[str, Any], record: Any, *, enabled
                              "promptops.answer_commit": answer.commit or "uncommitted", "promptops.answer_model": answer.model,
                              "promptops.answer_attempt": str(answer.attempt),
                              "promptops.answer_config": json.dumps(answer.config, sort_keys=True)})
+            task = getattr(record, "task", None)
+            if task is not None:  # an agent: its tool calls, for `promptops traces`, trajectory checks and replay
+                calls = [call.as_dict() for call in task.calls]
+                attributes["promptops.tool_calls"] = scrub(calls)
+                attributes["promptops.steps"] = record.steps
+                tags["promptops.steps"] = str(record.steps)
+                tags["promptops.tool_calls"] = _calls_tag(calls)
+                asked = [call for call in calls if call["approval"] is not None]
+                if asked:
+                    tags["promptops.approvals"] = ",".join(f"{call['name']}:{call['approval']}" for call in asked)
             if confidence:
                 attributes["promptops.confidence"] = confidence
                 tags["promptops.confidence"] = json.dumps(confidence, sort_keys=True)
             if error is not None:
                 tags["promptops.error"] = redact(str(error))[:500]
             span.finish(
+                model_id=model_id,
                 events=[(decision["decision"], scrub(decision)) for decision in record.decisions],
                 outputs=scrub(redact_mapping(answer.outputs)) if answer is not None else None,
                 input_tokens=record.input_tokens, output_tokens=record.output_tokens, cost_usd=record.cost_usd,
                 attributes=attributes, tags=tags,
             )
+
+
+def _agent_model_id(program: Any) -> Optional[str]:
+    """The served agent version's LoggedModel, which its traces link to; None for a prompt, or when MLflow refuses."""
+    if not program.prompt.is_agent:
+        return None
+    from promptops import tracking
+
+    try:
+        return tracking.agent_model_id(program.prompt, version=program.served.label, commit=program.served.commit)
+    except Exception:  # the request's trace matters more than its link to the model page
+        return None
+
+
+def _calls_tag(calls: list[dict[str, Any]]) -> str:
+    """`track_card_delivery,freeze_card[denied]`: the task's tool calls in order, refusals marked."""
+    return ",".join(call["name"] + (f"[{call['refused']}]" if call.get("refused") else "") for call in calls)[:4000]
+
+
+def annotate_tool_span(call: dict[str, Any], *, approval_event: bool = False) -> None:
+    """Record a tool call's approval, refusal and outcome on its span (MLflow's DSPy TOOL span) as it happens.
+
+    Only inside a traced request: an eval, which imports no MLflow tracing, pays nothing.
+    """
+    import sys
+
+    if "mlflow" not in sys.modules or not tracing_enabled():
+        return
+    from promptops import tracking
+
+    attributes = {f"promptops.tool.{key}": value for key, value in call.items()
+                  if key in ("step", "approval", "approver", "executed", "refused", "error", "latency_s", "replayed")
+                  and value is not None}
+    event = None
+    if approval_event and call.get("approval") is not None:  # the request for approval and its answer, once
+        event = ("approval", scrub({"tool": call["name"], "decision": call["approval"], "approver": call.get("approver") or "",
+                                    "reason": call.get("approval_reason") or "", "args": json.dumps(call["args"], default=str),
+                                    **({"requested_args": json.dumps(call["requested_args"], default=str)}
+                                       if call.get("requested_args") else {})}))
+    try:
+        tracking.annotate_current_span(attributes, event)
+    except Exception:  # a tracing hiccup must not fail the tool call
+        pass
 
 
 def _status(error: Optional[BaseException], answer: Any, review: Any = None) -> str:
@@ -165,6 +220,9 @@ class TraceSummary:
     response: str
     error: Optional[str]
     confidence: Optional[dict[str, float]] = None  # the label confidences the model reported, per field
+    steps: Optional[int] = None  # an agent's loop steps; None for a single-call prompt
+    tool_calls: Optional[str] = None  # an agent's tool calls in order, refusals marked: "check_top_up,freeze_card[denied]"
+    approvals: Optional[str] = None  # each approval asked for and its answer: "freeze_card:denied"
 
 
 def search(name: str, *, failed: bool = False, needs_review: bool = False, limit: int = 20) -> list[TraceSummary]:
@@ -201,6 +259,8 @@ def summarize(trace: Any) -> TraceSummary:
         tokens=int(tags.get("promptops.tokens", 0) or 0), latency_s=float(tags.get("promptops.latency_s", 0) or 0),
         request=info.request_preview or "", response=info.response_preview or "", error=tags.get("promptops.error"),
         confidence=_confidence_tag(tags.get("promptops.confidence")),
+        steps=int(tags["promptops.steps"]) if tags.get("promptops.steps", "").isdigit() else None,
+        tool_calls=tags.get("promptops.tool_calls"), approvals=tags.get("promptops.approvals"),
     )
 
 
@@ -221,6 +281,18 @@ def get(trace_id: str) -> Any:
     if trace is None:
         raise TrackingError(f"no trace {trace_id!r} in MLflow at {tracking.tracking_uri()}: list them with promptops traces NAME")
     return trace
+
+
+def recorded_tool_calls(trace: Any) -> Optional[list[dict[str, Any]]]:
+    """An agent trace's tool calls as the root span recorded them (arguments, approvals, results); None for a prompt's."""
+    root = next(span for span in trace.data.spans if span.parent_id is None)
+    calls = root.attributes.get("promptops.tool_calls")
+    if isinstance(calls, str):
+        try:
+            calls = json.loads(calls)
+        except json.JSONDecodeError:
+            return None
+    return calls if isinstance(calls, list) else None
 
 
 def root_inputs_outputs(trace: Any) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:

@@ -1,4 +1,5 @@
-"""Test doubles for what promptops talks to: a fault-injecting OpenAI-compatible server.
+"""Test doubles for what promptops talks to: a fault-injecting OpenAI-compatible server, and a
+scripted agent it can serve (ReAct steps from a plan per task).
 
     from promptops.testing import FaultRates, FaultServer
 
@@ -16,14 +17,18 @@ from promptops.testing.fault_server import (
     last_user_message,
     request_schema,
 )
+from promptops.testing.scripted_agent import AgentPlan, ScriptedAgent, plan
 
 __all__ = [
+    "AgentPlan",
     "BAD_REQUEST",
     "FAULTS",
     "FaultRates",
     "FaultServer",
+    "ScriptedAgent",
     "ServedRequest",
     "default_answer",
     "last_user_message",
+    "plan",
     "request_schema",
 ]

@@ -6,11 +6,13 @@
 - `_study`: an optimization's parent run and its nested trial runs.
 - `_traces`: the root span of a served request, MLflow's DSPy spans, searching and reading traces.
 - `_assessments`: feedback and expectations on traces.
+- `_models`: agent versions as LoggedModels (MLflow's Agent versions page), linked to evals and traces.
 
 MLflow itself is imported inside the functions that use it, so importing this package stays cheap.
 """
 
 from promptops.tracking._assessments import assessments, expectations, log_feedback
+from promptops.tracking._models import agent_model_id, mark_agent_version
 from promptops.tracking._registry import (
     load_registered_text,
     register_prompt_version,
@@ -32,6 +34,7 @@ from promptops.tracking._study import (
 )
 from promptops.tracking._traces import (
     RequestSpan,
+    annotate_current_span,
     experiment_id,
     flush_traces,
     get_trace,
@@ -42,6 +45,8 @@ from promptops.tracking._traces import (
 
 __all__ = [
     "RequestSpan",
+    "agent_model_id",
+    "annotate_current_span",
     "assessments",
     "close_trial_run",
     "expectations",
@@ -57,6 +62,7 @@ __all__ = [
     "log_comparison",
     "log_eval",
     "log_feedback",
+    "mark_agent_version",
     "log_front",
     "log_test_comparison",
     "log_trial",

@@ -84,6 +84,15 @@ def log_eval(
     table = predictions_table(result, prompt)
     columns = [spec.name for spec in prompt.inputs] + [f"expected.{spec.name}" for spec in prompt.outputs]
     scored = {column: table[column] for column in columns}
+    model_id = None
+    if prompt.is_agent:
+        from promptops.tracking._models import agent_model_id
+
+        try:
+            model_id = agent_model_id(prompt, commit=None if git_dirty else git_commit)
+        except Exception as exc:
+            raise TrackingError(f"cannot record {prompt.name} as an MLflow LoggedModel at {tracking_uri(root)}: {_first_line(exc)}") from None
+        params["logged_model_id"] = model_id
     return _log_run(
         mlflow,
         f"eval {prompt.name} {result.split}",
@@ -93,6 +102,7 @@ def log_eval(
         dataset=(_mlflow_dataset(mlflow, scored, dataset, data_digest), result.split),
         texts={f"prompt/{prompt_file.name if prompt_file else prompt.name + '.yaml'}": prompt.to_yaml()},
         tables={"predictions.json": table},
+        model_id=model_id,
         failure=f"cannot log the eval to MLflow at {tracking_uri(root)}",
     )
 
@@ -127,6 +137,18 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
     table["latency_s"] = [r.latency_s for r in result.examples]
     table["cached"] = [bool(r.cache_hits and not r.model_calls) for r in result.examples]
     table["truncated"] = [r.truncated for r in result.examples]
+    if any(r.tool_calls is not None for r in result.examples):  # an agent: each example's trajectory
+        from promptops.trajectories import calls_match, format_calls, unsafe_actions
+
+        table["steps"] = [r.steps for r in result.examples]
+        table["tool_calls"] = [format_calls(list(r.tool_calls or ())) for r in result.examples]
+        table["expected_tools"] = [format_calls(list(r.expected_tools)) if r.expected_tools is not None else ""
+                                   for r in result.examples]
+        table["tools_correct"] = [calls_match(list(r.expected_tools), list(r.tool_calls or ()), "strict")
+                                  if r.expected_tools is not None else None for r in result.examples]
+        table["unsafe_actions"] = [unsafe_actions(list(r.tool_calls or ())) for r in result.examples]
+        table["trajectory"] = [redact(json.dumps(list(r.tool_calls or ()), default=str, ensure_ascii=False))
+                               for r in result.examples]
     fields = list(dict.fromkeys(name for r in result.examples for name in (r.confidence_by_field or {})))
     if fields:
         table["confidence"] = [r.confidence for r in result.examples]
@@ -235,6 +257,7 @@ def _log_run(
     tables: Optional[dict[str, dict[str, list[Any]]]] = None,
     dicts: Optional[dict[str, dict[str, Any]]] = None,
     dataset: Optional[tuple[Any, str]] = None,
+    model_id: Optional[str] = None,
     failure: str,
 ) -> str:
     """One finished run in the current experiment; any MLflow failure becomes one `TrackingError` sentence.
@@ -248,6 +271,8 @@ def _log_run(
             mlflow.log_params(params)
             if metrics:
                 mlflow.log_metrics(metrics)
+                if model_id is not None:  # the same figures on the agent version's LoggedModel (MLflow's Agent versions page)
+                    mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset[0] if dataset is not None else None)
             if dataset is not None:
                 mlflow.log_input(dataset[0], context=dataset[1])
             for artifact_file, text in (texts or {}).items():

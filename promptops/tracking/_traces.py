@@ -50,6 +50,7 @@ class RequestSpan:
         cost_usd: float,
         attributes: dict[str, Any],
         tags: dict[str, str],
+        model_id: Optional[str] = None,
     ) -> None:
         """Record how the request went: events in order, outputs, usage and cost, attributes, then the trace's tags."""
         from mlflow.entities import SpanEvent
@@ -64,7 +65,7 @@ class RequestSpan:
             "input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens})
         self._span.set_attribute(SpanAttributeKey.LLM_COST, {"total_cost": cost_usd})
         self._span.set_attributes(attributes)
-        self._mlflow.update_current_trace(tags=tags)
+        self._mlflow.update_current_trace(tags=tags, model_id=model_id)  # model_id: an agent version's LoggedModel
 
 
 @contextmanager
@@ -164,3 +165,18 @@ def get_trace(trace_id: str) -> Optional[Any]:
 
 def _attribute(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def annotate_current_span(attributes: dict[str, Any], event: Optional[tuple[str, dict[str, Any]]] = None) -> None:
+    """Set attributes (and add an event) on the span open in this context, if a promptops trace has one open."""
+    import mlflow
+
+    span = mlflow.get_current_active_span()
+    if span is None or span.trace_id not in _SCRUBBERS:  # no trace, or one promptops did not start
+        return
+    from mlflow.entities import SpanEvent
+
+    span.set_attributes(attributes)
+    if event is not None:
+        name, values = event
+        span.add_event(SpanEvent(name, attributes={key: _attribute(value) for key, value in values.items()}))
