@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test bench bench-engine bench-optimizer bench-faults install doctor clean
+.PHONY: demo test bench bench-agent bench-engine bench-optimizer bench-faults install doctor clean
 
 LLAMA_WHEEL := scripts/llama_wheel.sh
 
@@ -56,6 +56,9 @@ bench: $(STAMP)
 
 bench-engine: $(DEMO_STAMP)
 	$(BIN)/python benchmarks/engine.py --out benchmarks/engine-results.json
+
+bench-agent: $(STAMP)
+	$(BIN)/python benchmarks/agent.py --limit 20 --out benchmarks/agent-results.json
 
 bench-optimizer: $(DEMO_STAMP)
 	$(BIN)/python benchmarks/optimizer.py --out benchmarks/optimizer-results.json

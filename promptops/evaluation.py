@@ -290,8 +290,10 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
     from promptops.program import prediction_values
 
     predicted, error, parse_failure = None, None, False
+    from promptops.runtime.tools import running
+
     task = _agent_task(prompt)  # an agent's calls are kept even when the task fails half-way
-    with metering(reports_truncation=True) as meter, _running(task):  # the result counts truncated answers
+    with metering(reports_truncation=True) as meter, running(task):  # the result counts truncated answers
         try:
             predicted = prediction_values(prompt, program(**example.inputs))
         except AdapterParseError as exc:
@@ -332,16 +334,6 @@ def _agent_task(prompt: Prompt) -> Any:
     from promptops.runtime.tools import TaskRun
 
     return TaskRun(prompt=prompt.name)
-
-
-def _running(task: Any) -> Any:
-    from contextlib import nullcontext
-
-    if task is None:
-        return nullcontext()
-    from promptops.runtime.tools import running
-
-    return running(task)
 
 
 def _steps(task: Any) -> int:

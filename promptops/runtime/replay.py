@@ -84,7 +84,9 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     recorded = tracing.recorded_tool_calls(trace)
     task = _replay_task(served.prompt, recorded, live_tools)
     replay_outputs, error = None, None
-    with metering() as meter, _running(task):
+    from promptops.runtime.tools import running
+
+    with metering() as meter, running(task):
         try:
             replay_outputs = prediction_values(served.prompt, program.answer(inputs, config))
         except Exception as exc:  # a failing replay is a result to show, like the failing original
@@ -123,10 +125,3 @@ def _replay_task(prompt: Any, recorded: Optional[list[dict[str, Any]]], live_too
 
     return TaskRun(prompt=prompt.name, approver=as_recorded)
 
-
-def _running(task: Any) -> Any:
-    from contextlib import nullcontext
-
-    from promptops.runtime.tools import running
-
-    return running(task) if task is not None else nullcontext()

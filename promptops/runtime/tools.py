@@ -230,8 +230,11 @@ def current_task() -> Optional[TaskRun]:
 
 
 @contextmanager
-def running(task: TaskRun) -> Iterator[TaskRun]:
-    """Make `task` the one this thread's (and its copied contexts') tool calls belong to."""
+def running(task: Optional[TaskRun]) -> Iterator[Optional[TaskRun]]:
+    """Make `task` the one this thread's (and its copied contexts') tool calls belong to; None changes nothing."""
+    if task is None:
+        yield None
+        return
     token = _TASK.set(task)
     try:
         yield task
