@@ -102,3 +102,9 @@ def redact_yaml(text: str) -> str:
     from promptops.yaml_models import safe_load
 
     return yaml.safe_dump(redact_data(safe_load(text)), sort_keys=False, allow_unicode=True, width=100)
+
+
+def error_line(exc: BaseException, max_chars: int = 500) -> str:
+    """`Type: message` on one line, secrets masked: how an error is kept in a result, a record or a table."""
+    text = " ".join(str(exc).split())
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:max_chars]

@@ -189,7 +189,7 @@ class Prompt(_Strict):
                 raise ValueError(f"tools[{index}]: a second tool named {tool.tool_name!r}; give one of them another `name:`")
             seen_tools.add(tool.tool_name)
         for index, demo in enumerate(self.loop.demos):
-            problem = self._check_step_demo(demo, seen_tools)
+            problem = self.check_step_demo(demo, seen_tools)
             if problem:
                 raise ValueError(f"agent.demos[{index}]: {problem}")
         if self.guardrails.output.min_confidence is not None and not any(_chooses_a_label(spec) for spec in self.outputs):
@@ -210,7 +210,7 @@ class Prompt(_Strict):
     def tool(self, name: str) -> Optional[ToolSpec]:
         return next((tool for tool in self.tools if tool.tool_name == name), None)
 
-    def _check_step_demo(self, demo: dict[str, Any], tools: set[str]) -> Optional[str]:
+    def check_step_demo(self, demo: dict[str, Any], tools: set[str]) -> Optional[str]:
         """The first way a step demo fails: every input, the trajectory so far, and a step choosing a known tool."""
         problem = self.check_example(demo, outputs=False)
         if problem:

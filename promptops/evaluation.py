@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from promptops._secrets import redact
+from promptops._secrets import error_line
 from promptops.artifact import Prompt, find_project_root
 from promptops.data import Dataset, Example, load_dataset
 from promptops.errors import PromptopsError
@@ -297,9 +297,9 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
         try:
             predicted = prediction_values(prompt, program(**example.inputs))
         except AdapterParseError as exc:
-            error, parse_failure = _one_line(exc), True
+            error, parse_failure = error_line(exc), True
         except Exception as exc:  # one bad answer must not end the eval; it is counted and shown
-            error = _one_line(exc)
+            error = error_line(exc)
     confidence_by_field = meter.confidence if predicted is not None else None
     _, confidence = least_sure(confidence_by_field, prompt.label_fields)
     return ExampleResult(
@@ -339,11 +339,6 @@ def _agent_task(prompt: Prompt) -> Any:
 def _steps(task: Any) -> int:
     """Loop steps of the task as the program counted them (a task that failed half-way: at least one per tool call)."""
     return max(task.steps, len(task.calls))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}")[:500]
 
 
 def _percentile(values: list[float], percent: float) -> float:

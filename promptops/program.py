@@ -85,24 +85,27 @@ class SharedPrefixJSONAdapter(dspy.JSONAdapter):
         self._system_messages: dict[int, tuple[Any, str]] = {}
 
     def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any) -> None:
-        if self.tools and set(signature.output_fields) == set(REACT_STEP_FIELDS):
-            from promptops.models import is_local
-
-            if "response_format" in lm.supported_params:
-                lm_kwargs["response_format"] = react_step_format(self.tools, embedded=is_local(lm.model),
-                                                                 thought_chars=self.thought_chars)
-            return
         key = (id(signature), id(lm))
         kept = self._formats.get(key)
         if kept is None or kept[0] is not signature or kept[1] is not lm:
-            probe: dict[str, Any] = {}
-            super()._prepare_response_format(lm, probe, signature)
-            response_format = probe.get("response_format")
-            if self.tools and "reasoning" in signature.output_fields and isinstance(response_format, type):
-                response_format = _bounded_reasoning(response_format, self.thought_chars)
-            kept = self._formats[key] = (signature, lm, response_format)
+            kept = self._formats[key] = (signature, lm, self._response_format(lm, signature))
         if kept[2] is not None:
             lm_kwargs["response_format"] = kept[2]
+
+    def _response_format(self, lm: Any, signature: Any) -> Any:
+        """The signature's response format on this LM: an agent's step schema, DSPy's own otherwise (reasoning bounded)."""
+        if self.tools and set(signature.output_fields) == set(REACT_STEP_FIELDS):
+            from promptops.models import is_local
+
+            if "response_format" not in lm.supported_params:
+                return None
+            return react_step_format(self.tools, embedded=is_local(lm.model), thought_chars=self.thought_chars)
+        probe: dict[str, Any] = {}
+        super()._prepare_response_format(lm, probe, signature)
+        response_format = probe.get("response_format")
+        if self.tools and "reasoning" in signature.output_fields and isinstance(response_format, type):
+            response_format = _bounded_reasoning(response_format, self.thought_chars)
+        return response_format
 
     def format_system_message(self, signature: Any) -> str:
         kept = self._system_messages.get(id(signature))

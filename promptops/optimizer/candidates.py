@@ -230,7 +230,7 @@ def _read_back_agent(prompt: Prompt, compiled: Any) -> Prompt:
     for demo in compiled.react.react.demos:
         values = {name: _plain(demo.get(name)) for name in step_names}
         tools = {tool.tool_name for tool in prompt.tools}
-        if prompt._check_step_demo(values, tools) is None and values not in steps:
+        if prompt.check_step_demo(values, tools) is None and values not in steps:
             steps.append(values)
     candidate = prompt.with_changes(demos=demos, agent={**prompt.loop.model_dump(), "demos": steps})
     return candidate

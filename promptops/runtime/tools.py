@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from promptops._secrets import error_line
 from promptops.errors import PromptopsError
 from promptops.runtime.approval import ApprovalRequest, Approver, decide
 
@@ -150,10 +151,6 @@ class TaskRun:
     diverged: Optional[str] = None  # in a replay, the first call the trace did not have
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
-    def replaying(self) -> bool:
-        return self.recorded is not None
-
     def call(self, tool: ResolvedTool, args: dict[str, Any]) -> Any:
         with self._lock:
             record = ToolCall(len(self.calls), tool.name, dict(args), tool.requires_approval)
@@ -194,7 +191,7 @@ class TaskRun:
             future.cancel()
             record.error = f"TimeoutError: no answer within {tool.timeout_s:g} s (tools[{tool.index}].timeout_s)"
         except Exception as exc:
-            record.error = _one_line(exc)
+            record.error = error_line(exc)
         record.latency_s = round(time.perf_counter() - started, 6)
         if record.error is not None:
             # The observation DSPy's ReAct would write, without its traceback: file paths and frames of the
@@ -269,9 +266,3 @@ def _result_text(result: Any) -> str:
     text = result if isinstance(result, str) else repr(result)
     return redact(text)[:MAX_RESULT_CHARS]
 
-
-def _one_line(exc: BaseException) -> str:
-    from promptops._secrets import redact
-
-    text = " ".join(str(exc).split())
-    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:500]
