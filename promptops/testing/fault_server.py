@@ -5,6 +5,8 @@ token usage) or, per request, injects a fault a production runtime must survive:
 a hang, a 5xx, a 429 with Retry-After, a body that is not JSON, an answer that breaks the schema.
 Faults come from a script first, then from seeded rates, so a run can be repeated exactly.
 Streaming is refused with a 400: the runtime under test calls without `stream`.
+`POST /v1/embeddings` answers with bag-of-words vectors (texts sharing words point the same way),
+not normalized, with the same faults; an off-schema answer is one vector short.
 Standard library only; nothing listens beyond 127.0.0.1.
 """
 
@@ -18,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +36,7 @@ _DSPY_OUTPUTS = "Outputs will be a JSON object with the following fields."
 _DSPY_NOTE = re.compile(r"#\s*note: the value you produce (.*)$", re.DOTALL)
 _OFF_SCHEMA_LABEL = "off_schema_label"
 _PROSE = "I am not sure what you mean; could you tell me a little more about it?"
+EMBEDDING_DIMENSIONS = 16  # of /v1/embeddings' vectors, unless the request asks for `dimensions`
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class FaultRates:
 
 @dataclass(frozen=True)
 class ServedRequest:
-    """One chat-completion request as the server handled it."""
+    """One chat-completion or embeddings request as the server handled it."""
 
     fault: str  # one of FAULTS, or "bad_request"
     model: str
@@ -185,7 +189,7 @@ class FaultServer:
 
     @property
     def log(self) -> list[ServedRequest]:
-        """The handled chat-completion requests, in the order they finished (a copy)."""
+        """The handled chat-completion and embedding requests, in the order they finished (a copy)."""
         with self._lock:
             return list(self._log)
 
@@ -279,8 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
             if reply is not None and not self._send_bytes(status, payload, headers):
                 fault_server._record_lost(entry)
 
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            answer(BAD_REQUEST, "", _error_reply(404, f"no route POST {self.path}; the server answers POST /v1/chat/completions"))
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/v1/embeddings"):
+            answer(BAD_REQUEST, "", _error_reply(404, f"no route POST {self.path}; the server answers POST /v1/chat/completions and /v1/embeddings"))
             return
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -323,6 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if fault == "timeout" and not self._wait(fault_server.hang_s):
             return None
+        if self.path.rstrip("/") == "/v1/embeddings":
+            return _embeddings_reply(body, sequence, off_schema=fault == "off_schema")
         try:
             content = _content(body, fault_server.answer, off_schema=fault == "off_schema")
         except Exception as exc:  # a broken `answer` callable is the test's bug: say so to the client
@@ -378,6 +384,26 @@ def _error_reply(status: int, message: str, kind: str = "invalid_request_error",
     """An OpenAI-style error body."""
     error = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return status, json.dumps(error).encode(), {}, (0, 0)
+
+
+def _embeddings_reply(body: dict, sequence: int, *, off_schema: bool) -> _Reply:
+    """An OpenAI-style embeddings response: per text, its words hashed into `dimensions` counts."""
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts) or not isinstance(dimensions, int) or dimensions < 1:
+        return _error_reply(400, "`input` must be a string or a list of strings, and `dimensions` a positive integer")
+    vectors = []
+    for text in texts:
+        vector = [0.0] * dimensions
+        for word in re.findall(r"\w+", text.lower()):
+            vector[zlib.crc32(word.encode()) % dimensions] += 1.0
+        vectors.append(vector)
+    data = [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)]
+    tokens = max(1, sum(len(text) for text in texts) // 4)
+    payload = {"object": "list", "id": f"embd-fault-{sequence}", "model": str(body.get("model", "")),
+               "data": data[:-1] if off_schema else data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return 200, json.dumps(payload).encode(), {}, (tokens, 0)
 
 
 def _checked_script(script: Iterable[str]) -> tuple[str, ...]:
