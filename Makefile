@@ -35,7 +35,7 @@ $(DEMO_STAMP): $(STAMP)
 
 $(DEMO)/.git:
 	mkdir -p $(DEMO)
-	cp -R prompts experiments tools $(DEMO)/
+	cp -R prompts experiments tools judges $(DEMO)/
 	git -C $(DEMO) init --quiet
 	git config --get user.name >/dev/null || git -C $(DEMO) config user.name "promptops demo"
 	git config --get user.email >/dev/null || git -C $(DEMO) config user.email demo@localhost

@@ -23,11 +23,14 @@ prepare_environment()
 if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
+    from promptops.judges import JudgeCheck
+    from promptops.metric_spec import MetricSpec
     from promptops.models.doctor import ModelHealth
     from promptops.runtime.approval import Approval, ApprovalRequest, Approver
     from promptops.runtime.guarded import Answer, NeedsReview
 
-__all__ = ["Answer", "Approval", "ApprovalRequest", "EvalResult", "NeedsReview", "Prompt", "PromptopsError", "check", "compare", "doctor", "evaluate",
+__all__ = ["Answer", "Approval", "ApprovalRequest", "EvalResult", "NeedsReview", "Prompt", "PromptopsError", "check", "check_judge", "compare",
+           "doctor", "evaluate",
            "init_project", "load", "load_prompt", "optimize", "promote", "record_feedback", "rollback"]
 __version__ = "0.1.0"
 
@@ -71,11 +74,15 @@ def evaluate(
     limit: Optional[int] = None,
     threads: Optional[int] = None,
     cache: bool = True,
-    metric: Optional[str] = None,
+    metric: "str | MetricSpec | None" = None,
     track: bool = True,
     on_progress: "Optional[ProgressCallback]" = None,
 ) -> "EvalResult":
-    """Evaluate a prompt on an eval split and, with `track`, log the run to MLflow."""
+    """Evaluate a prompt on an eval split and, with `track`, log the run to MLflow.
+
+    `metric` overrides the prompt's: a name (`accuracy`, `f1`, `schema_validity`, `similarity`,
+    `module:function`), a judge file (`judges/NAME.yaml`), or a `MetricSpec`.
+    """
     import dataclasses
 
     from promptops import evaluation
@@ -154,6 +161,33 @@ def load(
     from promptops.runtime.guarded import GuardedProgram
 
     return GuardedProgram(served, model=model, cache=cache, key=key, arm=arm, trace=trace, approve=approve)
+
+
+def check_judge(
+    judge: str,
+    data: "str | Path",
+    *,
+    limit: Optional[int] = None,
+    cache: bool = True,
+    track: bool = True,
+    on_progress: "Optional[ProgressCallback]" = None,
+) -> "JudgeCheck":
+    """How far to trust a judge: its scores on rows a person labelled, as accuracy, Cohen's kappa and a confusion table.
+
+    `judge` is a judge file (`NAME` for judges/NAME.yaml, or a path) or a prompt whose eval.metric is a judge;
+    `data` is JSONL rows `{"inputs": {...}, "answer": {...}, "reference": {...}, "label": "pass"}` (reference optional).
+    """
+    import dataclasses
+
+    from promptops import judges
+
+    spec = judges.find_judge(judge)
+    result = judges.check_judge(spec, data, limit=limit, cache=cache, on_progress=on_progress)
+    if not track:
+        return result
+    from promptops import tracking
+
+    return dataclasses.replace(result, run_id=tracking.log_judge_check(result, spec))
 
 
 def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: Optional[dict[str, Any]] = None) -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from promptops._secrets import credential_in, url_has_credentials
 from promptops.errors import PromptFileError, UnknownPromptError
+from promptops.metric_spec import MetricField
 from promptops.runtime.spec import AgentSpec, GuardrailsSpec, ToolSpec
 from promptops._text import read_utf8
 from promptops.yaml_models import format_loc, line_of, parse_yaml_model
@@ -146,7 +147,7 @@ class EvalSpec(_Strict):
     """The prompt's default eval set, the metric its gate compares, and the score `promptops check` requires."""
 
     data: Optional[str] = None
-    metric: Optional[str] = None
+    metric: MetricField = None  # a name, or a judge or similarity mapping (promptops.metric_spec)
     threshold: Optional[float] = None  # the primary metric's floor on the gate split
     gate: Optional[GateSpec] = None  # None: the default rule (GateSpec())
 

@@ -79,7 +79,7 @@ def init_command(directory: str) -> None:
 @click.option("--model", help="Model string overriding the prompt's, e.g. local/smollm2-135m, gguf:PATH, openai/gpt-4o-mini.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N examples.")
 @click.option("--threads", type=click.IntRange(min=1), help="Parallel requests (default: 1 for local models, which share one llama.cpp context; 8 for hosted).")
-@click.option("--metric", help="Primary metric: accuracy, f1, schema_validity or module:function. Default: the prompt's.")
+@click.option("--metric", help="Primary metric: accuracy, f1, schema_validity, similarity, module:function, or a judge file (judges/NAME.yaml). Default: the prompt's.")
 @click.option("--no-cache", is_flag=True, help="Call the model even when DSPy's cache has the answer.")
 @click.option("--no-track", is_flag=True, help="Do not log an MLflow run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
@@ -461,6 +461,32 @@ def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], fro
     render.feedback_added(added)
     if from_failed and not added.rows and added.skipped:
         sys.exit(1)
+
+
+@main.group("judge")
+def judge_group() -> None:
+    """LLM judges: check one against rows a person labelled before gating on it."""
+
+
+@judge_group.command("check")
+@click.argument("judge")
+@click.option("--data", required=True, type=click.Path(), help="JSONL rows: {\"inputs\": {...}, \"answer\": {...}, \"reference\": {...}, \"label\": \"pass\"} (reference optional).")
+@click.option("--limit", type=click.IntRange(min=1), help="Check only the first N rows.")
+@click.option("--no-cache", is_flag=True, help="Call the judge's model even when DSPy's cache has the answer.")
+@click.option("--no-track", is_flag=True, help="Do not log an MLflow run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def judge_check_command(judge: str, data: str, limit: Optional[int], no_cache: bool, no_track: bool, as_json: bool) -> None:
+    """Score labelled rows with JUDGE (judges/NAME.yaml, a path, or a prompt whose metric is a judge) and report its
+    agreement with the labels: accuracy, Cohen's kappa and a confusion table."""
+    import promptops
+    from promptops import render
+
+    with render.progress_bar("judging", enabled=not as_json) as on_progress:
+        result = promptops.check_judge(judge, data, limit=limit, cache=not no_cache, track=not no_track, on_progress=on_progress)
+    if as_json:
+        click.echo(json.dumps(result.summary(), default=str))
+    else:
+        render.judge_check(result)
 
 
 @main.command("check")

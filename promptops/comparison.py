@@ -22,6 +22,7 @@ from promptops.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, McN
 
 if TYPE_CHECKING:
     from promptops.data import Dataset
+    from promptops.metric_spec import MetricSpec
     from promptops.evaluation import EvalResult, ExampleResult, ProgressCallback
 
 
@@ -121,7 +122,7 @@ class Comparison:
         primary = _metric_key(self.metric)
         lines.append(f"| **{primary}** (primary) | {self.a_score:.3f} | {self.b_score:.3f} | **{md.signed(self.difference.estimate)}** | "
                      f"{md.bounds(self.difference)} |")
-        if primary != "accuracy":
+        if primary != "accuracy" and "accuracy" in self.a_result.metrics and "accuracy" in self.b_result.metrics:
             name = "exact match (all fields)" if self.fields else "accuracy"
             lines.append(f"| {name} | {self.a_result.metrics['accuracy']:.3f} | {self.b_result.metrics['accuracy']:.3f} | "
                          f"{md.signed(self.exact_match.estimate)} | {md.bounds(self.exact_match)} |")
@@ -141,7 +142,8 @@ class Comparison:
                      f"{md.signed(self.b_latency_p95_s - self.a_latency_p95_s, suffix=' s')} | |")
         fixed = sum(c.b_correct for c in self.changed)
         broken = len(self.changed) - fixed
-        right = " (right = every output field right)" if self.fields else ""
+        right = {"judge": " (right = the judge's pass)", "similarity": " (right = similarity at or above its threshold)"}.get(
+            self.metric, " (right = every output field right)" if self.fields else "")
         lines += ["", f"McNemar's exact test on right/wrong per example{right}: {b_name} fixed {fixed} that {a_name} got wrong "
                   f"and broke {broken} that {a_name} got right; {md.p_equals(self.mcnemar.p_value)} "
                   f"({md.p_equals(self.mcnemar.mid_p_value, 'mid-p')}). "
@@ -174,7 +176,7 @@ def compare(
     split: str = "test",
     limit: Optional[int] = None,
     model: Optional[str] = None,
-    metric: Optional[str] = None,
+    metric: "str | MetricSpec | None" = None,
     threads: Optional[int] = None,
     cache: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
@@ -213,7 +215,7 @@ def compare_contenders(
     split: str = "test",
     limit: Optional[int] = None,
     model: Optional[str] = None,
-    metric: Optional[str] = None,
+    metric: "str | MetricSpec | None" = None,
     threads: Optional[int] = None,
     cache: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
@@ -226,15 +228,16 @@ def compare_contenders(
     """Evaluate both on B's eval set (or `dataset`/`data`), pair the examples, compute the statistics, log the run."""
     from promptops import evaluation
     from promptops.data import load_dataset
-    from promptops.metrics import default_metric
+    from promptops.artifact import find_project_root
+    from promptops.metrics import resolve_metric
 
     _check_same_fields(a, b)
     dataset = (dataset or load_dataset(b.prompt, data, split)).head(limit)
     for example in dataset.examples:
-        problem = a.prompt.check_example({**example.inputs, **example.expected})
+        problem = a.prompt.check_example({**example.inputs, **example.expected}, outputs=bool(example.expected))
         if problem:
             raise IncomparableError(f"{example.source}: fits {b.label} but not {a.label}: {problem}")
-    metric = metric or default_metric(b.prompt)
+    metric = resolve_metric(metric, b.prompt, find_project_root())  # B's metric (its judge, too) scores both sides
     options = dict(dataset=dataset, split=split, model=model, threads=threads, cache=cache, metric=metric, on_progress=on_progress)
     b_result = evaluation.evaluate(b.prompt, **options)
     same = a.prompt.content_hash == b.prompt.content_hash
@@ -292,7 +295,10 @@ def paired_comparison(
 
     metric = b_result.metric
     key = _metric_key(metric)
-    if key == "accuracy":
+    if all(e.score is not None for e in (*a_examples, *b_examples)):  # a mean of per-example scores: a judge's, similarity
+        difference = paired_bootstrap(np.array([e.score for e in a_examples], dtype=float),
+                                      np.array([e.score for e in b_examples], dtype=float), **bootstrap)
+    elif key == "accuracy":
         difference = exact_match
     elif key == "f1":
         a_micro, b_micro = _field_counts(a_examples, outputs, leaves).sum(axis=1), _field_counts(b_examples, outputs, leaves).sum(axis=1)

@@ -2,7 +2,9 @@
 
 A dataset is either a folder holding one file per split (`train.jsonl`, `dev.csv`, ...) or a
 single file with a `split` column. Every row must carry the prompt's input and output fields
-with values of the declared types; the first bad row is reported by file and line.
+with values of the declared types; the first bad row is reported by file and line. A prompt
+whose outputs are all free text (`string`) may have rows with no outputs at all: a judge
+scores those by its rubric alone (`Example.expected` is empty).
 """
 
 from __future__ import annotations
@@ -142,20 +144,27 @@ def _read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _check_row(prompt: Prompt, row: dict[str, Any], file: Path, line: int, *, from_csv: bool) -> Example:
-    for spec in prompt.inputs + prompt.outputs:
+    # A free-text prompt's row may carry no output at all: a judge scores it by its rubric alone.
+    outputs = prompt.outputs if not _rubric_only(prompt, row) else []
+    for spec in prompt.inputs + outputs:
         if spec.name not in row:
             kind = "input" if spec in prompt.inputs else "output"
             raise DatasetError(file, line, f"missing {kind} field {spec.name!r}")
-    values = {spec.name: _cell(spec, row[spec.name], file, line, from_csv) for spec in prompt.inputs + prompt.outputs}
-    problem = prompt.check_example(values)
+    values = {spec.name: _cell(spec, row[spec.name], file, line, from_csv) for spec in prompt.inputs + outputs}
+    problem = prompt.check_example(values, outputs=bool(outputs))
     if problem:
         raise DatasetError(file, line, problem)
     return Example(
         inputs={spec.name: values[spec.name] for spec in prompt.inputs},
-        expected={spec.name: values[spec.name] for spec in prompt.outputs},
+        expected={spec.name: values[spec.name] for spec in outputs},
         source=f"{file.name}:{line}",
         expected_tools=_expected_tools(prompt, row, file, line, from_csv) if "expected_tools" in row else None,
     )
+
+
+def _rubric_only(prompt: Prompt, row: dict[str, Any]) -> bool:
+    """A row without any of the outputs, of a prompt whose outputs are all free text: nothing to match, only to judge."""
+    return all(spec.type == "string" for spec in prompt.outputs) and not any(spec.name in row for spec in prompt.outputs)
 
 
 def _expected_tools(prompt: Prompt, row: dict[str, Any], file: Path, line: int, from_csv: bool) -> tuple[dict[str, Any], ...]:

@@ -10,24 +10,22 @@ sent to review, `accuracy_at_threshold` the accuracy of those answers.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from promptops._secrets import error_line
 from promptops.artifact import Prompt, find_project_root
 from promptops.data import Dataset, Example, load_dataset
 from promptops.errors import PromptopsError
-from promptops.metrics import (
-    accuracy,
-    check_metric_name,
-    default_metric,
-    field_scores,
-    is_correct,
-    schema_validity,
-)
+from promptops.metrics import Metric, accuracy, field_scores, is_correct, resolve_metric, schema_validity
+
+if TYPE_CHECKING:
+    from promptops.judges import Judge, Judgement
+    from promptops.metric_spec import MetricSpec
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -57,6 +55,9 @@ class ExampleResult:
     tool_calls: Optional[tuple[dict[str, Any], ...]] = None  # an agent's tool calls (promptops.runtime.tools.ToolCall dicts)
     steps: Optional[int] = None  # an agent's loop steps
     expected_tools: Optional[tuple[dict[str, Any], ...]] = None  # the row's expected tool calls, when it gives them
+    score: Optional[float] = None  # the primary metric's value on this example, when it is a mean of such values
+    judgement: "Optional[Judgement]" = None  # the judge's score, reason and cost, under a judge metric
+    similarity: Optional[float] = None  # cosine similarity of answer and reference, when the row has a reference
 
 
 @dataclass(frozen=True)
@@ -129,27 +130,40 @@ def evaluate(
     limit: Optional[int] = None,
     threads: Optional[int] = None,
     cache: bool = True,
-    metric: Optional[str] = None,
+    metric: "str | MetricSpec | Metric | None" = None,
     dataset: Optional[Dataset] = None,
     on_progress: Optional[ProgressCallback] = None,
 ) -> EvalResult:
-    """Run `prompt` over `split` of its eval set (or `data`) and measure it."""
+    """Run `prompt` over `split` of its eval set (or `data`) and measure it.
+
+    Under a judge metric each answer is also scored by the judge, whose calls are metered apart
+    (`judge_calls`, `judge_cost_usd`); under similarity, answers are compared with the references.
+    """
     from promptops.program import build_program
 
     from promptops.models import check_model_id
 
     check_model_id(model or prompt.model.id)  # an unknown model fails before the eval set is read
-    metric = metric or default_metric(prompt)
-    user_metric = check_metric_name(metric, find_project_root())
+    scoring = resolve_metric(metric, prompt, find_project_root())
+    if scoring.judge is not None:
+        check_model_id(scoring.judge.model_id)
     dataset = (dataset or load_dataset(prompt, data, split)).head(limit)
     if not len(dataset):
         raise PromptopsError(f"{dataset.path}: split {split!r} has no examples to evaluate")
+    _check_references(scoring, dataset)
     program = build_program(prompt, model=model, cache=cache)
     model_id = program.lm.model
     threads = max(1, threads or default_threads(model_id))
+    judge = None
+    if scoring.judge is not None:
+        from promptops.judges import Judge
+
+        judge = Judge(scoring.judge, cache=cache)
+        threads = min(threads, max(1, default_threads(judge.model)))
 
     started = time.perf_counter()
-    results = _run_examples(program, prompt, dataset.examples, threads, on_progress)
+    results = _run_examples(program, prompt, dataset.examples, threads, on_progress, judge)
+    results = _with_similarity(prompt, scoring, results)
     wall_time_s = time.perf_counter() - started
 
     failed = [r for r in results if r.error and not r.parse_failure]
@@ -157,12 +171,13 @@ def evaluate(
         raise PromptopsError(f"all {len(results)} examples failed on {model_id}; the first error was: {failed[0].error}")
 
     pairs = [(r.expected, r.predicted) for r in results]
-    metrics = _quality_metrics(prompt, pairs, results, user_metric, metric)
+    metrics = _quality_metrics(prompt, pairs, results, scoring)
+    metric = scoring.name
     min_confidence = prompt.guardrails.output.min_confidence
     if min_confidence is not None:
         metrics.update(coverage_metrics(results, min_confidence))
     if prompt.is_agent:
-        metrics.update(agent_metrics(results, metrics[_metric_key(metric)]))
+        metrics.update(agent_metrics(results, metrics[scoring.key]))
     latencies = [r.latency_s for r in results if r.model_calls or r.cache_hits]
     costs = [r.cost_usd for r in results]
     return EvalResult(
@@ -173,7 +188,7 @@ def evaluate(
         split=split,
         n=len(results),
         metric=metric,
-        score=metrics[_metric_key(metric)],
+        score=metrics[scoring.key],
         metrics=metrics,
         cost_usd=None if any(c is None for c in costs) else round(sum(costs), 10),  # type: ignore[arg-type]
         input_tokens=sum(r.input_tokens for r in results),
@@ -226,48 +241,112 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _metric_key(metric: str) -> str:
-    return metric.partition(":")[2] or metric
-
-
-def _quality_metrics(prompt, pairs, results, user_metric, metric) -> dict[str, float]:
-    metrics = {
-        "accuracy": accuracy(pairs, prompt.outputs),
-        "schema_validity": schema_validity([r.predicted for r in results], prompt),
-    }
-    scores = field_scores(pairs, prompt.outputs)
-    metrics["f1"] = scores.pop("micro").f1
-    if len(scores) > 1:
-        for name, score in scores.items():
-            metrics[f"f1/{name}"] = score.f1
-            metrics[f"precision/{name}"] = score.precision
-            metrics[f"recall/{name}"] = score.recall
-    if user_metric is not None:
+def _quality_metrics(prompt: Prompt, pairs, results: list[ExampleResult], scoring: Metric) -> dict[str, float]:
+    metrics = {"schema_validity": schema_validity([r.predicted for r in results], prompt)}
+    referenced = [(expected, predicted) for expected, predicted in pairs if expected]
+    if referenced:  # label match and F1 need references; rows a judge scores by rubric alone have none
+        metrics["accuracy"] = accuracy(referenced, prompt.outputs)
+        scores = field_scores(referenced, prompt.outputs)
+        metrics["f1"] = scores.pop("micro").f1
+        if len(scores) > 1:
+            for name, score in scores.items():
+                metrics[f"f1/{name}"] = score.f1
+                metrics[f"precision/{name}"] = score.precision
+                metrics[f"recall/{name}"] = score.recall
+    if scoring.function is not None:
         values = []
         for result in results:
             if result.predicted is None:
                 values.append(0.0)
                 continue
             try:
-                values.append(float(user_metric({**result.inputs, **result.expected}, result.predicted)))
+                values.append(float(scoring.function({**result.inputs, **result.expected}, result.predicted)))
             except Exception as exc:
-                raise PromptopsError(f"metric {metric!r} raised {type(exc).__name__} on {result.source}: {exc}") from None
-        metrics[_metric_key(metric)] = sum(values) / len(values)
-    return {key: round(value, 6) for key, value in metrics.items()}
+                raise PromptopsError(f"metric {scoring.name!r} raised {type(exc).__name__} on {result.source}: {exc}") from None
+        results[:] = [dataclasses.replace(r, score=value) for r, value in zip(results, values)]
+        metrics[scoring.key] = sum(values) / len(values)
+    similarities = [r.similarity for r in results if r.similarity is not None]
+    if similarities:
+        threshold = scoring.similarity.threshold if scoring.similarity else SIMILARITY_THRESHOLD
+        metrics["similarity"] = sum(similarities) / len(similarities)
+        metrics["similarity_pass_rate"] = sum(value >= threshold for value in similarities) / len(similarities)
+    if scoring.name == "schema_validity":
+        results[:] = [dataclasses.replace(r, score=schema_validity([r.predicted], prompt)) for r in results]
+    metrics = {key: round(value, 6) for key, value in metrics.items()}
+    judgements = [r.judgement for r in results if r.judgement is not None]
+    if scoring.judge is not None and judgements:
+        metrics["judge"] = round(sum(j.score for j in judgements) / len(judgements), 6)
+        metrics["judge_pass_rate"] = round(sum(j.passed for j in judgements) / len(judgements), 6)
+        metrics["judge_calls"] = sum(j.model_calls for j in judgements)
+        metrics["judge_cache_hits"] = sum(j.cache_hits for j in judgements)
+        metrics["judge_errors"] = sum(j.error is not None for j in judgements)
+        costs = [j.cost_usd for j in judgements]
+        if all(cost is not None for cost in costs):
+            metrics["judge_cost_usd"] = round(sum(costs), 10)  # type: ignore[arg-type]
+    return metrics
 
 
-def _run_examples(program, prompt: Prompt, examples, threads: int, on_progress) -> list[ExampleResult]:
+SIMILARITY_THRESHOLD = 0.7  # a reported similarity's pass mark when the primary metric is not similarity
+
+
+def _check_references(scoring: Metric, dataset: Dataset) -> None:
+    """A metric that compares with references refuses a row without them, naming it."""
+    if not scoring.needs_references:
+        return
+    missing = next((example for example in dataset.examples if not example.expected), None)
+    if missing is not None:
+        raise PromptopsError(f"{missing.source}: this row has no reference output, which metric {scoring.name!r} compares"
+                             " with; add one, or score by a rubric with a judge (eval.metric: {judge: {rubric: ...}})")
+
+
+def _with_similarity(prompt: Prompt, scoring: Metric, results: list[ExampleResult]) -> list[ExampleResult]:
+    """Each answer's similarity to its reference: the primary metric under `similarity`, reported beside a judge's score
+    when the rows have references and the embedder is installed."""
+    text_fields = [spec.name for spec in prompt.outputs if spec.type == "string"]
+    if not text_fields or scoring.name not in ("similarity", "judge"):
+        return results
+    if not any(r.expected for r in results):
+        return results
+    from promptops import similarity
+
+    from promptops.errors import ModelUnavailableError
+    from promptops.metric_spec import SimilaritySpec
+
+    spec = scoring.similarity or SimilaritySpec()
+    pairs = [(index, name) for index, r in enumerate(results) if r.expected for name in text_fields]
+    answers = [str(((results[i].predicted or {}).get(name)) or "") for i, name in pairs]
+    references = [str(results[i].expected.get(name) or "") for i, name in pairs]
+    try:
+        values = similarity.similarities(answers, references, spec.model, api_base=spec.api_base)
+    except ModelUnavailableError:
+        if scoring.similarity is not None:
+            raise
+        return results  # beside a judge, similarity is reported where the offline embedder is installed, never required
+    per_example: dict[int, list[float]] = {}
+    for (index, _), value in zip(pairs, values):
+        per_example.setdefault(index, []).append(0.0 if results[index].predicted is None else float(value))
+    updated = list(results)
+    for index, found in per_example.items():
+        value = round(sum(found) / len(found), 6)
+        if scoring.name == "similarity":
+            updated[index] = dataclasses.replace(updated[index], similarity=value, score=value, correct=value >= spec.threshold)
+        else:
+            updated[index] = dataclasses.replace(updated[index], similarity=value)
+    return updated
+
+
+def _run_examples(program, prompt: Prompt, examples, threads: int, on_progress, judge: "Optional[Judge]" = None) -> list[ExampleResult]:
     if threads == 1:  # in the calling thread: nothing to coordinate, and Ctrl-C lands where it is expected
         results = []
         for index, example in enumerate(examples):
-            results.append(_run_one(program, prompt, index, example))
+            results.append(_run_one(program, prompt, index, example, judge))
             if on_progress:
                 on_progress(index + 1, len(examples))
         return results
     results: list[Optional[ExampleResult]] = [None] * len(examples)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="promptops-eval")
     try:
-        futures = {executor.submit(_run_one, program, prompt, i, ex): i for i, ex in enumerate(examples)}
+        futures = {executor.submit(_run_one, program, prompt, i, ex, judge): i for i, ex in enumerate(examples)}
         done = 0
         for future in as_completed(futures):
             results[futures[future]] = future.result()
@@ -282,7 +361,7 @@ def _run_examples(program, prompt: Prompt, examples, threads: int, on_progress) 
     return [r for r in results if r is not None]
 
 
-def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleResult:
+def _run_one(program, prompt: Prompt, index: int, example: Example, judge: "Optional[Judge]" = None) -> ExampleResult:
     from dspy.utils.exceptions import AdapterParseError
 
     from promptops.models._confidence import least_sure
@@ -302,13 +381,14 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
             error = error_line(exc)
     confidence_by_field = meter.confidence if predicted is not None else None
     _, confidence = least_sure(confidence_by_field, prompt.label_fields)
+    judgement = judge.score(example.inputs, predicted, example.expected or None) if judge is not None else None
     return ExampleResult(
         index=index,
         source=example.source,
         inputs=example.inputs,
         expected=example.expected,
         predicted=predicted,
-        correct=is_correct(example.expected, predicted, prompt.outputs),
+        correct=judgement.passed if judgement is not None else bool(example.expected) and is_correct(example.expected, predicted, prompt.outputs),
         error=error,
         parse_failure=parse_failure,
         input_tokens=meter.input_tokens,
@@ -324,6 +404,8 @@ def _run_one(program, prompt: Prompt, index: int, example: Example) -> ExampleRe
         tool_calls=tuple(call.as_dict() for call in task.calls) if task is not None else None,
         steps=_steps(task) if task is not None else None,
         expected_tools=example.expected_tools,
+        score=judgement.score if judgement is not None else None,
+        judgement=judgement,
     )
 
 

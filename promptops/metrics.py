@@ -16,8 +16,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from promptops.artifact import FieldSpec, Prompt
 from promptops.errors import MetricError
+from promptops.metric_spec import JudgeSpec, MetricSpec, SimilaritySpec
 
-BUILTIN_METRICS = ("accuracy", "f1", "schema_validity")
+BUILTIN_METRICS = ("accuracy", "f1", "schema_validity", "similarity")
 _SPACES = re.compile(r"\s+")
 _EDGE_PUNCTUATION = ".,;:!?\"'"
 
@@ -128,7 +129,7 @@ def schema_validity(predictions: Sequence[Prediction], prompt: Prompt) -> float:
     return valid / len(predictions)
 
 
-def default_metric(prompt: Prompt) -> str:
+def default_metric(prompt: Prompt) -> "str | MetricSpec":
     """The metric a prompt is judged by: its own choice, else accuracy for labels and F1 for extraction."""
     if prompt.eval.metric:
         return prompt.eval.metric
@@ -160,3 +161,60 @@ def check_metric_name(name: str, root: Optional[Path] = None) -> Optional[UserMe
     if name in BUILTIN_METRICS:
         return None
     return load_user_metric(name, root)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A primary metric ready to score: its name, and the user function, judge or similarity settings it needs."""
+
+    name: str  # as results and runs show it: accuracy, f1, schema_validity, similarity, judge, module:function
+    function: Optional[UserMetric] = None
+    judge: Optional[JudgeSpec] = None
+    similarity: Optional[SimilaritySpec] = None
+
+    @property
+    def key(self) -> str:
+        """The key of its value in an eval's metrics: a user metric's function name, else the name."""
+        return self.name.partition(":")[2] or self.name
+
+    @property
+    def per_example(self) -> bool:
+        """A mean of per-example scores (compared example by example), not a ratio of counts like accuracy or F1."""
+        return self.name not in ("accuracy", "f1")
+
+    @property
+    def needs_references(self) -> bool:
+        """Label match, F1 and similarity compare with the row's expected outputs; a judge can work from its rubric alone."""
+        return self.judge is None and self.name != "schema_validity"
+
+
+def resolve_metric(metric: "str | MetricSpec | Metric | None", prompt: Prompt, root: Optional[Path] = None) -> Metric:
+    """The metric `metric` names (the prompt's own when None), with its judge file or user function loaded.
+
+    A string may be a built-in name, `similarity`, `module:function`, `judge` (the prompt's own judge),
+    or a judge file (`judges/NAME.yaml`).
+    """
+    if isinstance(metric, Metric):
+        return metric
+    spec = default_metric(prompt) if metric is None else metric
+    if isinstance(spec, str):
+        if spec == "similarity":
+            own = prompt.eval.metric
+            return Metric("similarity", similarity=own.similarity if isinstance(own, MetricSpec) and own.similarity else SimilaritySpec())
+        if spec == "judge":
+            own = prompt.eval.metric
+            if not (isinstance(own, MetricSpec) and own.judge is not None):
+                raise MetricError(f"metric 'judge': {prompt.name} has no judge under eval.metric; name a judge file (judges/NAME.yaml)")
+            spec = own
+        elif Path(spec).suffix in (".yaml", ".yml"):
+            spec = MetricSpec(judge=spec)
+        else:
+            return Metric(spec, function=check_metric_name(spec, root))
+    if spec.similarity is not None:
+        return Metric("similarity", similarity=spec.similarity)
+    judge = spec.judge
+    if isinstance(judge, str):
+        from promptops.judges import judge_path, load_judge_file
+
+        judge = load_judge_file(judge_path(judge, root))
+    return Metric("judge", judge=judge)

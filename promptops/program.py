@@ -58,12 +58,13 @@ def _arguments_schema(tool: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def _bounded_reasoning(model: Any, chars: int) -> dict[str, Any]:
-    """The output schema of an agent's last step (ReAct's ChainOfThought) with its reasoning bounded, so it fits max_tokens."""
+def _bounded_text(model: Any, limits: dict[str, int]) -> dict[str, Any]:
+    """The output schema with these text fields bounded (an agent's last reasoning, a judge's reason), so it fits max_tokens."""
     schema = model.model_json_schema()
-    reasoning = schema.get("properties", {}).get("reasoning")
-    if isinstance(reasoning, dict):
-        reasoning["maxLength"] = chars
+    for name, chars in limits.items():
+        prop = schema.get("properties", {}).get(name)
+        if isinstance(prop, dict):
+            prop["maxLength"] = chars
     return {"type": "json_schema", "json_schema": {"name": model.__name__, "schema": schema, "strict": True}}
 
 
@@ -76,10 +77,15 @@ class SharedPrefixJSONAdapter(dspy.JSONAdapter):
     label, cost about 80 freshly evaluated tokens per banking_intent example, six times the message.
     """
 
-    def __init__(self, tools: Optional[dict[str, Any]] = None, thought_chars: int = 400) -> None:
+    def __init__(self, tools: Optional[dict[str, Any]] = None, thought_chars: int = 400,
+                 text_limits: Optional[dict[str, int]] = None) -> None:
         super().__init__()
         self.tools = tools  # an agent's tools by name (dspy.Tool, `finish` included): ReAct steps get a step schema
         self.thought_chars = thought_chars
+        # Output text fields bounded to so many characters (an agent's final reasoning, a judge's reason).
+        self.text_limits = dict(text_limits or {})
+        if tools:
+            self.text_limits.setdefault("reasoning", thought_chars)
         # Per signature: DSPy rebuilds both on every call (about 3 ms, as much as the rest of an eval's work).
         self._formats: dict[tuple, tuple[Any, Any, Any]] = {}
         self._system_messages: dict[int, tuple[Any, str]] = {}
@@ -103,8 +109,9 @@ class SharedPrefixJSONAdapter(dspy.JSONAdapter):
         probe: dict[str, Any] = {}
         super()._prepare_response_format(lm, probe, signature)
         response_format = probe.get("response_format")
-        if self.tools and "reasoning" in signature.output_fields and isinstance(response_format, type):
-            response_format = _bounded_reasoning(response_format, self.thought_chars)
+        limits = {name: chars for name, chars in self.text_limits.items() if name in signature.output_fields}
+        if limits and isinstance(response_format, type):
+            response_format = _bounded_text(response_format, limits)
         return response_format
 
     def format_system_message(self, signature: Any) -> str:

@@ -18,6 +18,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from promptops.diff import PromptChange
     from promptops.evaluation import EvalResult
+    from promptops.judges import JudgeCheck
     from promptops.versions import PromptVersion
 
 
@@ -82,18 +83,27 @@ def eval_result(result: "EvalResult") -> None:
     primary = result.metric.partition(":")[2] or result.metric
     at_threshold = {"coverage", "accuracy_at_threshold"}
     for name, value in result.metrics.items():
+        if name in _JUDGE_ACCOUNTS:
+            continue
         label = f"[bold]{name}[/] (primary)" if name == primary else name
         if name in at_threshold and result.min_confidence is not None:
             label += f" (confidence ≥ {result.min_confidence:g})"
         table.add_row(label, _metric_text(name, value))
     table.add_section()
-    table.add_row("cost", _format(result.cost_usd, "$"))
+    table.add_row("cost" if "judge_calls" not in result.metrics else "cost (the prompt's calls)", _format(result.cost_usd, "$"))
     table.add_row("tokens in / out", f"{result.input_tokens} / {result.output_tokens}")
     table.add_row("latency p50 / p95", f"{result.latency_p50_s:.3f} s / {result.latency_p95_s:.3f} s")
     table.add_row("model calls / cache hits", f"{result.model_calls} / {result.cache_hits}")
     table.add_row("errors / parse failures", f"{result.errors} / {result.parse_failures}")
     table.add_row("truncated (hit max_tokens)", str(result.truncated))
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
+    if "judge_calls" in result.metrics:
+        judge = next((r.judgement for r in result.examples if r.judgement is not None), None)
+        table.add_section()
+        table.add_row(f"judge {judge.judge} ({judge.model})" if judge else "judge", "")
+        table.add_row("  judge cost (apart)", _format(result.metrics.get("judge_cost_usd"), "$"))
+        table.add_row("  judge calls / cache hits", f"{int(result.metrics['judge_calls'])} / {int(result.metrics.get('judge_cache_hits', 0))}")
+        table.add_row("  judge errors", str(int(result.metrics.get("judge_errors", 0))))
     console.print(table)
     for warning in (result.truncation_warning, result.confidence_warning):
         if warning:
@@ -102,10 +112,34 @@ def eval_result(result: "EvalResult") -> None:
         least_confident_answers(result)
     if any(r.tool_calls is not None for r in result.examples):
         trajectories(result)
+    if any(r.judgement is not None for r in result.examples):
+        judged_answers(result)
     for example in [r for r in result.examples if r.error][:3]:
         console.print(f"[yellow]{example.source}[/]: {example.error}", highlight=False)
     if result.run_id:
         console.print(f"MLflow run {result.run_id}", highlight=False)
+
+
+_JUDGE_ACCOUNTS = {"judge_calls", "judge_cache_hits", "judge_errors", "judge_cost_usd"}  # shown in the judge's own section
+
+
+def judged_answers(result: "EvalResult", limit: int = 10) -> None:
+    """The judge's lowest-scored answers with its reasons: what to read first."""
+    judged = sorted((r for r in result.examples if r.judgement is not None), key=lambda r: (r.judgement.score, r.index))
+    table = _listing(f"lowest judged answers ({min(limit, len(judged))} of {len(judged)})")
+    _id_column(table, "row")
+    _text_column(table, "answer")
+    _id_column(table, "judge", justify="right")
+    if any(r.similarity is not None for r in judged):
+        _id_column(table, "similarity", justify="right")
+    _text_column(table, "reason")
+    for r in judged[:limit]:
+        answer = r.predicted if r.predicted is None or len(r.predicted) != 1 else next(iter(r.predicted.values()))
+        cells = [r.source, escape(_shortened(str(answer) if answer is not None else "no answer", 120)), r.judgement.value or "error"]
+        if any(x.similarity is not None for x in judged):
+            cells.append("" if r.similarity is None else f"{r.similarity:.2f}")
+        table.add_row(*cells, escape(_shortened(r.judgement.reason, 160)))
+    console.print(table)
 
 
 def _metric_text(name: str, value: float) -> str:
@@ -444,3 +478,39 @@ def feedback_added(added) -> None:
         errors.print(f"skipped {trace_id}: {why}", highlight=False)
     if not added.rows and not added.skipped:
         console.print(f"no failing traces of {added.prompt} to add.", highlight=False)
+
+
+def judge_check(check: "JudgeCheck", limit: int = 10) -> None:
+    """A judge against people's labels: agreement, kappa, the confusion table and the rows it got wrong."""
+    weights = f", {check.kappa_weights} weights" if check.kappa_weights else ""
+    console.print(f"[bold]judge {check.judge}[/] ({check.model}) on {check.n} labelled rows of {check.data}", highlight=False)
+    summary = Table(show_header=False, box=None, padding=(0, 2))
+    summary.add_column("name")
+    summary.add_column("value", justify="right")
+    summary.add_row("[bold]agreement[/] (accuracy)", f"{check.accuracy:.3f}")
+    summary.add_row(f"Cohen's kappa{weights}", f"{check.kappa:.3f}")
+    summary.add_row("judge errors", str(check.errors))
+    summary.add_row("judge calls / cache hits", f"{check.judge_calls} / {check.judge_cache_hits}")
+    summary.add_row("judge cost", _format(check.judge_cost_usd, "$"))
+    summary.add_row("wall time", f"{check.wall_time_s:.1f} s")
+    console.print(summary)
+    confusion = _listing("confusion (rows: the person's label, columns: the judge's)")
+    _id_column(confusion, "label \\ judge")
+    columns = [*check.labels, *(["error"] if check.errors else [])]
+    for column in columns:
+        _id_column(confusion, column, justify="right")
+    for human in check.labels:
+        confusion.add_row(human, *(str(check.confusion[human][column]) for column in columns))
+    console.print(confusion)
+    wrong = [row for row in check.rows if row.judge != row.human]
+    if wrong:
+        table = _listing(f"disagreements ({min(limit, len(wrong))} of {len(wrong)})")
+        _id_column(table, "row")
+        _id_column(table, "label")
+        _id_column(table, "judge")
+        _text_column(table, "judge's reason")
+        for row in wrong[:limit]:
+            table.add_row(row.source, row.human, row.judge or "error", escape(_shortened(row.reason, 160)))
+        console.print(table)
+    if check.run_id:
+        console.print(f"MLflow run {check.run_id}", highlight=False)

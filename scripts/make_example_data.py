@@ -32,6 +32,8 @@ BANKING_PER_INTENT = {"train": 16, "dev": 8, "test": 5}
 # banking_agent keeps the first rows of each banking_intent split, in its order.
 BANKING_AGENT_SIZES = {"train": 64, "dev": 64, "test": 40}
 RESTAURANT_SIZES = {"train": 120, "dev": 60, "test": 60}
+BANKING_SUMMARY_SIZES = {"train": 48, "dev": 40, "test": 60}
+JUDGE_LABEL_ROWS = 40  # half labelled pass (the row's own intent), half fail (another intent)
 RESTAURANT_SLOTS = ["people", "date", "time", "first_name", "last_name"]
 
 
@@ -88,6 +90,39 @@ def banking_agent(target: Path) -> None:
         write_jsonl(target / "banking_agent" / f"{split}.jsonl", agent_rows)
 
 
+def ticket_title(intent: str) -> str:
+    """The reference summary of a message: its BANKING77 intent label as words (`card_arrival` -> `Card arrival`)."""
+    words = intent.replace("_", " ").replace("?", "").strip()
+    return words[:1].upper() + words[1:]
+
+
+def banking_summary(source: Path, target: Path) -> None:
+    """Messages of all 77 intents, each with its intent label as words as the reference ticket title; and rows for
+    checking a judge: a held-out message with its own title (labelled pass) or another intent's (labelled fail)."""
+    rng = random.Random(7077)
+    with (source / "train.csv").open(encoding="utf-8") as handle:
+        train_rows = [(row["text"].strip(), row["category"]) for row in csv.DictReader(handle)]
+    with (source / "test.csv").open(encoding="utf-8") as handle:
+        test_rows = [(row["text"].strip(), row["category"]) for row in csv.DictReader(handle)]
+    pool = rng.sample(train_rows, BANKING_SUMMARY_SIZES["train"] + BANKING_SUMMARY_SIZES["dev"])
+    held_out = rng.sample(test_rows, BANKING_SUMMARY_SIZES["test"] + JUDGE_LABEL_ROWS)
+    splits = {"train": pool[: BANKING_SUMMARY_SIZES["train"]], "dev": pool[BANKING_SUMMARY_SIZES["train"] :],
+              "test": held_out[: BANKING_SUMMARY_SIZES["test"]]}
+    for split, rows in splits.items():
+        write_jsonl(target / "banking_summary" / f"{split}.jsonl",
+                    [{"text": text, "summary": ticket_title(intent)} for text, intent in rows])
+    intents = sorted({intent for _, intent in train_rows})
+    labelled = []
+    for index, (text, intent) in enumerate(held_out[BANKING_SUMMARY_SIZES["test"] :]):
+        if index % 2 == 0:
+            labelled.append({"inputs": {"text": text}, "answer": {"summary": ticket_title(intent)}, "label": "pass"})
+        else:
+            other = rng.choice([name for name in intents if name != intent])
+            labelled.append({"inputs": {"text": text}, "answer": {"summary": ticket_title(other)}, "label": "fail",
+                             "note": f"the title of {other}, not of this message's {intent}"})
+    write_jsonl(target / "banking_summary" / "judge_labels.jsonl", labelled)
+
+
 def restaurant_row(record: dict) -> dict:
     text = record["userInput"]["text"]
     asked = list(dict.fromkeys((record.get("context") or {}).get("requestedSlots", [])))
@@ -118,5 +153,6 @@ if __name__ == "__main__":
     target = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "experiments" / "data"
     banking(source / "banking77", target)
     banking_agent(target)
+    banking_summary(source / "banking77", target)
     restaurant(source / "restaurant8k", target)
     print(f"wrote example eval sets under {target}")

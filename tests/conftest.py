@@ -37,6 +37,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(REPO / "prompts", root / "prompts")
     shutil.copytree(REPO / "experiments" / "data", root / "experiments" / "data")
     shutil.copytree(REPO / "tools", root / "tools", ignore=shutil.ignore_patterns("__pycache__"))  # the example agent's
+    shutil.copytree(REPO / "judges", root / "judges")  # the example free-text prompt's judge
     monkeypatch.chdir(root)
     return root
 

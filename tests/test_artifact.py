@@ -123,7 +123,7 @@ def test_file_name_must_match_prompt_name(tmp_path: Path) -> None:
 
 
 def test_unknown_prompt_lists_the_known_ones(project: Path) -> None:
-    with pytest.raises(UnknownPromptError, match="unknown prompt 'nope'; known prompts: banking_agent, banking_intent, restaurant_booking"):
+    with pytest.raises(UnknownPromptError, match="unknown prompt 'nope'; known prompts: banking_agent, banking_intent, banking_summary, restaurant_booking"):
         resolve_prompt_path("nope")
     assert resolve_prompt_path("banking_intent") == project / "prompts" / "banking_intent.yaml"
 

@@ -120,6 +120,6 @@ def test_one_broken_prompt_file_is_an_error_row_and_the_others_are_listed(git_pr
         assert len(errors) == 1 and "prompts/broken.yaml:3:" in errors[0], result.stdout
         rows = json.loads(run(*command, "--json").stdout)
         names = [row.get("name") or row.get("prompt") for row in rows]
-        assert names == ["banking_agent", "banking_intent", "broken", "restaurant_booking"]
+        assert names == ["banking_agent", "banking_intent", "banking_summary", "broken", "restaurant_booking"]
         [broken] = [row for row in rows if row["error"]]
         assert broken["error"].startswith("prompts/broken.yaml:3: not valid YAML")

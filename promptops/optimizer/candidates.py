@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from promptops.artifact import ModelSpec, Prompt
 from promptops.data import Dataset
-from promptops.metrics import field_scores, is_correct
+from promptops.metrics import Metric, field_scores, is_correct
 
 ExampleMetric = Callable[[dict[str, Any], Optional[dict[str, Any]]], float]
 
@@ -74,14 +74,47 @@ def configured_prompt(base: Prompt, config: TrialConfig) -> Prompt:
     return base.with_changes(**changes)
 
 
-def example_metric(prompt: Prompt, metric: str, user_metric: Optional[Callable] = None) -> ExampleMetric:
+def example_metric(prompt: Prompt, metric: "Metric | str") -> ExampleMetric:
     """A per-example score in [0, 1] matching the eval's metric, for optimizers that score single answers.
 
     Called as score(example, predicted): the example holds inputs and expected outputs, as user metrics get it.
+    A judge scores through the study's budget like every other call; similarity embeds the pair.
     """
+    if isinstance(metric, str):
+        metric = Metric(metric)
+    user_metric = metric.function
     if user_metric is not None:
         return lambda expected, predicted: 0.0 if predicted is None else float(user_metric(expected, predicted))
-    if metric == "f1":
+    if metric.judge is not None:
+        from promptops.judges import Judge
+
+        judge = Judge(metric.judge)
+        inputs = {spec.name for spec in prompt.inputs}
+
+        def judged(example: dict[str, Any], predicted: Optional[dict[str, Any]]) -> float:
+            given = {key: value for key, value in example.items() if key not in inputs}
+            reference = given if any(value is not None for value in given.values()) else None
+            return judge.score({key: example[key] for key in inputs if key in example}, predicted, reference).score
+
+        judged.pass_mark = metric.judge.normalized(metric.judge.labels[0] if metric.judge.scale == "pass_fail"  # type: ignore[attr-defined]
+                                                   else str(metric.judge.passing_score))
+        return judged
+    if metric.similarity is not None:
+        from promptops import similarity
+
+        spec = metric.similarity
+        fields = [field.name for field in prompt.outputs if field.type == "string"]
+
+        def similar(example: dict[str, Any], predicted: Optional[dict[str, Any]]) -> float:
+            if predicted is None:
+                return 0.0
+            values = similarity.similarities([str(predicted.get(name) or "") for name in fields],
+                                             [str(example.get(name) or "") for name in fields], spec.model, api_base=spec.api_base)
+            return sum(values) / len(values)
+
+        similar.pass_mark = spec.threshold  # type: ignore[attr-defined]
+        return similar
+    if metric.name == "f1":
         return lambda expected, predicted: field_scores([(expected, predicted)], prompt.outputs)["micro"].f1
     return lambda expected, predicted: float(is_correct(expected, predicted, prompt.outputs))
 
@@ -113,7 +146,8 @@ def compile_candidate(
 
     def dspy_metric(example: Any, prediction: Any, trace: Any = None, *_: Any) -> Any:
         value = score(gold(example), prediction_values(prompt, prediction))
-        return value >= 1.0 if trace is not None else value  # a bootstrapped demo must be fully right
+        # A bootstrapped demo must be fully right, or pass the judge (or the similarity threshold).
+        return value >= getattr(score, "pass_mark", 1.0) if trace is not None else value
 
     k = config.demos
     with _quiet_optimizers():

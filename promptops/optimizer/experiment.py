@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from promptops._text import read_utf8
 from promptops.artifact import ModelSpec, find_project_root
 from promptops.errors import PromptFileError, UnknownPromptError
+from promptops.metric_spec import MetricField
 from promptops.yaml_models import parse_yaml_model
 
 OptimizerName = Literal["none", "labeled", "bootstrap", "random_search", "mipro", "gepa"]
@@ -205,7 +206,7 @@ class Experiment(_Strict):
     description: str = ""
     prompt: str
     data: Optional[str] = None
-    metric: Optional[str] = None
+    metric: MetricField = None  # a name, or a judge or similarity mapping; default: the prompt's eval.metric
     objectives: dict[str, Direction] = Field(default_factory=dict)
     search: SearchSpace
     budget: BudgetSpec = Field(default_factory=BudgetSpec)

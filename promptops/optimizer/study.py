@@ -22,7 +22,7 @@ from promptops.artifact import Prompt, find_project_root, load_prompt_file, reso
 from promptops.budget import Budget, BudgetExhausted, spending_limit
 from promptops.data import load_dataset
 from promptops.errors import PromptopsError
-from promptops.metrics import check_metric_name, default_metric
+from promptops.metrics import resolve_metric
 from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
 from promptops.optimizer.experiment import Experiment, load_experiment
 from promptops.optimizer.front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
@@ -95,13 +95,15 @@ class StudyContext:
         self.root = root
         self.prompt_file = resolve_prompt_path(experiment.prompt, root)
         self.base = load_prompt_file(self.prompt_file)
-        self.metric = experiment.metric or default_metric(self.base)
-        self.user_metric = check_metric_name(self.metric, root)
-        self.metric_key = self.metric.partition(":")[2] or self.metric
+        self.metric = resolve_metric(experiment.metric, self.base, root)  # the experiment's, else the prompt's
+        self.metric_key = self.metric.key
+        if self.metric.judge is not None:  # judging is spent from the study's budget: its model must be here too
+            check_model_id(self.metric.judge.model_id)
+            _check_available(self.metric.judge.model_id)
         self.objectives = dict(experiment.objectives) or {self.metric_key: "maximize", "cost_usd": "minimize"}
         if list(self.objectives)[0] != self.metric_key:
             raise PromptopsError(
-                f"{experiment_path}: the first objective is {list(self.objectives)[0]!r} but the metric is {self.metric!r}; make them the same"
+                f"{experiment_path}: the first objective is {list(self.objectives)[0]!r} but the metric is {self.metric.name!r}; make them the same"
             )
         _check_agent_search(experiment, experiment_path, self.base)
         for model in experiment.search.models:
@@ -115,7 +117,7 @@ class StudyContext:
             _check_available(experiment.search.reflection_model.id)
         self.dev = load_dataset(self.base, data, "dev").head(experiment.search.dev_limit)
         self.data = data
-        self.score = example_metric(self.base, self.metric_key, self.user_metric)
+        self.score = example_metric(self.base, self.metric)
         self.instructions = [self.base.instructions, *[t for t in experiment.search.instructions if t.strip() != self.base.instructions.strip()]]
         self.rungs = [r for r in experiment.pruning.rungs if r < len(self.dev)] + [len(self.dev)]
 
@@ -549,7 +551,7 @@ def _study_params(context: StudyContext, storage: str, n_trials: int) -> dict[st
     spec = context.experiment
     return {
         "experiment": spec.name, "experiment_hash": spec.content_hash, "prompt": context.base.name,
-        "prompt_hash": context.base.content_hash, "metric": context.metric,
+        "prompt_hash": context.base.content_hash, "metric": context.metric.name,
         "objectives": ",".join(f"{k}:{v}" for k, v in context.objectives.items()), "sampler": spec.sampler, "seed": spec.seed,
         "models": ",".join(m.id for m in spec.search.models), "optimizers": ",".join(spec.search.optimizers),
         "demos": str(spec.search.demo_choices), "instructions": len(context.instructions), "rungs": str(context.rungs),

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from promptops.artifact import Prompt, write_prompt_file
 from promptops.budget import Budget, BudgetExhausted, spending_limit
 from promptops.errors import PromptopsError
+
+if TYPE_CHECKING:
+    from promptops.metrics import Metric
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class AdoptedWinner:
     note: str
 
 
-def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Optional[str], metric: str, budget: Budget,
+def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Optional[str], metric: "str | Metric", budget: Budget,
                     track: bool = True) -> TestComparison:
     """Evaluate winner and reference on test, within what is left of the study's spend and call caps, and judge the pair.
 
@@ -74,7 +77,7 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
             note = f"test eval not finished: {exc}"
     budget.spent_usd, budget.model_calls = remaining.spent_usd, remaining.model_calls
     if comparison is None:
-        return TestComparison("test", len(dataset), metric, None, None, label, None, None, note)
+        return TestComparison("test", len(dataset), getattr(metric, "name", metric), None, None, label, None, None, note)
     verdict = gate.judge(spec, comparison=comparison, threshold=base.eval.threshold)
     if track:
         run_id = tracking.log_comparison(comparison, kind="optimize-gate", verdict=verdict.summary())
