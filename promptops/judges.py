@@ -137,11 +137,12 @@ def _instructions(spec: JudgeSpec, with_reference: bool) -> str:
     reference = (" The reference is a correct answer for comparison; the answer need not match it word for word."
                  if with_reference else "")
     if spec.scale == "pass_fail":
-        scale = "Then the score: pass if the answer meets the rubric, fail if it does not."
+        score = "the score: pass if the answer meets the rubric, fail if it does not."
     else:
-        scale = "Then the score from 1 (does not meet the rubric at all) to 5 (fully meets it)."
-    return (f"You grade one answer against a rubric.{reference}\n\nRubric: {spec.rubric.strip()}\n\n"
-            f"First give the reason for your grade in one short sentence. {scale}")
+        score = "the score from 1 (does not meet the rubric at all) to 5 (fully meets it)."
+    steps = (f"First give the reason for your grade in one short sentence. Then {score}" if spec.reason_first
+             else f"First {score} Then give the reason in one short sentence.")
+    return f"You grade one answer against a rubric.{reference}\n\nRubric: {spec.rubric.strip()}\n\n{steps}"
 
 
 class Judge:
@@ -218,8 +219,10 @@ def _build_program(spec: JudgeSpec, lm: Any, with_reference: bool) -> Any:
         fields["reference"] = (str, dspy.InputField(desc="a correct answer, for comparison"))
     from typing import Literal
 
-    fields["reason"] = (str, dspy.OutputField(desc="one short sentence"))
-    fields["score"] = (Literal[spec.labels], dspy.OutputField())  # type: ignore[valid-type]
+    outputs = {"reason": (str, dspy.OutputField(desc="one short sentence")),
+               "score": (Literal[spec.labels], dspy.OutputField())}  # type: ignore[valid-type]
+    for name in ("reason", "score") if spec.reason_first else ("score", "reason"):
+        fields[name] = outputs[name]
     signature = dspy.make_signature(fields, _instructions(spec, with_reference), signature_name="Judge")
     adapter = SharedPrefixJSONAdapter(text_limits={"reason": spec.reason_chars})
 

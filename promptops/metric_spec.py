@@ -42,6 +42,9 @@ class JudgeSpec(_Strict):
     scale: Literal["pass_fail", "1-5"] = "pass_fail"
     pass_at: Optional[int] = Field(None, ge=1, le=5)  # on the 1-5 scale, the lowest passing score (default 4)
     reason_chars: int = Field(200, ge=20, le=2000)  # the one-sentence reason's bound, so it fits max_tokens
+    # The reason before the score (it reasons, then decides), or after it: an embedded model decides better
+    # before it rambles (judge_labels, SmolLM2: kappa 0.15 score first, 0.05 reason first; both near chance).
+    reason_first: bool = True
 
     @field_validator("name")
     @classmethod
