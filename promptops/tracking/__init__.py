@@ -7,11 +7,14 @@
 - `_traces`: the root span of a served request, MLflow's DSPy spans, searching and reading traces.
 - `_assessments`: feedback and expectations on traces.
 - `_models`: agent versions as LoggedModels (MLflow's Agent versions page), linked to evals and traces.
+- `_judging`: judged evals in MLflow's GenAI views (Judges, Datasets, a trace per example with its
+  assessments) and judge checks as runs.
 
 MLflow itself is imported inside the functions that use it, so importing this package stays cheap.
 """
 
 from promptops.tracking._assessments import assessments, expectations, log_feedback
+from promptops.tracking._judging import log_judge_check
 from promptops.tracking._models import agent_model_id, mark_agent_version
 from promptops.tracking._registry import (
     load_registered_text,
@@ -62,6 +65,7 @@ __all__ = [
     "log_comparison",
     "log_eval",
     "log_feedback",
+    "log_judge_check",
     "mark_agent_version",
     "log_front",
     "log_test_comparison",

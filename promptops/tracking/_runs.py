@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from promptops._secrets import redact, redact_data, redact_mapping, redact_yaml
 from promptops.artifact import Prompt, find_project_root
-from promptops.errors import TrackingError
+from promptops.errors import PromptopsError, TrackingError
+from promptops.tracking._judging import is_judged, log_judged_eval
 from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
 
 if TYPE_CHECKING:
     from promptops.comparison import Comparison
     from promptops.data import Dataset
     from promptops.evaluation import EvalResult
+    from promptops.metric_spec import JudgeSpec
 
 
 def log_eval(
@@ -29,11 +31,16 @@ def log_eval(
     git_commit: Optional[str] = None,
     git_dirty: bool = False,
     root: Optional[Path] = None,
+    judge: "Optional[JudgeSpec]" = None,
 ) -> str:
     """One MLflow run per eval: params, metrics, the prompt as evaluated, the rows scored and a per-example table.
 
     The rows scored are the run's dataset input (name, digest, row count, context = split), so
     MLflow's run list shows which data each run used; the digest is `Dataset.digest`.
+
+    An eval scored by a judge or by similarity also gets MLflow's GenAI views (`_judging`): the judge
+    on the Judges page, the rows on the Datasets page and a trace per example with its assessments.
+    `judge` is the spec the eval ran with; without it, the prompt's own judge when the names match.
     """
     from promptops.data import split_size
 
@@ -93,7 +100,7 @@ def log_eval(
         except Exception as exc:
             raise TrackingError(f"cannot record {prompt.name} as an MLflow LoggedModel at {tracking_uri(root)}: {_first_line(exc)}") from None
         params["logged_model_id"] = model_id
-    return _log_run(
+    run_id = _log_run(
         mlflow,
         f"eval {prompt.name} {result.split}",
         tags=tags,
@@ -105,6 +112,38 @@ def log_eval(
         model_id=model_id,
         failure=f"cannot log the eval to MLflow at {tracking_uri(root)}",
     )
+    if is_judged(result):
+        try:
+            log_judged_eval(run_id, result, prompt, judge=judge or _prompt_judge(result, prompt, root),
+                            dataset_path=dataset, data_digest=data_digest,
+                            similarity_model=_similarity_model(result, prompt, root), model_id=model_id)
+        except TrackingError as exc:
+            raise TrackingError(f"eval run {run_id} is logged, but not its assessments: {exc}") from None
+    return run_id
+
+
+def _prompt_judge(result: "EvalResult", prompt: Prompt, root: Path) -> "Optional[JudgeSpec]":
+    """The prompt's own judge, when it is the one that scored the examples (same name and model)."""
+    from promptops.metrics import resolve_metric
+
+    scored = {(r.judgement.judge, r.judgement.model) for r in result.examples if r.judgement is not None}
+    if not scored:
+        return None
+    try:
+        own = resolve_metric(None, prompt, root).judge
+    except PromptopsError:  # the prompt's metric names a judge file that is gone or broken: register no judge
+        return None
+    return own if own is not None and (own.name, own.model_id) in scored else None
+
+
+def _similarity_model(result: "EvalResult", prompt: Prompt, root: Path) -> Optional[str]:
+    """The embedder the similarities came from: the prompt's similarity settings, else the default."""
+    if not any(r.similarity is not None for r in result.examples):
+        return None
+    from promptops.metrics import resolve_metric
+
+    spec = resolve_metric("similarity", prompt, root).similarity
+    return spec.model if spec is not None else None
 
 
 def _scored_rows(result: "EvalResult") -> "Dataset":
@@ -123,7 +162,8 @@ def _mlflow_dataset(mlflow: Any, columns: dict[str, list[Any]], name: str, diges
 
 def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[Any]]:
     """Columns of the per-example table: inputs, expected and predicted per field, cost of each answer; when the model
-    reported label confidences, the answer's (its least sure field's) and, for several fields, each field's."""
+    reported label confidences, the answer's (its least sure field's) and, for several fields, each field's; under a
+    judge or similarity, each example's score, the judge's value, reason and cost, and the similarity."""
     table: dict[str, list[Any]] = {"source": [r.source for r in result.examples]}
     for spec in prompt.inputs:
         table[spec.name] = [_cell(r.inputs.get(spec.name)) for r in result.examples]
@@ -149,6 +189,14 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
         table["unsafe_actions"] = [unsafe_actions(list(r.tool_calls or ())) for r in result.examples]
         table["trajectory"] = [redact(json.dumps(list(r.tool_calls or ()), default=str, ensure_ascii=False))
                                for r in result.examples]
+    if any(r.score is not None for r in result.examples):  # the primary metric per example (judge, similarity, ...)
+        table["score"] = [r.score for r in result.examples]
+    if any(r.judgement is not None for r in result.examples):
+        table["judge.value"] = [(r.judgement.value if r.judgement else None) or "" for r in result.examples]
+        table["judge.reason"] = [r.judgement.reason if r.judgement else "" for r in result.examples]
+        table["judge.cost_usd"] = [r.judgement.cost_usd if r.judgement else None for r in result.examples]
+    if any(r.similarity is not None for r in result.examples):
+        table["similarity"] = [r.similarity for r in result.examples]
     fields = list(dict.fromkeys(name for r in result.examples for name in (r.confidence_by_field or {})))
     if fields:
         table["confidence"] = [r.confidence for r in result.examples]
