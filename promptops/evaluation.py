@@ -25,7 +25,7 @@ from promptops.metrics import Metric, accuracy, field_scores, is_correct, resolv
 
 if TYPE_CHECKING:
     from promptops.judges import Judge, Judgement
-    from promptops.metric_spec import MetricSpec
+    from promptops.metric_spec import JudgeSpec, MetricSpec
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -89,6 +89,7 @@ class EvalResult:
     truncated: int = 0  # answers that stopped at max_tokens (often parse failures or wrong answers too)
     truncated_at_tokens: Optional[int] = None  # the max_tokens they hit
     min_confidence: Optional[float] = None  # the prompt's guardrails.output.min_confidence, which coverage is measured at
+    judge: "Optional[JudgeSpec]" = field(default=None, repr=False)  # the judge that scored the answers, under a judge metric
 
     @property
     def truncation_warning(self) -> Optional[str]:
@@ -109,7 +110,7 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-example rows, flat, for `--json` and notebooks."""
-        data = {key: value for key, value in asdict(self).items() if key not in ("examples", "metrics")}
+        data = {key: value for key, value in asdict(self).items() if key not in ("examples", "metrics", "judge")}
         warnings = [warning for warning in (self.truncation_warning, self.confidence_warning) if warning]
         return {**data, **self.metrics, "warnings": warnings}
 
@@ -205,6 +206,7 @@ def evaluate(
         truncated=sum(r.truncated for r in results),
         truncated_at_tokens=max((r.truncated_at_tokens for r in results if r.truncated_at_tokens), default=None),
         min_confidence=min_confidence,
+        judge=scoring.judge,
     )
 
 

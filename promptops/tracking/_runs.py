@@ -114,7 +114,7 @@ def log_eval(
     )
     if is_judged(result):
         try:
-            log_judged_eval(run_id, result, prompt, judge=judge or _prompt_judge(result, prompt, root),
+            log_judged_eval(run_id, result, prompt, judge=judge or result.judge or _prompt_judge(result, prompt, root),
                             dataset_path=dataset, data_digest=data_digest,
                             similarity_model=_similarity_model(result, prompt, root), model_id=model_id)
         except TrackingError as exc:
