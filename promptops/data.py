@@ -88,7 +88,7 @@ def load_dataset(prompt: Prompt, path: Optional[str | Path] = None, split: str =
     source = Path(path) if path else default_data_path(prompt)
     file = split_file(source, split)
     split_column = source.is_file()
-    rows = _read_rows(file)
+    rows = read_rows(file)
     examples = []
     for line, row in rows:
         if split_column:
@@ -107,7 +107,7 @@ def split_size(file: Path, split: str) -> Optional[int]:
 
     Tells an eval of the whole split from one run with `--limit`."""
     try:
-        rows = _read_rows(file)
+        rows = read_rows(file)
     except (DatasetError, OSError):
         return None
     if rows and all("split" in row for _, row in rows):
@@ -115,7 +115,8 @@ def split_size(file: Path, split: str) -> Optional[int]:
     return len(rows)
 
 
-def _read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
+def read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of a .jsonl or .csv file with their line numbers, each a JSON object; unchecked against any prompt."""
     if file.suffix not in _SUFFIXES:
         raise DatasetError(file, None, "datasets must be .jsonl or .csv files")
     content = read_utf8(file, DatasetError)

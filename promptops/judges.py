@@ -346,25 +346,16 @@ class LabelledRow:
 
 def read_labelled_rows(spec: JudgeSpec, path: Path) -> list[LabelledRow]:
     """JSONL rows `{"inputs": {...}, "answer": {...}, "reference": {...}?, "label": ...}`; a bad row fails with its line."""
-    from promptops._text import read_utf8
     from promptops.errors import DatasetError
 
     if path.suffix != ".jsonl":
         raise DatasetError(path, None, "labelled rows for a judge check must be a .jsonl file")
-    try:
-        content = read_utf8(path, DatasetError)
-    except FileNotFoundError:
-        raise DatasetError(path, None, "no such file") from None
+    if not path.is_file():
+        raise DatasetError(path, None, "no such file")
+    from promptops.data import read_rows
+
     rows = []
-    for line, text in enumerate(content.splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(path, line, f"not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise DatasetError(path, line, "each line must be a JSON object with inputs, answer, label (and reference)")
+    for line, row in read_rows(path):
         unknown = sorted(set(row) - {"inputs", "answer", "reference", "label", "note"})
         if unknown:
             raise DatasetError(path, line, f"unknown key {unknown[0]!r}: a row has inputs, answer, label and optionally reference")
