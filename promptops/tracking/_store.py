@@ -2,6 +2,7 @@
 
 The store is `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` at the project root: MLflow 3's
 file store (`./mlruns`) refuses the Prompt Registry, which promotion needs, and sqlite does not.
+A tracking server (`http://...`, any backend store) works the same way, read at every call.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def tracking_uri(root: Optional[Path] = None) -> str:
 
 def _mlflow(root: Optional[Path] = None) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # On a tracking server MLflow writes two lines ("View run ... at: URL") to stdout as each run ends, which would
+    # break `--json` output; promptops prints its own run ids.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import logging
 
     import mlflow
