@@ -229,18 +229,20 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
 @click.option("--n-trials", type=click.IntRange(min=1), help="Trials to complete (default: the experiment's budget.n_trials).")
 @click.option("--storage", help="Optuna storage URL, e.g. postgresql://host/db. Default: sqlite:///optuna.db at the project root.")
 @click.option("--resume", is_flag=True, help="Continue the experiment's latest study; finished trials are not redone.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes on this machine, this one included, on one study (use a PostgreSQL --storage).")
+@click.option("--join", is_flag=True, help="Add this process as a worker to the experiment's running study in --storage (from any machine).")
 @click.option("--no-write", is_flag=True, help="Report the winner without committing it as a new version.")
 @click.option("--write-anyway", is_flag=True, help="Commit the winner even if it does not pass the gate on test (for exploration).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the live view and tables.")
-def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional[str], resume: bool, no_write: bool,
-                     write_anyway: bool, as_json: bool) -> None:
+def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional[str], resume: bool, workers: int, join: bool,
+                     no_write: bool, write_anyway: bool, as_json: bool) -> None:
     """Search the space of EXPERIMENT (a name in experiments/ or a YAML path); the winner becomes the candidate version."""
     import promptops
     from promptops import optimize_view
 
     try:
         with optimize_view.live_view(enabled=not as_json) as on_progress:
-            result = promptops.optimize(experiment, n_trials=n_trials, storage=storage, resume=resume,
+            result = promptops.optimize(experiment, n_trials=n_trials, storage=storage, resume=resume, join=join, workers=workers,
                                         write_winner=not no_write, write_anyway=write_anyway, on_progress=on_progress)
     except KeyboardInterrupt:
         click.echo(f"Interrupted: finished trials are kept; continue with: promptops optimize {experiment} --resume", err=True)

@@ -64,6 +64,7 @@ def _status_lines(progress: "Progress") -> str:
     lines.append(f"{spend} · {calls}")
     if progress.last:
         lines.append(progress.last)
+    lines.extend(progress.workers)
     return "\n".join(lines)
 
 
@@ -82,6 +83,13 @@ def result(outcome: "OptimizationResult") -> None:
     console = Console()
     study = outcome.study
     names = list(study.objectives)
+    if study.concluded_by is not None:
+        console.print(f"[bold]{study.study}[/]: this worker ({study.worker}) is done; worker {study.concluded_by} concludes the"
+                      f" study (scores the front on test, writes the winner). The study spent ${study.spent_usd:.6f} in"
+                      f" {study.model_calls} model calls; MLflow run {study.parent_run_id}", highlight=False)
+        return
+    for failure in study.worker_failures:
+        console.print(f"[yellow]{escape(failure)}[/]", highlight=False)
     counts = {state: sum(t.state == state for t in study.trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
     console.print(
         f"[bold]{study.study}[/]: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed trials;"

@@ -58,22 +58,17 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
-# SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the `postgres` extra installs psycopg2, so the URL names it.
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"  # psycopg 3, the `postgres` extra's driver (SQLAlchemy's default)
 TRACKING_SERVER_START_TIMEOUT_S = 90.0
 
 
 def _postgres_execute(statement: str) -> None:
     """One statement on the local PostgreSQL's `postgres` database, in autocommit (CREATE and DROP DATABASE need it)."""
-    import psycopg2
+    import psycopg
 
-    connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5)
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        connection.close()
+    with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5,
+                         autocommit=True) as connection:
+        connection.execute(statement)
 
 
 def _free_port() -> int:
@@ -96,11 +91,11 @@ def tracking_server_database() -> Iterator[str]:
 
     Skipped only where no PostgreSQL answers on 127.0.0.1:5432 (`scripts/ensure_postgres.sh` starts it).
     """
-    import psycopg2
+    import psycopg
 
     try:
         _postgres_execute("SELECT 1")
-    except psycopg2.OperationalError as exc:
+    except psycopg.OperationalError as exc:
         pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 (run scripts/ensure_postgres.sh): {str(exc).strip().splitlines()[0]}")
     database = f"promptops_mlflow_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     _postgres_execute(f'CREATE DATABASE "{database}"')

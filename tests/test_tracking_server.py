@@ -77,15 +77,10 @@ def server_client(server: str):
 
 
 def stored_in_postgres(database: str, query: str, *args: str) -> list[tuple]:
-    import psycopg2
+    import psycopg
 
-    connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=database)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(query, args)
-            return cursor.fetchall()
-    finally:
-        connection.close()
+    with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=database) as connection:
+        return connection.execute(query, args).fetchall()
 
 
 def assert_nothing_stored_locally(project: Path) -> None:

@@ -33,12 +33,19 @@ def optimize(
     n_trials: Optional[int] = None,
     storage: Optional[str] = None,
     resume: bool = False,
+    join: bool = False,
+    workers: int = 1,
     write_winner: bool = True,
     write_anyway: bool = False,
     on_progress: Optional[ProgressCallback] = None,
 ) -> OptimizationResult:
     """Search, pick the winner from the front, judge it against the reference on test with the gate, and
-    commit it as the `candidate` version if it passes (or with `write_anyway`, regardless)."""
+    commit it as the `candidate` version if it passes (or with `write_anyway`, regardless).
+
+    `workers` > 1 starts that many worker processes in all (this one included) on one study; `join`
+    adds this process as a worker to the experiment's running study, from any machine that reaches
+    the storage. One worker concludes the study; the others return with `study.concluded_by`.
+    """
     from promptops import gate
     from promptops.errors import PromptopsError
     from promptops.optimizer import runs, study, winner
@@ -51,7 +58,23 @@ def optimize(
         )
     if write_winner and _in_git(context.prompt_file):
         gate.require_committed_data(context.base, context.data, "test")  # before any model call
-    outcome, budget = study.run_study(context, n_trials=n_trials, storage=storage, resume=resume, on_progress=on_progress)
+    if workers < 1:
+        raise PromptopsError(f"--workers {workers}: give 1 or more")
+    helpers = _Workers(context.experiment_path, n_trials, write_winner, write_anyway) if workers > 1 else None
+    try:
+        outcome, budget = study.run_study(
+            context, n_trials=n_trials, storage=storage, resume=resume, join=join, on_progress=on_progress,
+            on_session=(lambda name, url: helpers.start(workers - 1, url, context.root)) if helpers else None)
+    except BaseException:
+        if helpers:
+            helpers.stop()
+        raise
+    if helpers:
+        import dataclasses
+
+        outcome = dataclasses.replace(outcome, worker_failures=tuple(helpers.wait()))
+    if outcome.concluded_by is not None:  # another worker scores the front on test and writes the winner
+        return OptimizationResult(outcome, None, None)
     test = adopted = None
     status = "FINISHED"
     try:
@@ -81,6 +104,54 @@ def optimize(
     finally:
         runs.finish_study_run(outcome.parent_run_id, status)
     return OptimizationResult(outcome, test, adopted)
+
+
+class _Workers:
+    """The other worker processes of `--workers N`: `promptops optimize EXPERIMENT --storage URL --join`, here."""
+
+    def __init__(self, experiment_path: Path, n_trials: Optional[int], write_winner: bool, write_anyway: bool):
+        self.experiment_path = experiment_path
+        self.options = (["--n-trials", str(n_trials)] if n_trials else []) + ([] if write_winner else ["--no-write"]) \
+            + (["--write-anyway"] if write_anyway else [])
+        self.processes: list = []
+        self.logs: list = []
+
+    def start(self, count: int, storage: str, root: Path) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        for _ in range(count):
+            log = tempfile.NamedTemporaryFile(prefix="promptops-worker-", suffix=".log", delete=False)
+            command = [sys.executable, "-m", "promptops", "optimize", str(self.experiment_path), "--storage", storage, "--join",
+                       "--json", *self.options]
+            self.processes.append(subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                   stderr=log))
+            self.logs.append(log)
+
+    def wait(self) -> list[str]:
+        """Wait for every worker; one that failed is named with the last line it wrote (its trial was retried)."""
+        import os
+
+        failed = []
+        for process, log in zip(self.processes, self.logs):
+            if process.wait() != 0:
+                log.seek(0)
+                lines = [line for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+                failed.append(f"worker pid {process.pid} exited with {process.returncode}: {lines[-1] if lines else 'no output'}")
+            log.close()
+            os.unlink(log.name)
+        return failed
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except Exception:
+                process.kill()
 
 
 def _in_git(path: Path) -> bool:

@@ -13,6 +13,7 @@ dozens of trials before it adapts and suits long runs; `random` is the reference
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class Progress:
     max_cost_usd: Optional[float] = None
     max_model_calls: Optional[int] = None
     last: str = ""
+    workers: list[str] = field(default_factory=list)  # with several workers: one line each (trial, stage, calls)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -82,6 +84,9 @@ class StudyOutcome:
     spent_usd: float
     model_calls: int
     wall_time_s: float
+    worker: str = ""  # this process, host:pid
+    concluded_by: Optional[str] = None  # another worker that concludes the study (scores the front, writes the winner)
+    worker_failures: tuple[str, ...] = ()  # --workers: the worker processes that exited with an error, and why
 
 
 class StudyContext:
@@ -139,84 +144,127 @@ def run_study(
     n_trials: Optional[int] = None,
     storage: Optional[str] = None,
     resume: bool = False,
+    join: bool = False,
     on_progress: Optional[ProgressCallback] = None,
-) -> tuple[StudyOutcome, Budget]:
-    """Run (or resume) the search until n_trials are complete or pruned, or a budget cap stops it.
+    on_session: Optional[Callable[[str, str], None]] = None,
+) -> tuple[StudyOutcome, Any]:
+    """Run (or resume, or join) the search until n_trials are complete or pruned, or a budget cap stops it.
 
+    Any number of workers (processes, on any machine) can run one study: Optuna's storage hands
+    out the trials and, by heartbeats, fails and retries the trial of a worker that died; the
+    budget is the study's (`promptops.optimizer.shared`). When the study ends, one worker
+    concludes it: waits for the others' last trials, picks the winner and returns it; the others
+    return with `concluded_by` naming that worker. `on_session(study_name, storage)` is called once the
+    study is open (and this process coordinates it): `--workers` starts the other workers there.
     Returns what was found and the budget, whose remainder the test comparison spends.
     """
     import optuna
 
     from promptops.optimizer import runs
+    from promptops.optimizer.shared import Heartbeat, SharedBudget, SharedStudy
 
     spec = context.experiment
     storage = storage or f"sqlite:///{context.root / 'optuna.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(context, storage, resume)
+    study = _open_study(context, storage, resume, join)
     n_trials = n_trials or spec.budget.n_trials
-    parent_run_id = runs.start_study_run(
-        context.base.name, study.study_name, _study_params(context, storage, n_trials), study.user_attrs.get("mlflow_run_id")
-    )
-    study.set_user_attr("mlflow_run_id", parent_run_id)
-    _recover_interrupted(study)
+    parent_run_id = study.user_attrs.get("mlflow_run_id")
+    if not join or parent_run_id is None:
+        parent_run_id = runs.start_study_run(context.base.name, study.study_name, _study_params(context, storage, n_trials),
+                                             parent_run_id)
+        study.set_user_attr("mlflow_run_id", parent_run_id)
 
     previous = study.get_trials(deepcopy=False)
-    budget = Budget.from_limits(
-        max_cost_usd=spec.budget.max_cost_usd,
-        max_model_calls=spec.budget.max_model_calls,
-        timeout_s=spec.budget.timeout_s,
-        spent_usd=sum(t.user_attrs.get("spent_usd", 0.0) for t in previous),
-        model_calls=sum(t.user_attrs.get("model_calls", 0) for t in previous),
-    )
-    progress = Progress(study.study_name, n_trials, max_cost_usd=spec.budget.max_cost_usd, max_model_calls=spec.budget.max_model_calls)
+    shared = SharedStudy(storage, study.study_name)
+    shared.start(max_cost_usd=spec.budget.max_cost_usd, max_model_calls=spec.budget.max_model_calls, timeout_s=spec.budget.timeout_s,
+                 carried_calls=sum(t.user_attrs.get("model_calls", 0) for t in previous),
+                 carried_usd=sum(t.user_attrs.get("spent_usd", 0.0) for t in previous), new_session=not join,
+                 coordinator=on_session is not None)
+    budget = SharedBudget(shared)
+    if on_session is not None:
+        on_session(study.study_name, storage)
+    progress = Progress(study.study_name, n_trials, max_cost_usd=budget.max_cost_usd, max_model_calls=budget.max_model_calls)
     started = time.perf_counter()
     stopped_by: Optional[str] = None
+    concluded_by: Optional[str] = None
     try:
-        with spending_limit(budget):
+        with spending_limit(budget), Heartbeat(shared) as heartbeat:
             while True:
                 _refresh(progress, study, context, budget)
                 if on_progress:
                     on_progress(progress)
-                if _counted(study) >= n_trials:
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again by Optuna's retry
+                done, running = _counted(study), _running(study)
+                if done >= n_trials:
                     break
+                if done + running >= n_trials:  # the last trials are other workers': wait for them (or for them to go stale)
+                    heartbeat.show(None, "waiting for the other workers' last trials")
+                    time.sleep(1.0)
+                    continue
                 try:
-                    _run_trial(study, context, parent_run_id, budget, progress, on_progress)
+                    _run_trial(study, context, parent_run_id, budget, progress, on_progress, heartbeat)
                 except BudgetExhausted as exc:
                     stopped_by = str(exc)
                     break
+            concluded_by = shared.claim_conclusion()
+            if concluded_by is None:
+                heartbeat.show(None, "concluding the study")
+                _wait_for_running(study, progress, context, budget, on_progress)
     except BaseException:
-        runs.finish_study_run(parent_run_id, "KILLED")
+        if not any(w.alive and w.worker != shared.worker for w in shared.workers()):
+            runs.finish_study_run(parent_run_id, "KILLED")  # the last worker standing; others would carry on
         raise
-    return _conclude(study, context, storage, parent_run_id, stopped_by, budget, time.perf_counter() - started), budget
+    wall_time_s = time.perf_counter() - started
+    if concluded_by is not None:
+        total_calls, total_usd = shared.totals()
+        return StudyOutcome(
+            experiment=spec.name, study=study.study_name, storage=_display_storage(storage), parent_run_id=parent_run_id,
+            objectives=context.objectives, trials=(), front=(), winner=None, winner_prompt=None, baseline_trial=None,
+            stopped_by=stopped_by, spent_usd=total_usd, model_calls=total_calls, wall_time_s=round(wall_time_s, 1),
+            worker=shared.worker, concluded_by=concluded_by), budget
+    outcome = _conclude(study, context, storage, parent_run_id, stopped_by, budget, wall_time_s)
+    return dataclasses.replace(outcome, worker=shared.worker), budget
 
 
 # --- the study ------------------------------------------------------------------------
 
 
-def _open_study(context: StudyContext, storage: str, resume: bool) -> Any:
-    """A new study `promptops/NAME/K`, or with `resume` the latest one of this experiment."""
+def _open_study(context: StudyContext, storage_url: str, resume: bool, join: bool = False) -> Any:
+    """A new study `promptops/NAME/K`, or with `resume` or `join` the latest one of this experiment."""
     import optuna
 
     name = context.experiment.name
     try:
+        storage = _storage(storage_url)
         existing = [s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
                     if s.study_name.startswith(f"{STUDY_PREFIX}/{name}/")]
     except Exception as exc:
-        raise PromptopsError(f"cannot open the Optuna storage {_display_storage(storage)}: {str(exc).splitlines()[0]}") from None
+        raise PromptopsError(f"cannot open the Optuna storage {_display_storage(storage_url)}: {str(exc).splitlines()[0]}") from None
     existing.sort(key=lambda s: int(s.study_name.rsplit("/", 1)[1]))
     directions = list(context.objectives.values())
     sampler = _sampler(context.experiment)
     pruner = RungPruner(margin=context.experiment.pruning.margin)
-    if resume:
+    if resume or join:
+        flag = "--join" if join else "--resume"
         if not existing:
-            raise PromptopsError(f"no study of experiment {name!r} in {_display_storage(storage)} to resume; run without --resume to start one")
+            raise PromptopsError(f"no study of experiment {name!r} in {_display_storage(storage_url)} to {flag.strip('-')};"
+                                 f" run without {flag} to start one")
         study = optuna.load_study(study_name=existing[-1].study_name, storage=storage, sampler=sampler, pruner=pruner)
         recorded = study.user_attrs.get("experiment_hash")
         if recorded != context.experiment.content_hash:
             raise PromptopsError(
-                f"{context.experiment_path} changed since study {study.study_name} started; resume needs the same search space"
-                " (budget changes are fine): restore the file or run without --resume"
+                f"{context.experiment_path} differs from the one study {study.study_name} runs; {flag} needs the same search space"
+                " (budget changes are fine): use the study's experiment file, or run without " + flag
             )
+        if join:
+            from promptops.optimizer.shared import SharedStudy
+
+            shared = SharedStudy(storage_url, study.study_name)
+            concluded = shared.settings().get("concluded_by")
+            shared.close()
+            if concluded:
+                raise PromptopsError(f"study {study.study_name} has ended (worker {concluded} concluded it): nothing to join;"
+                                     " run without --join to start a new study, or --resume to extend it")
         return study
     number = int(existing[-1].study_name.rsplit("/", 1)[1]) + 1 if existing else 1
     study = optuna.create_study(study_name=f"{STUDY_PREFIX}/{name}/{number}", storage=storage, directions=directions,
@@ -241,7 +289,9 @@ def _sampler(experiment: Experiment) -> Any:
     if experiment.sampler == "random":
         return optuna.samplers.RandomSampler(seed=experiment.seed)
     startup = max(3, min(10, experiment.budget.n_trials // 3))
-    return optuna.samplers.TPESampler(seed=experiment.seed, n_startup_trials=startup, multivariate=True, group=True)
+    # constant_liar: a trial other workers are running counts as a poor result, so parallel workers spread out.
+    return optuna.samplers.TPESampler(seed=experiment.seed, n_startup_trials=startup, multivariate=True, group=True,
+                                      constant_liar=True)
 
 
 def _baseline_params(context: StudyContext) -> dict[str, Any]:
@@ -267,25 +317,58 @@ def _baseline_params(context: StudyContext) -> dict[str, Any]:
     return params
 
 
-def _recover_interrupted(study: Any) -> None:
-    """Trials left RUNNING by a kill are failed and their configuration is queued again (cached answers make it cheap)."""
-    from optuna.trial import TrialState
+def _storage(url: str) -> Any:
+    """Optuna's RDB storage with heartbeats: a trial whose worker stops beating for `STALE_S` is failed by the next
+    worker that looks, and Optuna's `RetryHeartbeatStaleTrialCallback` queues its configuration again (DSPy's cache makes
+    the redone part cheap). A live worker's trials keep beating, so no other worker fails them."""
+    import warnings
 
-    from promptops.optimizer import runs
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
+    from promptops.optimizer.shared import HEARTBEAT_S, STALE_S
+
+    def failed(study: Any, trial: Any) -> None:
+        from promptops.optimizer import runs
+
         if trial.user_attrs.get("mlflow_run_id"):
             runs.close_trial_run(trial.user_attrs["mlflow_run_id"])
-        if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "baseline"},
-                                skip_if_exists=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry(study, trial)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_S, heartbeat_stale_trial_callback=failed,
+                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 60}})
 
 
 def _counted(study: Any) -> int:
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _running(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def _wait_for_running(study: Any, progress: Progress, context: "StudyContext", budget: Any, on_progress) -> None:
+    """Before the front is read: every other worker's trial finished, or failed as stale (its worker died)."""
+    import optuna
+
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        if not _running(study):
+            return
+        progress.trial, progress.stage = None, f"waiting for {_running(study)} running trial(s) of other workers"
+        _refresh(progress, study, context, budget)
+        if on_progress:
+            on_progress(progress)
+        time.sleep(1.0)
 
 
 # --- one trial ------------------------------------------------------------------------
@@ -318,30 +401,45 @@ def _suggest(trial: Any, context: StudyContext) -> TrialConfig:
                        calibrate, max_steps, variant, space.tool_descriptions[variant - 1] if variant else None)
 
 
-def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget, progress: Progress, on_progress) -> None:
+def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Any, progress: Progress, on_progress,
+               heartbeat: Any = None) -> None:
+    from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize beats with; ask/tell must do it itself
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        trial = study.ask()
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        _trial_body(study, trial, context, parent_run_id, budget, progress, on_progress, heartbeat)
+
+
+def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget: Any, progress: Progress, on_progress,
+                heartbeat: Any) -> None:
     from optuna.trial import TrialState
 
     from promptops.evaluation import evaluate
     from promptops.optimizer import runs
 
-    trial = study.ask()
     config = _suggest(trial, context)
     earlier = _same_configuration(study, trial)
     if earlier is not None:
         _repeat(study, trial, earlier, context, parent_run_id, config, progress)
         return
-    calls_before, spent_before = budget.model_calls, budget.spent_usd
+    calls_before, spent_before = budget.own_model_calls, budget.own_spent_usd  # this worker's: the others spend meanwhile
     run_id = runs.log_trial(parent_run_id, study.study_name, trial.number, "RUNNING", config.params(), {}, None)
     trial.set_user_attr("mlflow_run_id", run_id)
 
     def account() -> dict[str, float]:
-        spent = {"model_calls": budget.model_calls - calls_before, "spent_usd": round(budget.spent_usd - spent_before, 10)}
+        spent = {"model_calls": budget.own_model_calls - calls_before, "spent_usd": round(budget.own_spent_usd - spent_before, 10)}
         for key, value in spent.items():
             trial.set_user_attr(key, value)
         return spent
 
     def show(stage: str) -> None:
         progress.trial, progress.stage = trial.number, stage
+        if heartbeat is not None:
+            heartbeat.show(trial.number, stage)
         _refresh(progress, None, context, budget)
         if on_progress:
             on_progress(progress)
@@ -351,7 +449,7 @@ def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget,
         show(f"compiling ({config.optimizer}, {config.demos} demos, {config.model.id})")
         candidate = compile_candidate(context.base, config, context.train, context.score, seed=context.experiment.seed + trial.number,
                                       reflection_model=context.experiment.search.reflection_model)
-        trial.set_user_attr("compile_model_calls", budget.model_calls - calls_before)
+        trial.set_user_attr("compile_model_calls", budget.own_model_calls - calls_before)
         account()
         result = None
         rungs: list[dict[str, Any]] = []
@@ -387,13 +485,22 @@ def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Budget,
 
 
 def _same_configuration(study: Any, trial: Any) -> Any:
-    """A finished trial with exactly these parameters: TPE samples a good point again once it has found it."""
+    """A finished trial with exactly these parameters: TPE samples a good point again once it has found it.
+
+    One that another worker is running now is waited for, so no configuration is evaluated twice;
+    if that worker dies, its trial goes stale and this one evaluates the configuration itself."""
+    import optuna
     from optuna.trial import TrialState
 
-    for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if earlier.params == trial.params:
-            return earlier
-    return None
+    while True:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+        # Only an earlier trial is waited for: two workers that drew the same point must not wait for each other.
+        same = [t for t in trials if t.number < trial.number and t.params == trial.params]
+        finished = next((t for t in same if t.state != TrialState.RUNNING), None)
+        if finished is not None or not same:
+            return finished
+        time.sleep(1.0)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _repeat(study, trial, earlier, context: StudyContext, parent_run_id: str, config: TrialConfig, progress: Progress) -> None:
@@ -469,12 +576,18 @@ def _trial_metrics(result: Any, context: StudyContext) -> dict[str, float]:
 # --- progress and the end -------------------------------------------------------------
 
 
-def _refresh(progress: Progress, study: Any, context: StudyContext, budget: Budget) -> None:
+def _refresh(progress: Progress, study: Any, context: StudyContext, budget: Any) -> None:
     from optuna.trial import TrialState
 
     progress.spent_usd, progress.model_calls = budget.spent_usd, budget.model_calls
     if study is None:
         return
+    shared = getattr(budget, "shared", None)
+    if shared is not None:
+        workers = shared.workers()
+        progress.workers = [] if len(workers) < 2 else [
+            f"{w.worker}{'' if w.alive else ' (silent)'}: " + (f"trial {w.trial}, " if w.trial is not None else "")
+            + f"{w.stage or 'starting'} · {w.model_calls} calls" for w in workers]
     trials = study.get_trials(deepcopy=False)
     progress.finished = sum(t.state == TrialState.COMPLETE for t in trials)
     progress.pruned = sum(t.state == TrialState.PRUNED for t in trials)

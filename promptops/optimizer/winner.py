@@ -66,16 +66,17 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
     reference, label, commit = _reference(base, prompt_file)
     dataset = load_dataset(base, data, "test")
     spec = gate.rule_for(base)
-    remaining = Budget(budget.max_cost_usd, budget.max_model_calls, None, budget.spent_usd, budget.model_calls)
     comparison = verdict = note = run_id = None
-    with spending_limit(remaining):
-        try:
+    deadline, budget.deadline = budget.deadline, None  # the caps on spend and calls still hold
+    try:
+        with spending_limit(budget):
             comparison = compare_contenders(Contender(f"{base.name}@{commit or 'HEAD'}", label, reference, commit),
                                             Contender(f"{base.name} (winner)", "winner", winner, None),
                                             dataset=dataset, split="test", metric=metric, confidence=spec.confidence, track=False)
-        except BudgetExhausted as exc:
-            note = f"test eval not finished: {exc}"
-    budget.spent_usd, budget.model_calls = remaining.spent_usd, remaining.model_calls
+    except BudgetExhausted as exc:
+        note = f"test eval not finished: {exc}"
+    finally:
+        budget.deadline = deadline
     if comparison is None:
         return TestComparison("test", len(dataset), getattr(metric, "name", metric), None, None, label, None, None, note)
     verdict = gate.judge(spec, comparison=comparison, threshold=base.eval.threshold)
