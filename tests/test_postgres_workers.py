@@ -239,3 +239,48 @@ def test_postgres_join_refuses_another_search_space_and_an_ended_study(git_proje
         path.write_text(path.read_text().replace("demos: [1, 2, 3]", "demos: [1, 2]"))
         out = runner.invoke(main, ["optimize", "parallel", "--storage", postgres_url, "--resume"])
         assert out.exit_code == 1 and "needs the same search space" in out.output and "Traceback" not in out.output
+
+
+def test_postgres_shared_budget_counts_every_worker_and_forgets_a_dead_ones_reservations(postgres_url: str) -> None:
+    from promptops.budget import BudgetExhausted
+    from promptops.optimize_view import _status_lines
+    from promptops.optimizer import shared as shared_module
+    from promptops.optimizer.shared import SharedBudget, SharedStudy
+    from promptops.optimizer.study import Progress, worker_line
+
+    first = SharedStudy(postgres_url, "promptops/unit/1", worker="host-a:1")
+    first.start(max_cost_usd=1.0, max_model_calls=3, timeout_s=None, coordinator=True)
+    second = SharedStudy(postgres_url, "promptops/unit/1", worker="host-b:2")
+    second.start(max_cost_usd=None, max_model_calls=None, timeout_s=None, new_session=False)  # a joiner keeps the caps
+    a, b = SharedBudget(first), SharedBudget(second)
+    assert (a.max_model_calls, b.max_model_calls) == (3, 3)
+
+    held = a.admit(0.1)
+    b.settle(b.admit(0.2), 0.25)
+    assert (a.model_calls, b.spent_usd, b.own_model_calls, a.own_model_calls) == (1, 0.25, 1, 0)
+    b.admit(0.1)  # the third call: a's reservation, b's call and this reservation fill the cap of 3
+    with pytest.raises(BudgetExhausted, match="max_model_calls=3"):
+        a.admit(0.0)
+    # b dies holding its reservation: once it has been silent for STALE_S, its reservation no longer counts.
+    with second.engine.begin() as db:
+        import sqlalchemy
+
+        db.execute(sqlalchemy.text("UPDATE promptops_workers SET heartbeat_epoch = heartbeat_epoch - :s WHERE worker = 'host-b:2'"),
+                   {"s": shared_module.STALE_S + 1})
+    a.settle(held, 0.5)
+    with pytest.raises(BudgetExhausted, match="max_cost_usd"):  # 0.25 + 0.5 spent: 0.3 more would pass $1
+        a.admit(0.3)
+    a.settle(a.admit(0.1), 0.1)  # the dead worker's held call no longer blocks the third call
+    assert a.model_calls == 3
+
+    # The coordinator concludes; a joiner is told who does, while the coordinator is alive.
+    assert second.claim_conclusion() == "host-a:1" and first.claim_conclusion() is None
+    assert second.claim_conclusion() == "host-a:1"
+
+    progress = Progress("promptops/unit/1", 10)
+    first.beat(4, "scoring on dev[:8]")
+    progress.workers = [worker_line(w) for w in first.workers()]
+    assert "host-a:1: trial 4, scoring on dev[:8] · 2 calls" in _status_lines(progress)
+    assert "host-b:2 (silent): starting · 1 calls" in _status_lines(progress)
+    first.close()
+    second.close()

@@ -356,6 +356,12 @@ def _running(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
+def worker_line(worker: Any) -> str:
+    """One worker in the live view: `host:pid: trial 7, scoring on dev[:8] · 41 calls`, `(silent)` once it stops beating."""
+    trial = f"trial {worker.trial}, " if worker.trial is not None else ""
+    return f"{worker.worker}{'' if worker.alive else ' (silent)'}: {trial}{worker.stage or 'starting'} · {worker.model_calls} calls"
+
+
 def _wait_for_running(study: Any, progress: Progress, context: "StudyContext", budget: Any, on_progress) -> None:
     """Before the front is read: every other worker's trial finished, or failed as stale (its worker died)."""
     import optuna
@@ -585,9 +591,7 @@ def _refresh(progress: Progress, study: Any, context: StudyContext, budget: Any)
     shared = getattr(budget, "shared", None)
     if shared is not None:
         workers = shared.workers()
-        progress.workers = [] if len(workers) < 2 else [
-            f"{w.worker}{'' if w.alive else ' (silent)'}: " + (f"trial {w.trial}, " if w.trial is not None else "")
-            + f"{w.stage or 'starting'} · {w.model_calls} calls" for w in workers]
+        progress.workers = [] if len(workers) < 2 else [worker_line(w) for w in workers]
     trials = study.get_trials(deepcopy=False)
     progress.finished = sum(t.state == TrialState.COMPLETE for t in trials)
     progress.pruned = sum(t.state == TrialState.PRUNED for t in trials)
