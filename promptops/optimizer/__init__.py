@@ -74,6 +74,7 @@ def optimize(
 
         outcome = dataclasses.replace(outcome, worker_failures=tuple(helpers.wait()))
     if outcome.concluded_by is not None:  # another worker scores the front on test and writes the winner
+        budget.shared.close()
         return OptimizationResult(outcome, None, None)
     test = adopted = None
     status = "FINISHED"
@@ -103,6 +104,7 @@ def optimize(
         raise
     finally:
         runs.finish_study_run(outcome.parent_run_id, status)
+        budget.shared.close()  # the study's connections to its storage
     return OptimizationResult(outcome, test, adopted)
 
 

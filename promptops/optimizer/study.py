@@ -211,8 +211,13 @@ def run_study(
                 heartbeat.show(None, "concluding the study")
                 _wait_for_running(study, progress, context, budget, on_progress)
     except BaseException:
-        if not any(w.alive and w.worker != shared.worker for w in shared.workers()):
+        try:
+            others = any(w.alive and w.worker != shared.worker for w in shared.workers())
+        except Exception:  # the storage is what failed: the original error says more
+            others = False
+        if not others:
             runs.finish_study_run(parent_run_id, "KILLED")  # the last worker standing; others would carry on
+        shared.close()
         raise
     wall_time_s = time.perf_counter() - started
     if concluded_by is not None:
