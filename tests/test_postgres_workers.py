@@ -206,17 +206,28 @@ def test_postgres_three_workers_one_killed_mid_trial_share_one_study_budget_and_
     assert read_channels(NAME, Path(git_project.working_tree_dir))["candidate"]["commit"] == commits[0].hexsha
 
 
-def test_postgres_workers_spend_one_shared_cap(git_project, mlflow_store: str, postgres_url: str) -> None:
+def test_postgres_workers_spend_one_shared_cap_and_log_to_one_tracking_server(git_project, tracking_server: str,
+                                                                              postgres_url: str) -> None:
+    from mlflow import MlflowClient
+
     with _server(Path(git_project.working_tree_dir), delay_s=0.02) as server:
         root = _project(git_project, server, n_trials=30, calls=40)
         command = [sys.executable, "-m", "promptops", "optimize", "parallel", "--storage", postgres_url, "--workers", "3",
                    "--no-write", "--json"]
-        done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, env=_environment(mlflow_store, root))
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300,
+                              env=_environment(tracking_server, root))
         assert done.returncode == 0, done.stderr[-1500:]
         study = json.loads(done.stdout)
         # The cap is the study's, not each worker's: 3 workers together stay within 40 calls, the test eval included.
         assert "max_model_calls=40" in (study["stopped_by"] or "") and len(server.requests) <= 40
         assert _spent_calls(postgres_url) == len(server.requests)
+    # Every worker logged to the one MLflow server (on PostgreSQL too): one parent run, the trials its children.
+    client = MlflowClient(tracking_uri=tracking_server)
+    parent = client.get_run(study["parent_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{study['parent_run_id']}'")
+    numbers = {int(run.data.tags["promptops.trial"]) for run in children}
+    assert numbers == {trial.number for trial in _trials(postgres_url)} and len(numbers) >= 3
+    assert not (root / "mlflow.db").exists()
 
 
 def test_postgres_join_refuses_another_search_space_and_an_ended_study(git_project, mlflow_store: str, postgres_url: str,
