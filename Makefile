@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test bench bench-agent bench-engine bench-optimizer bench-faults install doctor clean
+.PHONY: demo test bench bench-agent bench-engine bench-optimizer bench-faults bench-scale install doctor clean
 
 LLAMA_WHEEL := scripts/llama_wheel.sh
 
@@ -66,6 +66,10 @@ bench-optimizer: $(DEMO_STAMP)
 
 bench-faults: $(STAMP)
 	$(BIN)/python benchmarks/faults.py --out benchmarks/faults-results.json
+
+bench-scale: $(STAMP)
+	scripts/ensure_postgres.sh
+	$(BIN)/python benchmarks/scale.py --out benchmarks/scale-results.json
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info .pytest_cache
