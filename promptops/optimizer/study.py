@@ -14,6 +14,7 @@ dozens of trials before it adapts and suits long runs; `random` is the reference
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,14 @@ def run_study(
             if concluded_by is None:
                 heartbeat.show(None, "concluding the study")
                 _wait_for_running(study, progress, context, budget, on_progress)
+                # A dead worker's trial, queued again by Optuna's retry after the others had stopped: it is redone
+                # here, so a killed worker loses no configuration.
+                while stopped_by is None and _waiting(study):
+                    try:
+                        _run_trial(study, context, parent_run_id, budget, progress, on_progress, heartbeat)
+                    except BudgetExhausted as exc:
+                        stopped_by = str(exc)
+                    _wait_for_running(study, progress, context, budget, on_progress)
     except BaseException:
         try:
             others = any(w.alive and w.worker != shared.worker for w in shared.workers())
@@ -247,7 +256,8 @@ def _open_study(context: StudyContext, storage_url: str, resume: bool, join: boo
         raise PromptopsError(f"cannot open the Optuna storage {_display_storage(storage_url)}: {str(exc).splitlines()[0]}") from None
     existing.sort(key=lambda s: int(s.study_name.rsplit("/", 1)[1]))
     directions = list(context.objectives.values())
-    sampler = _sampler(context.experiment)
+    # A joining worker draws from its own seed: with the study's, every worker would draw the same configurations.
+    sampler = _sampler(context.experiment, seed=(context.experiment.seed + os.getpid()) % 2**31 if join else None)
     pruner = RungPruner(margin=context.experiment.pruning.margin)
     if resume or join:
         flag = "--join" if join else "--resume"
@@ -282,20 +292,21 @@ def _open_study(context: StudyContext, storage_url: str, resume: bool, join: boo
     return study
 
 
-def _sampler(experiment: Experiment) -> Any:
+def _sampler(experiment: Experiment, seed: Optional[int] = None) -> Any:
     import warnings
 
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE is "experimental" since 2.2
 
+    seed = experiment.seed if seed is None else seed
     if experiment.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=experiment.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if experiment.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=experiment.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     startup = max(3, min(10, experiment.budget.n_trials // 3))
     # constant_liar: a trial other workers are running counts as a poor result, so parallel workers spread out.
-    return optuna.samplers.TPESampler(seed=experiment.seed, n_startup_trials=startup, multivariate=True, group=True,
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
                                       constant_liar=True)
 
 
@@ -336,11 +347,11 @@ def _storage(url: str) -> Any:
     def failed(study: Any, trial: Any) -> None:
         from promptops.optimizer import runs
 
-        if trial.user_attrs.get("mlflow_run_id"):
-            runs.close_trial_run(trial.user_attrs["mlflow_run_id"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry(study, trial)
+            retry(study, trial)  # first: the sooner it is queued, the sooner a worker asking for a trial gets it
+        if trial.user_attrs.get("mlflow_run_id"):
+            runs.close_trial_run(trial.user_attrs["mlflow_run_id"])
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -353,6 +364,12 @@ def _counted(study: Any) -> int:
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _waiting(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def _running(study: Any) -> int:
