@@ -74,7 +74,7 @@ def optimize(
 
         outcome = dataclasses.replace(outcome, worker_failures=tuple(helpers.wait()))
     if outcome.concluded_by is not None:  # another worker scores the front on test and writes the winner
-        budget.shared.close()
+        _close(budget)
         return OptimizationResult(outcome, None, None)
     test = adopted = None
     status = "FINISHED"
@@ -104,7 +104,7 @@ def optimize(
         raise
     finally:
         runs.finish_study_run(outcome.parent_run_id, status)
-        budget.shared.close()  # the study's connections to its storage
+        _close(budget)
     return OptimizationResult(outcome, test, adopted)
 
 
@@ -154,6 +154,13 @@ class _Workers:
                 process.wait(timeout=30)
             except Exception:
                 process.kill()
+
+
+def _close(budget: object) -> None:
+    """The study's connections to its storage (a shared budget's)."""
+    shared = getattr(budget, "shared", None)
+    if shared is not None:
+        shared.close()
 
 
 def _in_git(path: Path) -> bool:
