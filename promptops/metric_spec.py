@@ -57,16 +57,12 @@ class JudgeSpec(_Strict):
     @classmethod
     def _model_is_a_model(cls, model: Union[str, dict[str, Any]]) -> Union[str, dict[str, Any]]:
         """`model: openai/gpt-4o-mini` is the usual form; a mapping sets price, api_base or params too."""
-        from pydantic import ValidationError
-
         from promptops.artifact import ModelSpec  # here, not at the top: artifact imports this module
 
         try:
             ModelSpec.model_validate({"id": model} if isinstance(model, str) else model)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            place = ".".join(str(part) for part in error["loc"])
-            raise ValueError(f"{place}: {error['msg']}" if place else error["msg"]) from None
+            raise ValueError(_first_error(exc)) from None
         return model
 
     @property
@@ -135,6 +131,14 @@ class MetricSpec(_Strict):
         return "judge" if self.judge is not None else "similarity"
 
 
+def _first_error(exc: ValidationError) -> str:
+    """A nested model's first error as `place: message`, so the file's line finder can point at it."""
+    error = exc.errors()[0]
+    place = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{place}: {message}" if place else message
+
+
 def _metric_mapping(value: Any) -> Any:
     """A mapping is a `MetricSpec`, validated as one, so its mistakes are reported as its own, not as "not a string"."""
     if not isinstance(value, dict):
@@ -142,10 +146,7 @@ def _metric_mapping(value: Any) -> Any:
     try:
         return MetricSpec.model_validate(value)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        place = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"{place}: {message}" if place else message) from None
+        raise ValueError(_first_error(exc)) from None
 
 
 MetricField = Annotated[Optional[Union[str, MetricSpec]], BeforeValidator(_metric_mapping)]
