@@ -91,6 +91,51 @@ def test_the_same_rows_share_a_digest_and_a_changed_row_changes_it(project: Path
     assert promptops.evaluate("banking_intent", split="dev", limit=3, track=False).data_digest == changed.data_digest
 
 
+def test_an_eval_that_loses_the_race_to_log_its_dataset_links_the_one_logged(project: Path, mlflow_store: str, scripted_model,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes logging the same rows for the first time: MLflow inserts the dataset once, the other gets a
+    unique-constraint error (seen with two `promote` processes gating at once). The loser links the row the winner wrote."""
+    import mlflow
+
+    import promptops
+
+    real = mlflow.log_input
+    attempts = []
+
+    def lose_the_race(dataset, context=None, **kwargs):
+        attempts.append(context)
+        if len(attempts) == 1:  # the other process inserts the same dataset first
+            with mlflow.start_run(nested=True):
+                real(dataset, context=context)
+            raise mlflow.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id,"
+                                         " datasets.name, datasets.digest")
+        return real(dataset, context=context, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", lose_the_race)
+    result = promptops.evaluate("banking_intent", split="dev", limit=3)
+    assert attempts == ["dev", "dev"]
+    assert dataset_input(result.run_id).dataset.digest == result.data_digest
+
+
+def test_an_eval_whose_dataset_cannot_be_logged_fails_in_one_sentence(project: Path, mlflow_store: str, scripted_model,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    import promptops
+    from promptops.errors import TrackingError
+
+    attempts = []
+
+    def refuse(dataset, context=None, **kwargs):
+        attempts.append(context)
+        raise mlflow.MlflowException("disk I/O error")
+
+    monkeypatch.setattr(mlflow, "log_input", refuse)
+    with pytest.raises(TrackingError, match="cannot log the eval to MLflow at .*: disk I/O error") as error:
+        promptops.evaluate("banking_intent", split="dev", limit=3)
+    assert attempts == ["dev"] and "\n" not in str(error.value)  # not retried: only a lost race is
+
+
 def test_the_digest_reads_values_not_key_order() -> None:
     from promptops.data import Dataset, Example
 

@@ -322,7 +322,7 @@ def _log_run(
                 if model_id is not None:  # the same figures on the agent version's LoggedModel (MLflow's Agent versions page)
                     mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset[0] if dataset is not None else None)
             if dataset is not None:
-                mlflow.log_input(dataset[0], context=dataset[1])
+                _log_input(mlflow, dataset[0], dataset[1])
             for artifact_file, text in (texts or {}).items():
                 mlflow.log_text(redact_yaml(text) if artifact_file.endswith(".yaml") else redact(text), artifact_file)
             for artifact_file, table in (tables or {}).items():
@@ -332,6 +332,25 @@ def _log_run(
             return run.info.run_id
     except Exception as exc:
         raise TrackingError(f"{failure}: {_first_line(exc)}") from None
+
+
+def _log_input(mlflow: Any, dataset: Any, context: str) -> None:
+    """The dataset as the current run's input. Two processes logging the same dataset (name and digest) for
+    the first time race on MLflow's insert: one gets a unique-constraint error, though the row now exists.
+    The loser logs once more, and then links the existing row (seen with two `promote` processes gating
+    at once on one sqlite store)."""
+    try:
+        mlflow.log_input(dataset, context=context)
+    except Exception as exc:
+        if not _duplicate_row(exc):
+            raise
+        mlflow.log_input(dataset, context=context)
+
+
+def _duplicate_row(exc: BaseException) -> bool:
+    """A unique-constraint violation, as sqlite and PostgreSQL word it (through SQLAlchemy or MLflow)."""
+    text = str(exc)
+    return "UNIQUE constraint failed" in text or "duplicate key value violates unique constraint" in text
 
 
 def load_run(run_id: str, root: Optional[Path] = None) -> Any:
