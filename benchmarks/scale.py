@@ -64,7 +64,7 @@ search:
       price: {{input_per_million_usd: {price_in}, output_per_million_usd: {price_out}}}
   optimizers: {optimizers}
   demos: {demos}
-  temperature: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+  temperature: {temperature}
   instructions:
     - {careful} and name the one intent it expresses.
     - Name the customer's intent.
@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=128, help="search.train_limit")
     parser.add_argument("--dev-limit", type=int, default=16, help="search.dev_limit")
     parser.add_argument("--rungs", default="[8]", help="pruning.rungs")
+    # A range, not a list: no configuration is drawn twice, so every run evaluates all its trials (a repeat
+    # costs nothing, and how many a run draws depends on how the workers' draws interleave).
+    parser.add_argument("--temperature", default="{low: 0.0, high: 0.7}", help="search.temperature")
     parser.add_argument("--keep", action="store_true", help="keep each run's scratch folder (project, MLflow store, logs)")
     args = parser.parse_args()
 
@@ -103,8 +106,8 @@ def main() -> None:
                        "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     os.environ.pop("PROMPTOPS_PROJECT", None)
     sys.path.insert(0, str(ROOT))
-    space = {"optimizers": args.optimizers, "demos": args.demos, "train_limit": args.train_limit, "dev_limit": args.dev_limit,
-             "rungs": args.rungs, "n_trials": args.trials}
+    space = {"optimizers": args.optimizers, "demos": args.demos, "temperature": args.temperature, "train_limit": args.train_limit,
+             "dev_limit": args.dev_limit, "rungs": args.rungs, "n_trials": args.trials}
     figures: dict[str, Any] = {"machine": _machine(), "latency_s": args.latency_s, "search": space, "cap_usd": CAP_USD,
                                "cap_calls": CAP_CALLS, "runs": []}
     plan = [(count, False) for count in args.workers] + ([(args.kill_workers, True)] if args.kill_workers else [])

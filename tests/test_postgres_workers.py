@@ -295,3 +295,23 @@ def test_postgres_shared_budget_counts_every_worker_and_forgets_a_dead_ones_rese
     assert "host-b:2 (silent): starting · 1 calls" in _status_lines(progress)
     first.close()
     second.close()
+
+
+def test_postgres_a_worker_joining_before_the_parent_run_is_open_waits_for_it(postgres_url: str) -> None:
+    """`--workers` starts the other workers before opening the study's MLflow run (they import while it does): one that
+    gets there first waits for the run rather than opening a second one, and opens it itself only if none appears."""
+    import threading
+
+    import optuna
+
+    from promptops.optimizer.study import _await_parent_run, _storage
+
+    study = optuna.create_study(study_name="promptops/early/1", storage=_storage(postgres_url))
+    opened = threading.Timer(0.8, lambda: study.set_user_attr("mlflow_run_id", "run-of-the-first-worker"))
+    started = time.monotonic()
+    opened.start()
+    joiner = optuna.load_study(study_name="promptops/early/1", storage=_storage(postgres_url))
+    assert _await_parent_run(joiner, timeout_s=30) == "run-of-the-first-worker"
+    assert 0.8 <= time.monotonic() - started < 10
+    silent = optuna.create_study(study_name="promptops/early/2", storage=_storage(postgres_url))
+    assert _await_parent_run(silent, timeout_s=0.6) is None

@@ -107,8 +107,8 @@ class RungPruner(optuna.pruners.BasePruner):
         )
 
 
-def front_figure(study: optuna.Study, objective_names: Sequence[str], winner: Optional[FrontPoint], baseline: Optional[int] = None) -> Any:
-    """Optuna's Pareto-front plot, cost on x and the quality metric on y, with the winner and baseline marked."""
+def load_plotting() -> Any:
+    """Optuna's matplotlib Pareto-front plot, on the Agg backend (no screen)."""
     import warnings
 
     import matplotlib
@@ -117,7 +117,16 @@ def front_figure(study: optuna.Study, objective_names: Sequence[str], winner: Op
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         from optuna.visualization.matplotlib import plot_pareto_front
+    return plot_pareto_front
 
+
+def front_figure(study: optuna.Study, objective_names: Sequence[str], winner: Optional[FrontPoint], baseline: Optional[int] = None) -> Any:
+    """Optuna's Pareto-front plot, cost on x and the quality metric on y, with the winner and baseline marked."""
+    import warnings
+
+    plot_pareto_front = load_plotting()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if len(objective_names) >= 2:
             axes = plot_pareto_front(
                 study,

@@ -30,6 +30,7 @@ from promptops.optimizer.experiment import Experiment, load_experiment
 from promptops.optimizer.front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
 
 STUDY_PREFIX = "promptops"
+PARENT_RUN_WAIT_S = 60.0  # how long a joining worker waits for the study's MLflow parent run to be opened
 
 
 @dataclass
@@ -169,12 +170,6 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(context, storage, resume, join)
     n_trials = n_trials or spec.budget.n_trials
-    parent_run_id = study.user_attrs.get("mlflow_run_id")
-    if not join or parent_run_id is None:
-        parent_run_id = runs.start_study_run(context.base.name, study.study_name, _study_params(context, storage, n_trials),
-                                             parent_run_id)
-        study.set_user_attr("mlflow_run_id", parent_run_id)
-
     previous = study.get_trials(deepcopy=False)
     shared = SharedStudy(storage, study.study_name)
     shared.start(max_cost_usd=spec.budget.max_cost_usd, max_model_calls=spec.budget.max_model_calls, timeout_s=spec.budget.timeout_s,
@@ -182,8 +177,15 @@ def run_study(
                  carried_usd=sum(t.user_attrs.get("spent_usd", 0.0) for t in previous), new_session=not join,
                  coordinator=on_session is not None)
     budget = SharedBudget(shared)
-    if on_session is not None:
+    if on_session is not None:  # the other workers start (Python, imports) while this one opens the MLflow run
         on_session(study.study_name, storage)
+    parent_run_id = study.user_attrs.get("mlflow_run_id")
+    if join and parent_run_id is None:
+        parent_run_id = _await_parent_run(study)
+    if not join or parent_run_id is None:
+        parent_run_id = runs.start_study_run(context.base.name, study.study_name, _study_params(context, storage, n_trials),
+                                             parent_run_id)
+        study.set_user_attr("mlflow_run_id", parent_run_id)
     progress = Progress(study.study_name, n_trials, max_cost_usd=budget.max_cost_usd, max_model_calls=budget.max_model_calls)
     started = time.perf_counter()
     stopped_by: Optional[str] = None
@@ -200,6 +202,7 @@ def run_study(
                     break
                 if done + running >= n_trials:  # the last trials are other workers': wait for them (or for them to go stale)
                     heartbeat.show(None, "waiting for the other workers' last trials")
+                    _load_conclusion_modules()
                     time.sleep(1.0)
                     continue
                 try:
@@ -241,6 +244,29 @@ def run_study(
 
 
 # --- the study ------------------------------------------------------------------------
+
+
+def _load_conclusion_modules() -> None:
+    """What concluding imports (scipy.stats for the test comparison, matplotlib for the front's plot: about 2 s),
+    loaded while this worker waits for the others' last trials rather than after them. Idempotent."""
+    import scipy.stats  # noqa: F401
+
+    from promptops.optimizer.front import load_plotting
+
+    load_plotting()
+
+
+def _await_parent_run(study: Any, timeout_s: float = PARENT_RUN_WAIT_S) -> Optional[str]:
+    """The study's MLflow parent run, for a worker that joined before the study's first worker had opened it
+    (that takes a few seconds, importing MLflow): waited for, so the study keeps one parent run. None if it
+    does not appear within `timeout_s` (its first worker died before opening it): the joiner opens it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        parent_run_id = study.user_attrs.get("mlflow_run_id")
+        if parent_run_id is not None:
+            return parent_run_id
+    return None
 
 
 def _open_study(context: StudyContext, storage_url: str, resume: bool, join: bool = False) -> Any:
