@@ -172,6 +172,37 @@ def test_the_rows_scored_are_one_evaluation_dataset_per_prompt_split_and_digest(
     assert len(search_datasets(filter_string="name LIKE 'banking_summary/dev@%'")) == 2
 
 
+def test_an_eval_that_loses_the_race_to_link_its_evaluation_dataset_links_the_one_inserted(summary, project: Path,
+                                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes linking the same evaluation dataset to their runs for the first time: one insert wins, the other
+    gets a unique-constraint error and links the row the first wrote."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from promptops import tracking
+
+    real = MlflowClient.log_inputs
+    attempts = []
+
+    def lose_the_race(self, run_id, datasets=None, models=None):
+        if not any(data.dataset.name.startswith("banking_summary/dev@") for data in datasets or []):
+            return real(self, run_id, datasets=datasets, models=models)  # the file's dataset, logged by the run itself
+        attempts.append(run_id)
+        if len(attempts) == 1:  # the other process's run links the same dataset first
+            other = self.create_run(self.get_run(run_id).info.experiment_id).info.run_id
+            real(self, other, datasets=datasets)
+            raise mlflow.MlflowException("(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint"
+                                         ' "uq_datasets_experiment_id_name_digest"')
+        return real(self, run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", lose_the_race)
+    result = judged_eval(summary, ["pass", "fail"])
+    run_id = tracking.log_eval(result, summary, root=project)
+    assert attempts == [run_id, run_id]
+    names = {data.dataset.name for data in tracking.load_run(run_id).inputs.dataset_inputs}
+    assert f"banking_summary/dev@{result.data_digest}" in names
+
+
 def test_the_per_example_table_has_the_score_the_judges_verdict_and_the_similarity(summary, project: Path) -> None:
     from promptops import tracking
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from promptops._secrets import redact, redact_data, redact_mapping
 from promptops.errors import PromptopsError, TrackingError
-from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
+from promptops.tracking._store import _duplicate_row, _experiment, _first_line, _mlflow, tracking_uri
 
 if TYPE_CHECKING:
     from promptops.artifact import Prompt
@@ -193,9 +193,14 @@ def link_dataset_to_run(dataset: Any, run_id: str, split: str) -> None:
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+    inputs = [DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)])]
     try:
-        _mlflow().MlflowClient().log_inputs(
-            run_id, datasets=[DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)])])
+        try:
+            _mlflow().MlflowClient().log_inputs(run_id, datasets=inputs)
+        except Exception as exc:
+            if not _duplicate_row(exc):
+                raise
+            _mlflow().MlflowClient().log_inputs(run_id, datasets=inputs)  # another process inserted it first: link that row
     except Exception as exc:
         raise TrackingError(f"cannot link evaluation dataset {dataset.name!r} to run {run_id}: {_first_line(exc)}") from None
 

@@ -14,7 +14,7 @@ from promptops._secrets import redact, redact_data, redact_mapping, redact_yaml
 from promptops.artifact import Prompt, find_project_root
 from promptops.errors import PromptopsError, TrackingError
 from promptops.tracking._judging import is_judged, log_judged_eval
-from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
+from promptops.tracking._store import _duplicate_row, _experiment, _first_line, _mlflow, tracking_uri
 
 if TYPE_CHECKING:
     from promptops.comparison import Comparison
@@ -345,12 +345,6 @@ def _log_input(mlflow: Any, dataset: Any, context: str) -> None:
         if not _duplicate_row(exc):
             raise
         mlflow.log_input(dataset, context=context)
-
-
-def _duplicate_row(exc: BaseException) -> bool:
-    """A unique-constraint violation, as sqlite and PostgreSQL word it (through SQLAlchemy or MLflow)."""
-    text = str(exc)
-    return "UNIQUE constraint failed" in text or "duplicate key value violates unique constraint" in text
 
 
 def load_run(run_id: str, root: Optional[Path] = None) -> Any:

@@ -54,3 +54,10 @@ def _experiment(mlflow: Any, name: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (redact(str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _duplicate_row(exc: BaseException) -> bool:
+    """A unique-constraint violation, as sqlite and PostgreSQL word it (through SQLAlchemy or MLflow): two processes
+    inserted the same row (a dataset's name and digest) at once, and this one lost."""
+    text = str(exc)
+    return "UNIQUE constraint failed" in text or "duplicate key value violates unique constraint" in text
