@@ -22,18 +22,17 @@ from promptops.testing import FaultServer, last_user_message
 
 NAME = "banking_intent"
 CAREFUL = "Read the whole message carefully"  # the instruction that makes the scripted model right
-PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture()
 def postgres_url() -> Iterator[str]:
     """A fresh database on the local PostgreSQL for one test, dropped afterwards."""
-    from conftest import _postgres_execute
+    from conftest import POSTGRES_URL, _postgres_execute
 
     name = f"promptops_test_{uuid.uuid4().hex[:10]}"
     _postgres_execute(f"CREATE DATABASE {name}")
     try:
-        yield f"{PG}/{name}"
+        yield f"{POSTGRES_URL}/{name}"
     finally:
         _postgres_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

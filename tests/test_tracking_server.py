@@ -70,6 +70,15 @@ def commit_all(repo, message: str) -> str:
     return git_commit(repo, message)
 
 
+def promoted(repo, model: FaultServer, name: str) -> Path:
+    """The intent prompt `name`, committed as v1 and promoted to production (gated on 2 examples); the project root."""
+    root = Path(repo.working_tree_dir)
+    intent_prompt(root, model, name)
+    commit_all(repo, f"{name} v1")
+    promptops.promote(name, limit=2)
+    return root
+
+
 def server_client(server: str):
     from mlflow import MlflowClient
 
@@ -200,10 +209,7 @@ def test_a_traced_request_and_its_feedback_are_on_the_tracking_server(git_projec
     from promptops.runtime import feedback
 
     name = "intent_traced"
-    root = Path(git_project.working_tree_dir)
-    intent_prompt(root, model, name)
-    commit_all(git_project, f"{name} v1")
-    promptops.promote(name, limit=2)
+    root = promoted(git_project, model, name)
 
     program = promptops.load(f"{name}@production", cache=False)
     answer = program(text="I lost my card on the train")
@@ -242,10 +248,7 @@ def test_an_ab_report_reads_arms_and_feedback_from_the_tracking_server(git_proje
     from promptops.promotion import assign_channel
 
     name = "intent_ab"
-    root = Path(git_project.working_tree_dir)
-    intent_prompt(root, model, name)
-    commit_all(git_project, f"{name} v1")
-    promptops.promote(name, limit=2)
+    root = promoted(git_project, model, name)
     intent_prompt(root, model, name, edit=("the one intent label", "exactly one intent label"))
     commit_all(git_project, f"{name} v2")
     assign_channel(name, "v2", "candidate", action="assign", metrics={}, reason="A/B test")

@@ -12,8 +12,8 @@ A worker admits each model call against the whole study: in one transaction it l
 row (an UPDATE of it, which PostgreSQL holds as a row lock and SQLite as its write lock), sums
 every worker's spend and every live worker's reservations, and reserves the call in its own row
 if the caps leave room. So the study's spend can pass a cap only by what calls in flight cost
-beyond their estimate, at most one call per worker. A killed worker's reservation stops counting
-once its heartbeat is older than `STALE_S`.
+beyond their estimate (a worker has up to one call in flight per eval thread). A killed worker's
+reservations stop counting once its heartbeat is older than `STALE_S`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ from promptops.budget import BudgetExhausted, Reservation
 
 HEARTBEAT_S = 5  # how often a worker says it is alive (and Optuna's trial heartbeat interval)
 STALE_S = 20  # a worker (or a trial) silent for this long is taken for dead (Optuna's grace period)
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for the study's database, Optuna's storage and these tables alike: a server's
+    connections are checked before use (a restarted server, a dropped idle connection); sqlite waits for its lock."""
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
 
 def worker_name() -> str:
@@ -54,10 +60,7 @@ class SharedStudy:
 
         self.study = study
         self.worker = worker or worker_name()
-        options: dict[str, Any] = {"pool_pre_ping": True}
-        if storage_url.startswith("sqlite"):
-            options["connect_args"] = {"timeout": 60}
-        self.engine = sqlalchemy.create_engine(storage_url, **options)
+        self.engine = sqlalchemy.create_engine(storage_url, **engine_options(storage_url))
         self._create_tables()
 
     # -- set-up ----------------------------------------------------------------------------

@@ -172,6 +172,11 @@ def run_study(
     n_trials = n_trials or spec.budget.n_trials
     previous = study.get_trials(deepcopy=False)
     shared = SharedStudy(storage, study.study_name)
+    concluded = shared.settings().get("concluded_by") if join else None
+    if concluded:
+        shared.close()
+        raise PromptopsError(f"study {study.study_name} has ended (worker {concluded} concluded it): nothing to join;"
+                             " run without --join to start a new study, or --resume to extend it")
     shared.start(max_cost_usd=spec.budget.max_cost_usd, max_model_calls=spec.budget.max_model_calls, timeout_s=spec.budget.timeout_s,
                  carried_calls=sum(t.user_attrs.get("model_calls", 0) for t in previous),
                  carried_usd=sum(t.user_attrs.get("spent_usd", 0.0) for t in previous), new_session=not join,
@@ -197,7 +202,7 @@ def run_study(
                 if on_progress:
                     on_progress(progress)
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again by Optuna's retry
-                done, running = _counted(study), _running(study)
+                done, running = _count(study, "COMPLETE", "PRUNED"), _count(study, "RUNNING")
                 if done >= n_trials:
                     break
                 if done + running >= n_trials:  # the last trials are other workers': wait for them (or for them to go stale)
@@ -216,7 +221,7 @@ def run_study(
                 _wait_for_running(study, progress, context, budget, on_progress)
                 # A dead worker's trial, queued again by Optuna's retry after the others had stopped: it is redone
                 # here, so a killed worker loses no configuration.
-                while stopped_by is None and _waiting(study):
+                while stopped_by is None and _count(study, "WAITING"):
                     try:
                         _run_trial(study, context, parent_run_id, budget, progress, on_progress, heartbeat)
                     except BudgetExhausted as exc:
@@ -297,15 +302,6 @@ def _open_study(context: StudyContext, storage_url: str, resume: bool, join: boo
                 f"{context.experiment_path} differs from the one study {study.study_name} runs; {flag} needs the same search space"
                 " (budget changes are fine): use the study's experiment file, or run without " + flag
             )
-        if join:
-            from promptops.optimizer.shared import SharedStudy
-
-            shared = SharedStudy(storage_url, study.study_name)
-            concluded = shared.settings().get("concluded_by")
-            shared.close()
-            if concluded:
-                raise PromptopsError(f"study {study.study_name} has ended (worker {concluded} concluded it): nothing to join;"
-                                     " run without --join to start a new study, or --resume to extend it")
         return study
     number = int(existing[-1].study_name.rsplit("/", 1)[1]) + 1 if existing else 1
     study = optuna.create_study(study_name=f"{STUDY_PREFIX}/{name}/{number}", storage=storage, directions=directions,
@@ -368,7 +364,7 @@ def _storage(url: str) -> Any:
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from promptops.optimizer.shared import HEARTBEAT_S, STALE_S
+    from promptops.optimizer.shared import HEARTBEAT_S, STALE_S, engine_options
 
     def failed(study: Any, trial: Any) -> None:
         from promptops.optimizer import runs
@@ -383,25 +379,14 @@ def _storage(url: str) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
         return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_S, heartbeat_stale_trial_callback=failed,
-                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 60}})
+                          engine_kwargs=engine_options(url))
 
 
-def _counted(study: Any) -> int:
+def _count(study: Any, *states: str) -> int:
+    """Trials in these states (names of `optuna.trial.TrialState`)."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
-def _waiting(study: Any) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-
-def _running(study: Any) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return len(study.get_trials(deepcopy=False, states=tuple(TrialState[state] for state in states)))
 
 
 def worker_line(worker: Any) -> str:
@@ -416,9 +401,10 @@ def _wait_for_running(study: Any, progress: Progress, context: "StudyContext", b
 
     while True:
         optuna.storages.fail_stale_trials(study)
-        if not _running(study):
+        running = _count(study, "RUNNING")
+        if not running:
             return
-        progress.trial, progress.stage = None, f"waiting for {_running(study)} running trial(s) of other workers"
+        progress.trial, progress.stage = None, f"waiting for {running} running trial(s) of other workers"
         _refresh(progress, study, context, budget)
         if on_progress:
             on_progress(progress)
@@ -457,9 +443,9 @@ def _suggest(trial: Any, context: StudyContext) -> TrialConfig:
 
 def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Any, progress: Progress, on_progress,
                heartbeat: Any = None) -> None:
-    from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize beats with; ask/tell must do it itself
-
     import warnings
+
+    from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize beats with; ask/tell must do it itself
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -633,10 +619,13 @@ def _trial_metrics(result: Any, context: StudyContext) -> dict[str, float]:
 def _refresh(progress: Progress, study: Any, context: StudyContext, budget: Any) -> None:
     from optuna.trial import TrialState
 
-    progress.spent_usd, progress.model_calls = budget.spent_usd, budget.model_calls
+    shared = getattr(budget, "shared", None)
+    if shared is not None:  # the study's totals, in one query
+        progress.model_calls, progress.spent_usd = shared.totals()
+    else:
+        progress.spent_usd, progress.model_calls = budget.spent_usd, budget.model_calls
     if study is None:
         return
-    shared = getattr(budget, "shared", None)
     if shared is not None:
         workers = shared.workers()
         progress.workers = [] if len(workers) < 2 else [worker_line(w) for w in workers]
