@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
     from promptops.judges import JudgeCheck
-    from promptops.metric_spec import MetricSpec
+    from promptops.artifact import MetricSpec
     from promptops.models.doctor import ModelHealth
     from promptops.runtime.approval import Approval, ApprovalRequest, Approver
     from promptops.runtime.guarded import Answer, NeedsReview

@@ -99,9 +99,7 @@ def redact_yaml(text: str) -> str:
         return text
     import yaml
 
-    from promptops.yaml_models import safe_load
-
-    return yaml.safe_dump(redact_data(safe_load(text)), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.safe_dump(redact_data(yaml.safe_load(text)), sort_keys=False, allow_unicode=True, width=100)
 
 
 def error_line(exc: BaseException, max_chars: int = 500) -> str:

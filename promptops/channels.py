@@ -23,7 +23,7 @@ import yaml
 
 from promptops.artifact import Prompt, find_project_root, resolve_prompt_path
 from promptops.errors import PromptopsError, RepositoryError, UnknownPromptError, UnknownVersionError
-from promptops.yaml_models import safe_load
+from promptops.artifact import safe_load
 
 CHANNELS = ("production", "staging", "candidate")
 

@@ -340,7 +340,7 @@ def _experiment_prompt(path: Path) -> Optional[str]:
     """The prompt an experiment file names; None if the file does not say (its own errors show when it is run)."""
     import yaml
 
-    from promptops.yaml_models import safe_load
+    from promptops.artifact import safe_load
 
     try:
         data = safe_load(path.read_text(encoding="utf-8"))

@@ -206,7 +206,7 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
 
     from promptops import render
     from promptops.channels import served_version
-    from promptops.diff import diff_prompts
+    from promptops.artifact import diff_prompts
     from promptops.versions import parse_prompt_ref
 
     sides = []

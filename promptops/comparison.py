@@ -22,7 +22,7 @@ from promptops.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, McN
 
 if TYPE_CHECKING:
     from promptops.data import Dataset
-    from promptops.metric_spec import MetricSpec
+    from promptops.artifact import MetricSpec
     from promptops.evaluation import EvalResult, ExampleResult, ProgressCallback
 
 

@@ -25,7 +25,7 @@ from promptops.metrics import Metric, accuracy, field_scores, is_correct, resolv
 
 if TYPE_CHECKING:
     from promptops.judges import Judge, Judgement
-    from promptops.metric_spec import JudgeSpec, MetricSpec
+    from promptops.artifact import JudgeSpec, MetricSpec
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -312,7 +312,7 @@ def _with_similarity(prompt: Prompt, scoring: Metric, results: list[ExampleResul
     from promptops import similarity
 
     from promptops.errors import ModelUnavailableError
-    from promptops.metric_spec import SimilaritySpec
+    from promptops.artifact import SimilaritySpec
 
     spec = scoring.similarity or SimilaritySpec()
     pairs = [(index, name) for index, r in enumerate(results) if r.expected for name in text_fields]

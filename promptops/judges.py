@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from promptops._secrets import error_line
 from promptops.errors import PromptFileError, PromptopsError
-from promptops.metric_spec import JudgeSpec
+from promptops.artifact import JudgeSpec
 
 JUDGES_FOLDER = "judges"
 
@@ -85,7 +85,7 @@ def find_judge(reference: str, root: Optional[Path] = None) -> JudgeSpec:
         if Path(reference).suffix in (".yaml", ".yml") or not (root / "prompts" / f"{reference}.yaml").is_file():
             raise not_a_file from None
     from promptops.artifact import load_prompt_file
-    from promptops.metric_spec import MetricSpec
+    from promptops.artifact import MetricSpec
 
     prompt = load_prompt_file(root / "prompts" / f"{reference}.yaml")
     metric = prompt.eval.metric
@@ -99,7 +99,7 @@ def find_judge(reference: str, root: Optional[Path] = None) -> JudgeSpec:
 def load_judge_file(path: str | Path) -> JudgeSpec:
     """A judge file validated as a `JudgeSpec`; its name must match the file's."""
     from promptops._text import read_utf8
-    from promptops.yaml_models import parse_yaml_model
+    from promptops.artifact import parse_yaml_model
 
     path = Path(path)
     text = read_utf8(path, JudgeFileError)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from promptops.artifact import FieldSpec, Prompt
 from promptops.errors import MetricError
-from promptops.metric_spec import JudgeSpec, MetricSpec, SimilaritySpec
+from promptops.artifact import JudgeSpec, MetricSpec, SimilaritySpec
 
 BUILTIN_METRICS = ("accuracy", "f1", "schema_validity", "similarity")
 _SPACES = re.compile(r"\s+")

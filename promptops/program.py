@@ -195,7 +195,7 @@ def build_program(prompt: Prompt, *, model: str | None = None, cache: bool = Tru
     spec = prompt.model if model is None else prompt.model.model_copy(update={"id": model})
     lm = build_lm(spec, cache=cache, num_retries=num_retries)
     if prompt.is_agent:
-        from promptops.runtime.tools import resolve_tools
+        from promptops.artifact import resolve_tools
 
         return AgentProgram(prompt, lm, resolve_tools(prompt))
     return PromptProgram(prompt, lm)

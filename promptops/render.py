@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from promptops.diff import PromptChange
+    from promptops.artifact import PromptChange
     from promptops.evaluation import EvalResult
     from promptops.judges import JudgeCheck
     from promptops.versions import PromptVersion

@@ -416,7 +416,7 @@ def test_bootstrap_keeps_whole_trajectories_as_step_demos_in_the_agent_file(agen
 def test_an_agent_experiment_finds_a_front_writes_a_winner_and_the_gate_promotes_it(agent_project: Path, git_project,
                                                                                      mlflow_store: str) -> None:
     from promptops.channels import read_channels
-    from promptops.diff import diff_prompts
+    from promptops.artifact import diff_prompts
 
     root = agent_project
     for split, rows in (("dev", 6), ("test", 6)):
@@ -446,7 +446,7 @@ def test_an_agent_experiment_finds_a_front_writes_a_winner_and_the_gate_promotes
 
 
 def test_diff_names_tool_and_loop_changes(agent_project: Path) -> None:
-    from promptops.diff import diff_prompts
+    from promptops.artifact import diff_prompts
 
     old = promptops.load_prompt(NAME)
     tools = [tool.model_dump(exclude_defaults=True) for tool in old.tools]

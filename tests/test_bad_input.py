@@ -200,7 +200,7 @@ def test_an_experiment_key_written_twice_is_refused(project: Path) -> None:
 
 
 def test_yaml_merge_keys_may_still_be_overridden() -> None:
-    from promptops.yaml_models import safe_load
+    from promptops.artifact import safe_load
 
     assert safe_load("base: &base {a: 1, b: 2}\nother:\n  <<: *base\n  b: 3\n")["other"] == {"a": 1, "b": 3}
 
@@ -219,7 +219,7 @@ def test_credentials_in_api_base_are_refused(project: Path) -> None:
 
 def test_redaction_masks_url_credentials_and_bearer_tokens_and_keeps_yaml_loadable(monkeypatch: pytest.MonkeyPatch) -> None:
     from promptops._secrets import redact, redact_yaml
-    from promptops.yaml_models import safe_load
+    from promptops.artifact import safe_load
 
     assert redact("GET https://ada:hunter2@host/v1 with Bearer abc123def456") == "GET https://***@host/v1 with Bearer ***"
     assert redact("Basic questions about the 2 cards") == "Basic questions about the 2 cards"
@@ -248,7 +248,7 @@ def test_everything_logged_to_mlflow_passes_the_secret_scrubber(project: Path, m
     texts = {path.name: path.read_text() for path in folder.rglob("*") if path.is_file()}
     assert texts and all(secret not in text for text in texts.values())
     assert "***" in texts[f"{NAME}.yaml"] and "***" in texts["predictions.json"]
-    assert promptops.artifact.parse_prompt(texts[f"{NAME}.yaml"]).name == NAME  # still a prompt file
+    assert promptops.artifact._prompt.parse_prompt(texts[f"{NAME}.yaml"]).name == NAME  # still a prompt file
 
 
 # --- 6. traces of a prompt that does not exist -------------------------------------------------

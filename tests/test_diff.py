@@ -9,7 +9,7 @@ from conftest import git_commit
 from test_cli import run
 
 from promptops.artifact import load_prompt_file
-from promptops.diff import PromptChange, diff_prompts
+from promptops.artifact import PromptChange, diff_prompts
 
 NAME = "banking_intent"
 

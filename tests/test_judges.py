@@ -208,7 +208,7 @@ def test_judge_check_reports_agreement_kappa_and_confusion_on_labelled_rows(proj
 
 
 def test_a_judge_on_the_1_to_5_scale_normalizes_scores_and_passes_at_pass_at(project: Path, mlflow_store: str) -> None:
-    from promptops.metric_spec import JudgeSpec
+    from promptops.artifact import JudgeSpec
 
     spec = JudgeSpec(rubric="r", scale="1-5", pass_at=3)
     assert [spec.normalized(v) for v in spec.labels] == [0.0, 0.25, 0.5, 0.75, 1.0]

@@ -12,7 +12,7 @@ from conftest import git_commit
 from test_cli import assert_one_line_error, run
 
 from promptops.artifact import load_prompt_file
-from promptops.diff import diff_prompts
+from promptops.artifact import diff_prompts
 from promptops.errors import NothingToCommitError, PromptFileError, RepositoryError, UnknownVersionError
 from promptops.versions import (
     commit_paths,

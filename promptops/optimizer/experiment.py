@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from promptops._text import read_utf8
 from promptops.artifact import ModelSpec, find_project_root
 from promptops.errors import PromptFileError, UnknownPromptError
-from promptops.metric_spec import MetricField
-from promptops.yaml_models import parse_yaml_model
+from promptops.artifact import MetricField
+from promptops.artifact import parse_yaml_model
+from promptops.artifact import Strict
 
 OptimizerName = Literal["none", "labeled", "bootstrap", "random_search", "mipro", "gepa"]
 Direction = Literal["maximize", "minimize"]
@@ -32,11 +33,7 @@ class ExperimentFileError(PromptFileError):
     """An experiment file that cannot be read or does not validate."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Range(_Strict):
+class _Range(Strict):
     @model_validator(mode="after")
     def _ordered(self) -> "_Range":
         if self.high < self.low:  # type: ignore[attr-defined]
@@ -55,7 +52,7 @@ class FloatRange(_Range):
     high: float = Field(ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1])
 
 
-class SearchSpace(_Strict):
+class SearchSpace(Strict):
     """What a trial may vary; a single value fixes a dimension, a list is a choice, low/high a range."""
 
     models: list[ModelSpec] = Field(min_length=1)
@@ -171,7 +168,7 @@ class SearchSpace(_Strict):
         return list(range(self.demos.low, self.demos.high + 1, self.demos.step))
 
 
-class BudgetSpec(_Strict):
+class BudgetSpec(Strict):
     """Hard limits for the whole study, across resumes; any one reached stops it."""
 
     n_trials: int = Field(20, ge=1)
@@ -180,7 +177,7 @@ class BudgetSpec(_Strict):
     timeout_s: Optional[float] = Field(None, gt=0)
 
 
-class PruningSpec(_Strict):
+class PruningSpec(Strict):
     """Rungs: dev examples a trial is scored on before it may go on to the next (the last is all of dev)."""
 
     rungs: list[int] = Field(default_factory=lambda: [16])
@@ -194,14 +191,14 @@ class PruningSpec(_Strict):
         return rungs
 
 
-class WinnerRule(_Strict):
+class WinnerRule(Strict):
     """Among the Pareto front: the cheapest trial within `within` of the best primary metric."""
 
     rule: Literal["cheapest_within", "best"] = "cheapest_within"
     within: float = Field(0.01, ge=0, le=1)
 
 
-class Experiment(_Strict):
+class Experiment(Strict):
     name: str
     description: str = ""
     prompt: str

@@ -726,7 +726,7 @@ def _check_agent_search(experiment: Experiment, path: Path, prompt: Any) -> None
     import yaml
 
     from promptops.optimizer.experiment import ExperimentFileError
-    from promptops.yaml_models import line_of
+    from promptops.artifact import line_of
 
     space = experiment.search
 
@@ -755,7 +755,7 @@ def _check_demos_fit(experiment: Experiment, path: Path, train: Any) -> None:
     """A trial cannot show more demos than the train split has (DSPy would quietly show fewer)."""
     from promptops.errors import where
     from promptops.optimizer.experiment import ExperimentFileError
-    from promptops.yaml_models import compose_and_load, line_of
+    from promptops.artifact import compose_and_load, line_of
 
     most = max(experiment.search.demo_choices)
     if most > len(train):

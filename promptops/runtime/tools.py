@@ -17,99 +17,22 @@ from __future__ import annotations
 
 import contextvars
 import copy
-import importlib
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from promptops._secrets import error_line
-from promptops.errors import PromptopsError
+from promptops.artifact import ResolvedTool
 from promptops.runtime.approval import ApprovalRequest, Approver, decide
 
 # Tools run here so a hung one can be abandoned at its timeout (its thread ends when the function returns).
 _TOOL_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="promptops-tool")
 _TASK: contextvars.ContextVar[Optional["TaskRun"]] = contextvars.ContextVar("promptops_agent_task", default=None)
 MAX_RESULT_CHARS = 2_000  # what a call record keeps of a tool's result (the model saw all of it)
-
-
-class ToolError(PromptopsError):
-    """A tool of the prompt file cannot be used; `loc` is its place in the file, e.g. ("tools", 1, "function")."""
-
-    def __init__(self, loc: tuple[Any, ...], message: str):
-        self.loc = loc
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class ResolvedTool:
-    """A tool ready to hand to DSPy: the function, and the name, description and argument schema the model sees."""
-
-    index: int
-    name: str
-    description: str
-    args: dict[str, dict[str, Any]]
-    arg_types: dict[str, Any]
-    function: Callable[..., Any]
-    requires_approval: bool
-    timeout_s: float
-    max_calls: Optional[int]
-
-
-def resolve_tools(prompt: Any, root: Optional[Path] = None) -> list[ResolvedTool]:
-    """The prompt's tools, imported and checked; `root` (default: the project root) is where modules are imported from."""
-    import dspy
-
-    from promptops.artifact import find_project_root
-
-    folder = str(Path(root or find_project_root()).resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    resolved = []
-    for index, spec in enumerate(prompt.tools):
-        function = _import_function(spec.function, index)
-        try:
-            inferred = dspy.Tool(function)
-        except Exception as exc:  # a signature DSPy cannot describe (e.g. an untyped *args)
-            raise ToolError(("tools", index, "function"), f"tools[{index}].function: DSPy cannot describe {spec.function}'s"
-                            f" arguments ({type(exc).__name__}: {exc})") from None
-        args = copy.deepcopy(inferred.args or {})
-        for name, override in spec.args.items():
-            if name not in args:
-                takes = ", ".join(args) or "no arguments"
-                raise ToolError(("tools", index, "args", name), f"tools[{index}].args.{name}: {spec.function} takes no argument"
-                                f" {name!r}; it takes {takes}")
-            if override.description is not None:
-                args[name]["description"] = override.description
-            if override.enum is not None:
-                args[name]["enum"] = list(override.enum)
-        description = " ".join((spec.description or inferred.desc or "").split())
-        if not description:
-            raise ToolError(("tools", index), f"tools[{index}]: {spec.function} has no docstring; give the tool a `description:`"
-                            " (the model chooses tools by it)")
-        arg_types = {name: kind for name, kind in (inferred.arg_types or {}).items() if name in args}
-        resolved.append(ResolvedTool(index, spec.tool_name, description, args, arg_types, function, spec.approval == "required",
-                                     spec.timeout_s, spec.max_calls))
-    return resolved
-
-
-def _import_function(reference: str, index: int) -> Callable[..., Any]:
-    module_name, _, function_name = reference.partition(":")
-    loc = ("tools", index, "function")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or the module itself failing on import
-        raise ToolError(loc, f"tools[{index}].function: cannot import {module_name!r} ({type(exc).__name__}: {exc});"
-                        " tool modules are imported from the project root") from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise ToolError(loc, f"tools[{index}].function: {module_name} has no function {function_name!r}")
-    return function
 
 
 # --- one task ----------------------------------------------------------------------------------

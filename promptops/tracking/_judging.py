@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ExampleResult
     from promptops.judges import JudgeCheck, Judgement
-    from promptops.metric_spec import JudgeSpec
+    from promptops.artifact import JudgeSpec
 
 _LOCK = threading.Lock()
 _JUDGE_VERSIONS: dict[tuple[str, str, str], int] = {}  # (store, experiment, judge definition digest) → version

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from promptops.comparison import Comparison
     from promptops.data import Dataset
     from promptops.evaluation import EvalResult
-    from promptops.metric_spec import JudgeSpec
+    from promptops.artifact import JudgeSpec
 
 
 def log_eval(

@@ -10,14 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from promptops.artifact._base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputRules(_Strict):
+class InputRules(Strict):
     """Checked before any model call; field types are always checked against the prompt's inputs."""
 
     max_chars: Optional[int] = Field(None, gt=0, description="longest accepted text, per input field")
@@ -34,7 +31,7 @@ class InputRules(_Strict):
         return patterns
 
 
-class OutputRules(_Strict):
+class OutputRules(Strict):
     """An answer must fit the output fields (schema, enum labels); a bad one is asked again, a bounded number of times.
 
     With `min_confidence`, an answer whose least sure label (enum or boolean field) has a lower
@@ -54,28 +51,28 @@ class OutputRules(_Strict):
         return value
 
 
-class CostCap(_Strict):
+class CostCap(Strict):
     """USD caps on what the model calls of one session (one loaded program) or one user key may spend."""
 
     session_usd: Optional[float] = Field(None, gt=0)
     per_key_usd: Optional[float] = Field(None, gt=0)
 
 
-class RateLimit(_Strict):
+class RateLimit(Strict):
     """A token bucket per user key: `per_minute` requests on average, bursts of up to `burst`."""
 
     per_minute: float = Field(gt=0)
     burst: int = Field(1, ge=1)
 
 
-class CircuitBreaker(_Strict):
+class CircuitBreaker(Strict):
     """Stop calling a model that keeps failing: open after `failures` in a row, try one call again after `cooldown_s`."""
 
     failures: int = Field(5, ge=1)
     cooldown_s: float = Field(30.0, gt=0)
 
 
-class FallbackStep(_Strict):
+class FallbackStep(Strict):
     """Where a request goes when the one before it fails: another version of the prompt, or another model."""
 
     version: Optional[str] = Field(None, description="'previous' (what the channel served before), a channel, vN or a commit")
@@ -92,7 +89,7 @@ class FallbackStep(_Strict):
         return f"version {self.version}" if self.version else f"model {self.model}"
 
 
-class GuardrailsSpec(_Strict):
+class GuardrailsSpec(Strict):
     input: InputRules = Field(default_factory=InputRules)
     output: OutputRules = Field(default_factory=OutputRules)
     max_calls_per_request: int = Field(4, ge=1, description="loop guard: model calls one request may make, retries and fallbacks included")
@@ -109,14 +106,14 @@ _FUNCTION_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ToolArgument(_Strict):
+class ToolArgument(Strict):
     """What the file says about one argument, over what the function's signature says."""
 
     description: Optional[str] = None
     enum: Optional[list[Any]] = Field(None, min_length=1)
 
 
-class ToolSpec(_Strict):
+class ToolSpec(Strict):
     """One tool of an agent: a Python function, its description and argument schema, and how far it is trusted.
 
     `function` is `module:function`, importable from the project root. The description (the
@@ -152,7 +149,7 @@ class ToolSpec(_Strict):
         return self.name or self.function.rpartition(":")[2]
 
 
-class AgentSpec(_Strict):
+class AgentSpec(Strict):
     """The loop of an agent (DSPy's ReAct) and what one task may spend.
 
     A task is one request: up to `max_steps` steps (each a model call choosing a tool, then that

@@ -21,7 +21,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from promptops.artifact._base import Strict
+from promptops.artifact._model_spec import ModelSpec
 from typing_extensions import Annotated
 
 DEFAULT_JUDGE_MODEL = "local/smollm2-135m"
@@ -29,11 +31,7 @@ DEFAULT_EMBEDDER = "local/minilm-l6-v2"
 _JUDGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class JudgeSpec(_Strict):
+class JudgeSpec(Strict):
     """An LLM judge: a rubric, the model that applies it, and the scale of its score."""
 
     name: str = "judge"  # the assessment's name in MLflow, and the judge file's name
@@ -57,8 +55,6 @@ class JudgeSpec(_Strict):
     @classmethod
     def _model_is_a_model(cls, model: Union[str, dict[str, Any]]) -> Union[str, dict[str, Any]]:
         """`model: openai/gpt-4o-mini` is the usual form; a mapping sets price, api_base or params too."""
-        from promptops.artifact import ModelSpec  # here, not at the top: artifact imports this module
-
         try:
             ModelSpec.model_validate({"id": model} if isinstance(model, str) else model)
         except ValidationError as exc:
@@ -68,8 +64,6 @@ class JudgeSpec(_Strict):
     @property
     def model_spec(self) -> Any:
         """The judge's `ModelSpec`: temperature 0 and room for a short reason and the score unless the file says more."""
-        from promptops.artifact import ModelSpec
-
         data = {"id": self.model} if isinstance(self.model, str) else dict(self.model)
         data.setdefault("max_tokens", 128)
         return ModelSpec.model_validate(data)
@@ -103,7 +97,7 @@ class JudgeSpec(_Strict):
         return value == "pass" if self.scale == "pass_fail" else int(value) >= self.passing_score
 
 
-class SimilaritySpec(_Strict):
+class SimilaritySpec(Strict):
     """Cosine similarity of the answer's and the reference's sentence embeddings; at `threshold` or above it passes."""
 
     model: str = DEFAULT_EMBEDDER  # the offline embedder, or a LiteLLM embedding model string
@@ -111,7 +105,7 @@ class SimilaritySpec(_Strict):
     api_base: Optional[str] = None
 
 
-class MetricSpec(_Strict):
+class MetricSpec(Strict):
     """A metric that needs settings: exactly one of `judge` and `similarity`."""
 
     judge: Optional[Union[JudgeSpec, str]] = None  # a string: a judge file, relative to the project root

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
-    from promptops.artifact import FieldSpec, Prompt
-    from promptops.runtime.spec import GuardrailsSpec
+    from promptops.artifact._prompt import FieldSpec, Prompt
+    from promptops.artifact._agent_spec import GuardrailsSpec
 
 _MODEL_SETTINGS = ("id", "temperature", "max_tokens", "api_base")
 _DEMO_WIDTH = 120

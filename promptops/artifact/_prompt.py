@@ -9,35 +9,31 @@ from __future__ import annotations
 import hashlib
 import json
 import keyword
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from promptops._secrets import credential_in, url_has_credentials
 from promptops.errors import PromptFileError, UnknownPromptError
-from promptops.metric_spec import MetricField
-from promptops.runtime.spec import AgentSpec, GuardrailsSpec, ToolSpec
+from promptops.artifact._metric_spec import MetricField
+from promptops.artifact._tools import ToolError, resolve_tools
+from promptops.artifact._agent_spec import AgentSpec, GuardrailsSpec, ToolSpec
 from promptops._text import read_utf8
-from promptops.yaml_models import format_loc, line_of, parse_yaml_model
+from promptops.artifact._yaml import line_of, parse_yaml_model
+from promptops.artifact._base import Strict
+from promptops.artifact._files import atomic_write_text, find_project_root
+from promptops.artifact._model_spec import ModelSpec
 
-DEFAULT_MODEL = "local/smollm2-135m"
 FieldTypeName = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FieldSpec(_Strict):
+class FieldSpec(Strict):
     """One input or output field; `values` for enums, `items` for lists, `fields` for objects."""
 
     name: str
@@ -99,43 +95,7 @@ class FieldSpec(_Strict):
         return TypeAdapter(self.python_type)
 
 
-class Price(_Strict):
-    """USD per million tokens; needed where LiteLLM's price table has no entry."""
-
-    input_per_million_usd: float = Field(ge=0)
-    output_per_million_usd: float = Field(ge=0)
-
-
-class ModelSpec(_Strict):
-    """Which model answers and how; API keys never live here, only in the environment."""
-
-    id: str = DEFAULT_MODEL
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(256, gt=0)
-    price: Optional[Price] = None
-    api_base: Optional[str] = None
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("params")
-    @classmethod
-    def _no_secrets(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """A key (`api_key`), a header (`extra_headers: {Authorization: ...}`) or a value that is a credential."""
-        found = credential_in(params)
-        if found:
-            place, why = found
-            raise ValueError(f"{format_loc(place)}: {why}: set it in the environment, not in the prompt file")
-        return params
-
-    @field_validator("api_base")
-    @classmethod
-    def _no_url_credentials(cls, api_base: Optional[str]) -> Optional[str]:
-        if api_base is not None and url_has_credentials(api_base):
-            raise ValueError("the URL holds a user name or password: put credentials in the environment"
-                             " (e.g. OPENAI_API_KEY), not in the prompt file")
-        return api_base
-
-
-class GateSpec(_Strict):
+class GateSpec(Strict):
     """How promote, check and the optimizer decide that a candidate may replace a version (promptops.gate)."""
 
     rule: Literal["non_inferior", "not_worse"] = "non_inferior"
@@ -143,16 +103,16 @@ class GateSpec(_Strict):
     confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
-class EvalSpec(_Strict):
+class EvalSpec(Strict):
     """The prompt's default eval set, the metric its gate compares, and the score `promptops check` requires."""
 
     data: Optional[str] = None
-    metric: MetricField = None  # a name, or a judge or similarity mapping (promptops.metric_spec)
+    metric: MetricField = None  # a name, or a judge or similarity mapping (promptops.artifact._metric_spec)
     threshold: Optional[float] = None  # the primary metric's floor on the gate split
     gate: Optional[GateSpec] = None  # None: the default rule (GateSpec())
 
 
-class Prompt(_Strict):
+class Prompt(Strict):
     """A versionable prompt: instructions, typed fields, demos, model and agent config."""
 
     name: str
@@ -331,8 +291,6 @@ def load_prompt_file(path: str | Path) -> Prompt:
     if path.suffix in (".yaml", ".yml") and path.stem != prompt.name:
         raise PromptFileError(path, line_of(yaml.compose(text), ("name",)), f"name {prompt.name!r} must match the file name {path.stem!r}")
     if prompt.is_agent:  # a tool that does not import, or does not take the arguments the file describes
-        from promptops.runtime.tools import ToolError, resolve_tools
-
         try:
             resolve_tools(prompt, find_project_root(path.resolve().parent))
         except ToolError as exc:
@@ -343,7 +301,7 @@ def load_prompt_file(path: str | Path) -> Prompt:
 def write_prompt_file(prompt: Prompt, path: str | Path) -> Path:
     """Write atomically: a crash leaves the old file or the new one, never half of one.
 
-    An existing file is edited in place (promptops.yaml_edit): only the values that changed are
+    An existing file is edited in place (promptops.artifact._edit): only the values that changed are
     rewritten, so the author's comments, key order and layout stay and the git diff shows the
     change alone; a file that already says `prompt` is not touched at all. A new file, or one
     that is not a valid prompt, is written whole from `prompt.to_yaml()`.
@@ -359,7 +317,7 @@ def _edited_prompt_text(prompt: Prompt, path: Path) -> Optional[str]:
     """The new text of the file, or None when it already holds exactly `prompt`."""
     from ruamel.yaml import YAMLError
 
-    from promptops.yaml_edit import edit_yaml_text
+    from promptops.artifact._edit import edit_yaml_text
 
     try:
         old_text = path.read_text(encoding="utf-8")
@@ -386,60 +344,6 @@ def _edited_prompt_text(prompt: Prompt, path: Path) -> Optional[str]:
 
 def _as_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True)
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write through a temporary file and `os.replace`, keeping the file's mode (a new file gets the umask's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600: a prompt file written by promptops must stay readable
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _mode_for(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def find_project_root(start: str | Path | None = None) -> Path:
-    """The nearest folder at or above `start` that has a `prompts/` folder."""
-    env = os.environ.get("PROMPTOPS_PROJECT")
-    if env:
-        return Path(env).resolve()
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "prompts").is_dir():
-            return folder
-    return here
-
-
-def resolve_prompt_path(reference: str, root: str | Path | None = None) -> Path:
-    """A prompt name (`banking_intent`) or a path to a YAML file, as a path."""
-    candidate = Path(reference)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.exists():
-            raise UnknownPromptError(f"{reference}: no such prompt file")
-        return candidate
-    folder = Path(root) if root else find_project_root()
-    path = folder / "prompts" / f"{reference}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in (folder / "prompts").glob("*.yaml"))
-        hint = f"; known prompts: {', '.join(known)}" if known else f"; {folder / 'prompts'} has no prompt files"
-        raise UnknownPromptError(f"unknown prompt {reference!r}{hint}")
-    return path
 
 
 @dataclass(frozen=True)
