@@ -102,7 +102,7 @@ def _run_promptops(experiment: str, n_trials: int | None, scratch: Path) -> dict
 def _run_mipro(experiment: str) -> dict[str, Any]:
     import dspy
 
-    from promptops.budget import Budget, spending_limit
+    from promptops.models import Budget, spending_limit
     from promptops.data import load_dataset
     from promptops.evaluation import evaluate
     from promptops.optimizer.candidates import _read_back, example_metric

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from promptops.judges import JudgeCheck
     from promptops.artifact import MetricSpec
     from promptops.models.doctor import ModelHealth
-    from promptops.runtime.approval import Approval, ApprovalRequest, Approver
+    from promptops.program import Approval, ApprovalRequest, Approver
     from promptops.runtime.guarded import Answer, NeedsReview
 
 __all__ = ["Answer", "Approval", "ApprovalRequest", "EvalResult", "NeedsReview", "Prompt", "PromptopsError", "check", "check_judge", "compare",
@@ -251,7 +251,7 @@ def __getattr__(name: str) -> Any:
 
         return EvalResult
     if name in ("Approval", "ApprovalRequest"):
-        from promptops.runtime import approval
+        from promptops.program import _approval as approval
 
         return getattr(approval, name)
     if name in ("Answer", "NeedsReview"):

@@ -29,7 +29,7 @@ class _Group(click.Group):
     """Turns user mistakes into one line on stderr and a non-zero exit; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from promptops.budget import BudgetExhausted
+        from promptops.models import BudgetExhausted
         from promptops.errors import PromptopsError
 
         try:
@@ -346,7 +346,7 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
     from promptops.errors import GuardrailError
     from promptops.program import prediction_values
     from promptops.runtime import tracing
-    from promptops.runtime.approval import ask_in_terminal
+    from promptops.program import ask_in_terminal
     from promptops.runtime.guarded import NeedsReview
 
     values = _field_values(inputs, "--input")

@@ -52,7 +52,7 @@ class ExampleResult:
     truncated_at_tokens: Optional[int] = None  # the max_tokens it hit
     confidence_by_field: Optional[dict[str, float]] = None  # probability of each chosen label, as the model reported it
     confidence: Optional[float] = None  # the least sure label field's; None when a label field has none (nothing vouches for it)
-    tool_calls: Optional[tuple[dict[str, Any], ...]] = None  # an agent's tool calls (promptops.runtime.tools.ToolCall dicts)
+    tool_calls: Optional[tuple[dict[str, Any], ...]] = None  # an agent's tool calls (promptops.program._tools.ToolCall dicts)
     steps: Optional[int] = None  # an agent's loop steps
     expected_tools: Optional[tuple[dict[str, Any], ...]] = None  # the row's expected tool calls, when it gives them
     score: Optional[float] = None  # the primary metric's value on this example, when it is a mean of such values
@@ -371,7 +371,7 @@ def _run_one(program, prompt: Prompt, index: int, example: Example, judge: "Opti
     from promptops.program import prediction_values
 
     predicted, error, parse_failure = None, None, False
-    from promptops.runtime.tools import running
+    from promptops.program import running
 
     task = _agent_task(prompt)  # an agent's calls are kept even when the task fails half-way
     with metering(reports_truncation=True) as meter, running(task):  # the result counts truncated answers
@@ -415,7 +415,7 @@ def _agent_task(prompt: Prompt) -> Any:
     """A fresh `TaskRun` per example for an agent: no approver, so every call that needs approval is denied."""
     if not prompt.is_agent:
         return None
-    from promptops.runtime.tools import TaskRun
+    from promptops.program import TaskRun
 
     return TaskRun(prompt=prompt.name)
 

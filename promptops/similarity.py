@@ -11,7 +11,7 @@ Owns turning texts into unit vectors and pairs of texts into a cosine in [-1, 1]
   about 200 short texts/s on one thread, 0.5 s to load.
 - any other `provider/model` string (`openai/text-embedding-3-small`, `ollama/nomic-embed-text`):
   LiteLLM's embedding call, keys from the environment, priced from LiteLLM's table and admitted
-  against the active budgets before it is sent, like a chat call (`promptops.budget`).
+  against the active budgets before it is sent, like a chat call (`promptops.models._budget`).
 
 An empty (or blank) text is similar to nothing: its vector is all zeros, so its cosine with any
 non-empty text is 0.0; two empty texts are identical (1.0). Empty texts never reach a server.
@@ -205,7 +205,7 @@ def _hosted_call(texts: list[str], model: str, api_base: Optional[str]) -> tuple
     """One embedding request, admitted against every active budget first (`MeteredLM._admit` does the same for chat)."""
     import numpy as np
 
-    from promptops.budget import active_budgets, admit_all
+    from promptops.models import active_budgets, admit_all
 
     litellm = _litellm()
     budgets = active_budgets()

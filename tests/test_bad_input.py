@@ -328,7 +328,7 @@ class CutOffEngine:
 @pytest.fixture()
 def cut_off(monkeypatch: pytest.MonkeyPatch) -> CutOffEngine:
     """Evals answer through `CutOffEngine`, metered by promptops' `MeteredLM` as any model is."""
-    from promptops import program as program_module
+    import promptops.program as program_module
     from promptops.models._metered import MeteredLM
 
     engine = CutOffEngine()

@@ -47,7 +47,7 @@ class ScriptedProgram:
 @pytest.fixture()
 def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Evals answer through `ScriptedProgram`, from the expected values of every split of the prompt's eval set."""
-    from promptops import program
+    import promptops.program as program
     from promptops.data import SPLITS, load_dataset
 
     def build_program(prompt, *, model=None, cache=True, **options):

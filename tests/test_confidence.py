@@ -70,7 +70,7 @@ def fresh_limits():
 @pytest.fixture()
 def scripted(monkeypatch: pytest.MonkeyPatch):
     """Every program answers through a fresh `LabelEngine(**options)`; returns a setter for the options."""
-    from promptops import program
+    import promptops.program as program
     from promptops.models._metered import MeteredLM, UsdPerMillion
 
     options: dict[str, Any] = {}

@@ -24,7 +24,7 @@ MISREAD = "Misread the first test message."
 @pytest.fixture()
 def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Answers every example right, except the first test row when the instruction says MISREAD."""
-    from promptops import program
+    import promptops.program as program
     from promptops.data import SPLITS, load_dataset
 
     class OneWrong(ScriptedProgram):
@@ -117,7 +117,7 @@ def decided_study(git_project, mlflow_store, scripted, monkeypatch):
     """`optimize` with the search replaced by a given winner: only the test comparison, the gate and the write run."""
     import mlflow
 
-    from promptops.budget import Budget
+    from promptops.models import Budget
     from promptops.optimizer import study
     from promptops.optimizer.front import FrontPoint
     from promptops.optimizer.study import StudyOutcome

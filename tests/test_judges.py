@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import promptops
-from promptops.budget import Budget, BudgetExhausted, spending_limit
+from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.cli import main
 from promptops.errors import PromptopsError
 from promptops.testing import FaultServer, last_user_message

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import SESSION_DSPY_CACHE, git_commit
 
-from promptops.budget import Budget, BudgetExhausted, spending_limit
+from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.errors import PromptopsError
 
 NAME = "banking_intent"

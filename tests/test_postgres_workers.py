@@ -252,7 +252,7 @@ def test_postgres_join_refuses_another_search_space_and_an_ended_study(git_proje
 
 
 def test_postgres_shared_budget_counts_every_worker_and_forgets_a_dead_ones_reservations(postgres_url: str) -> None:
-    from promptops.budget import BudgetExhausted
+    from promptops.models import BudgetExhausted
     from promptops.optimize_view import _status_lines
     from promptops.optimizer import shared as shared_module
     from promptops.optimizer.shared import SharedBudget, SharedStudy

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from promptops import similarity
-from promptops.budget import Budget, BudgetExhausted, spending_limit
+from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.errors import ModelUnavailableError, PromptopsError, UnknownModelError
 from promptops.similarity import DEFAULT_EMBEDDER, embed, embed_with_cost, similarities, similarities_with_cost
 from promptops.testing import FaultServer

@@ -37,7 +37,7 @@ def test_no_module_outside_the_tracking_package_imports_mlflow() -> None:
 @pytest.fixture()
 def scripted_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Evals answer through a scripted engine (always `card_arrival`), never a model."""
-    from promptops import program
+    import promptops.program as program
     from promptops.models._metered import MeteredLM, UsdPerMillion
 
     def build_program(prompt, *, model=None, cache=True, **options):

@@ -15,9 +15,13 @@ from typing import Any, Optional
 
 from promptops.artifact import ModelSpec
 from promptops.errors import PromptopsError, UnknownModelError
+from promptops.models._budget import Budget, BudgetExhausted, Reservation, active_budgets, admit_all, request_limits, spending_limit
 from promptops.models._catalog import LOCAL_MODELS, LocalModel, local_model
 
-__all__ = ["LOCAL_MODELS", "LocalModel", "LocalModelListing", "build_lm", "is_local", "list_local_models", "price_of"]
+__all__ = [
+    "Budget", "BudgetExhausted", "LOCAL_MODELS", "LocalModel", "LocalModelListing", "Reservation", "active_budgets", "admit_all",
+    "build_lm", "is_local", "list_local_models", "price_of", "request_limits", "spending_limit",
+]
 
 
 @dataclass(frozen=True)

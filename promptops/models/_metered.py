@@ -181,8 +181,8 @@ class MeteredLM(dspy.LM):
         return finalize(self, call, result)
 
     def _admit(self, call: Any, *, asynchronous: bool = False) -> Any:
-        """Reserve room in every active budget for a call the cache cannot answer; see `promptops.budget`."""
-        from promptops.budget import active_budgets, admit_all
+        """Reserve room in every active budget for a call the cache cannot answer; see `promptops.models._budget`."""
+        from promptops.models._budget import active_budgets, admit_all
 
         budgets = active_budgets()
         if not budgets or self._cache_answers(call, asynchronous):

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from promptops.budget import BudgetExhausted, Reservation
+from promptops.models import BudgetExhausted, Reservation
 
 HEARTBEAT_S = 5  # how often a worker says it is alive (and Optuna's trial heartbeat interval)
 STALE_S = 20  # a worker (or a trial) silent for this long is taken for dead (Optuna's grace period)
@@ -208,7 +208,7 @@ class SharedStudy:
 
 
 class SharedBudget:
-    """A `promptops.budget.Budget` whose spend is the whole study's, kept in its storage (see the module docstring).
+    """A `promptops.models._budget.Budget` whose spend is the whole study's, kept in its storage (see the module docstring).
 
     `spent_usd` and `model_calls` are the study's totals; `own_spent_usd` and `own_model_calls` this worker's.
     """

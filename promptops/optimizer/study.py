@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from promptops.artifact import Prompt, find_project_root, load_prompt_file, resolve_prompt_path
-from promptops.budget import Budget, BudgetExhausted, spending_limit
+from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.data import load_dataset
 from promptops.errors import PromptopsError
 from promptops.metrics import resolve_metric

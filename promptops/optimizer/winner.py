@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from promptops.artifact import Prompt, write_prompt_file
-from promptops.budget import Budget, BudgetExhausted, spending_limit
+from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.errors import PromptopsError
 
 if TYPE_CHECKING:

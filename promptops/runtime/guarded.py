@@ -14,7 +14,7 @@ the model is not asked again (a retry at a higher temperature is no surer) and i
 counts a success.
 
 Caps are enforced before a call leaves, through the same budgets the optimizer uses
-(`promptops.budget`): a call is refused when its high estimate would break a cap, so a priced
+(`promptops.models._budget`): a call is refused when its high estimate would break a cap, so a priced
 model never exceeds it, and a model without a price exceeds it by at most one call.
 """
 
@@ -29,7 +29,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from promptops.budget import Budget, BudgetExhausted, request_limits
+from promptops.models import Budget, BudgetExhausted, request_limits
 from promptops.errors import (
     CircuitOpen,
     CostCapReached,
@@ -228,9 +228,10 @@ class GuardedProgram:
 
         if not self.prompt.is_agent:
             return nullcontext()
-        from promptops.runtime.tools import TaskRun, running
+        from promptops.program import TaskRun, running
+        from promptops.runtime.tracing import observe_tool_call
 
-        record.task = TaskRun(prompt=self.name, approver=self.approve, trace_id=trace.trace_id)
+        record.task = TaskRun(prompt=self.name, approver=self.approve, trace_id=trace.trace_id, observer=observe_tool_call)
         return running(record.task)
 
     # --- one request -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional
 
-from promptops.budget import Budget
+from promptops.models import Budget
 
 Clock = Callable[[], float]
 

@@ -84,7 +84,7 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     recorded = tracing.recorded_tool_calls(trace)
     task = _replay_task(served.prompt, recorded, live_tools)
     replay_outputs, error = None, None
-    from promptops.runtime.tools import running
+    from promptops.program import running
 
     with metering() as meter, running(task):
         try:
@@ -108,12 +108,13 @@ def _replay_task(prompt: Any, recorded: Optional[list[dict[str, Any]]], live_too
     """An agent's `TaskRun` for the replay: the recorded results, or live tools with the recorded approvals."""
     if not prompt.is_agent:
         return None
-    from promptops.runtime.approval import Approval
-    from promptops.runtime.tools import TaskRun
+    from promptops.program import Approval
+    from promptops.program import TaskRun
+    from promptops.runtime.tracing import observe_tool_call
 
     calls = list(recorded or [])
     if not live_tools:
-        return TaskRun(prompt=prompt.name, recorded=calls)
+        return TaskRun(prompt=prompt.name, recorded=calls, observer=observe_tool_call)
 
     def as_recorded(request: Any) -> Approval:
         then = calls[request.step] if request.step < len(calls) else None
@@ -123,5 +124,5 @@ def _replay_task(prompt: Any, recorded: Optional[list[dict[str, Any]]], live_too
             return Approval("edit", args=dict(then.get("args") or {}), approver="replay")
         return Approval("approve", approver="replay")
 
-    return TaskRun(prompt=prompt.name, approver=as_recorded)
+    return TaskRun(prompt=prompt.name, approver=as_recorded, observer=observe_tool_call)
 

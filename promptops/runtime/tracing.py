@@ -155,6 +155,11 @@ def _calls_tag(calls: list[dict[str, Any]]) -> str:
     return ",".join(call["name"] + (f"[{call['refused']}]" if call.get("refused") else "") for call in calls)[:4000]
 
 
+def observe_tool_call(call: Any, approval_event: bool) -> None:
+    """A `TaskRun` observer: each tool call of a served or replayed task, on its span as it happens."""
+    annotate_tool_span(call.as_dict(), approval_event=approval_event)
+
+
 def annotate_tool_span(call: dict[str, Any], *, approval_event: bool = False) -> None:
     """Record a tool call's approval, refusal and outcome on its span (MLflow's DSPy TOOL span) as it happens.
 

@@ -152,18 +152,18 @@ class AgentProgram(dspy.Module):
     """An agent: DSPy's ReAct over the prompt's tools, with its instructions, fields, model and loop.
 
     Each step is one model call choosing a tool (or `finish`) and its arguments, then that tool's
-    call through the task's rules (`promptops.runtime.tools`); after at most `agent.max_steps`
+    call through the task's rules (`promptops.program._tools`); after at most `agent.max_steps`
     steps, one more call reads the trajectory and fills the outputs. The prompt's demos are the
     output step's. A prediction carries `tool_calls` (the task's calls, as dicts) and `steps`.
     """
 
     def __init__(self, prompt: Prompt, lm: Any, tools: list[Any]):
         super().__init__()
-        from promptops.runtime.tools import as_dspy_tool
+        from promptops.program._tools import as_dspy_tool
 
         self.prompt = prompt
         self.lm = lm
-        self.tools = tools  # promptops.runtime.tools.ResolvedTool, in file order
+        self.tools = tools  # promptops.program._tools.ResolvedTool, in file order
         self.react = dspy.ReAct(build_signature(prompt), tools=[as_dspy_tool(tool) for tool in tools],
                                 max_iters=prompt.loop.max_steps)
         self.adapter = SharedPrefixJSONAdapter(tools=self.react.tools, thought_chars=prompt.loop.thought_chars)
@@ -175,7 +175,7 @@ class AgentProgram(dspy.Module):
 
     def answer(self, inputs: dict[str, Any], config: dict[str, Any] | None = None) -> dspy.Prediction:
         """Run one task; its tool calls join the current `TaskRun` (a guarded request's) or a new one (deny-all approver)."""
-        from promptops.runtime.tools import TaskRun, current_task, running
+        from promptops.program._tools import TaskRun, current_task, running
 
         task = current_task() or TaskRun(prompt=self.prompt.name)
         first = len(task.calls)

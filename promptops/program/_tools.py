@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 
 from promptops._secrets import error_line
 from promptops.artifact import ResolvedTool
-from promptops.runtime.approval import ApprovalRequest, Approver, decide
+from promptops.program._approval import ApprovalRequest, Approver, decide
 
 # Tools run here so a hung one can be abandoned at its timeout (its thread ends when the function returns).
 _TOOL_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="promptops-tool")
@@ -72,6 +72,9 @@ class TaskRun:
     calls: list[ToolCall] = field(default_factory=list)
     steps: int = 0  # loop steps the program finished (a step that chose `finish` calls no tool)
     diverged: Optional[str] = None  # in a replay, the first call the trace did not have
+    # Told of each call's approval, refusal and outcome as it happens (the service traces it on the tool's span);
+    # the second argument says whether the call carries an approval decision to record once.
+    observer: Optional[Callable[[ToolCall, bool], None]] = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def call(self, tool: ResolvedTool, args: dict[str, Any]) -> Any:
@@ -85,7 +88,7 @@ class TaskRun:
             record.refused = "max_calls"
             record.result = (f"Not done: {tool.name} may be called at most {tool.max_calls} time(s) per task (its max_calls);"
                              " use what it returned before.")
-            _annotate(record)
+            self._annotate(record)
             return record.result
         if tool.requires_approval:
             approval = decide(self.approver, ApprovalRequest(self.prompt, tool.name, dict(args), record.step, self.trace_id))
@@ -95,13 +98,13 @@ class TaskRun:
                 why = f" ({approval.reason})" if approval.reason else ""
                 record.result = (f"Not done: {tool.name} needs a person's approval and it was denied{why}. Do not call it"
                                  " again; tell the customer it needs approval.")
-                _annotate(record, approval_event=True)
+                self._annotate(record, approval_event=True)
                 return record.result
             record.approval = "approved"
             if approval.decision == "edit":
                 record.approval, record.requested_args = "edited", record.args
                 record.args = dict(approval.args or {})
-            _annotate(record, approval_event=True)
+            self._annotate(record, approval_event=True)
         return self._execute(tool, record)
 
     def _execute(self, tool: ResolvedTool, record: ToolCall) -> Any:
@@ -120,11 +123,18 @@ class TaskRun:
             # The observation DSPy's ReAct would write, without its traceback: file paths and frames of the
             # service are no business of the model's, and a replay must read the same text.
             record.result = f"Execution error in {tool.name}: {record.error}"
-            _annotate(record)
+            self._annotate(record)
             return record.result
         record.result = _result_text(result)
-        _annotate(record)
+        self._annotate(record)
         return result
+
+    def _annotate(self, record: ToolCall, *, approval_event: bool = False) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(record, approval_event)
+            except Exception:  # an observer's hiccup (a tracing store down) must not fail the tool call
+                pass
 
     def _replay(self, record: ToolCall) -> Any:
         position = record.step
@@ -141,7 +151,7 @@ class TaskRun:
             setattr(record, key, recorded.get(key, getattr(record, key)))
         if "args" in recorded and record.approval == "edited":
             record.args = dict(recorded["args"])
-        _annotate(record, approval_event=record.approval is not None)
+        self._annotate(record, approval_event=record.approval is not None)
         return record.result  # what the model read then: the result, the error's observation or the refusal
 
 
@@ -174,13 +184,6 @@ def as_dspy_tool(tool: ResolvedTool) -> Any:
 
     call.__name__ = tool.name
     return dspy.Tool(call, name=tool.name, desc=tool.description, args=copy.deepcopy(tool.args), arg_types=dict(tool.arg_types))
-
-
-def _annotate(record: ToolCall, *, approval_event: bool = False) -> None:
-    """Put the call's approval, refusal and outcome on the current span (the tool's span in a traced request)."""
-    from promptops.runtime.tracing import annotate_tool_span
-
-    annotate_tool_span(record.as_dict(), approval_event=approval_event)
 
 
 def _result_text(result: Any) -> str:
