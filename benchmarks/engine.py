@@ -116,7 +116,7 @@ def _interleaved(model_id: str, per_prompt: int) -> list[dict[str, Any]]:
     """Both example prompts' dev rows, alternating one by one (as an optimizer's candidates or a service's
     prompts interleave), guided decoding, with llama-cpp-python's RAM cache of prompt states on and off."""
     import promptops
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.models import _llama_engine
     from promptops.program import build_program
 

@@ -108,7 +108,7 @@ def _render(n: int) -> dict:
     import promptops
     from overhead import _render_requests
 
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.models import LOCAL_MODELS
     from promptops.models._llama_engine import _chat_messages, _inline_refs
     from promptops.program import PromptProgram

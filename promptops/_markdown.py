@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from promptops.stats import Interval
+from promptops.evaluation._stats import Interval
 
 
 def signed(value: float, digits: int = 3, *, prefix: str = "", suffix: str = "") -> str:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from promptops import _markdown as md
 from promptops.errors import PromptopsError
-from promptops.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, FisherResult, Interval, fisher_exact, percentile, unpaired_bootstrap
+from promptops.evaluation import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, FisherResult, Interval, fisher_exact, percentile, unpaired_bootstrap
 
 STATUSES = ("ok", "refused", "error", "fallback", "needs_review")
 _TRUE = {"true", "yes", "y", "1", "correct", "right", "pass", "good"}
@@ -286,7 +286,7 @@ def read_outcomes(name: str, *, since_ms: Optional[int] = None) -> tuple[list[Ou
 def _correctness(trace: Any) -> Optional[bool]:
     """The latest valid `correct` feedback; else whether the answer matched every expectation; else None."""
     from promptops import tracking
-    from promptops.metrics import normalize
+    from promptops.evaluation import normalize
 
     feedback = [a for a in tracking.assessments(trace) if a.name == "correct" and a.feedback is not None and a.feedback.error is None]
     if feedback:

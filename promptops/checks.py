@@ -7,7 +7,7 @@ that is HEAD, so the check covers what is not committed yet.
 
 Each touched prompt is evaluated on its gate split beside its production version (before any
 promotion: its version at the base) on the same examples, and judged by the same gate as
-`promote` (`promptops.gate`: the rule its file sets, by default non-inferiority on the paired
+`promote` (`promptops.evaluation._gate`: the rule its file sets, by default non-inferiority on the paired
 interval), and by the `eval.threshold` its file sets. A new prompt is held to its threshold
 only. The eval data must be committed: an uncommitted edit to the yardstick fails the check.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from promptops import _markdown as md
-from promptops.comparison import Comparison, Contender
+from promptops.evaluation import Comparison, Contender
 from promptops.errors import PromptopsError, RepositoryError
-from promptops.stats import DEFAULT_RESAMPLES
+from promptops.evaluation import DEFAULT_RESAMPLES
 
 if TYPE_CHECKING:
     from promptops.evaluation import EvalResult, ProgressCallback
@@ -197,11 +197,14 @@ def check_prompt(
     on_progress: "Optional[ProgressCallback]" = None,
 ) -> PromptCheck:
     """One prompt against its production version (or its version at the base); a user error fails it, with the message."""
-    from promptops import evaluation, gate, tracking
+    from promptops import tracking
+    from promptops.evaluation import _gate as gate
+    from promptops.evaluation import _run as evaluation
     from promptops.artifact import load_prompt_file
-    from promptops.comparison import IncomparableError, compare_contenders
+    from promptops.evaluation import IncomparableError
+    from promptops.versioning._contenders import compare_contenders, require_committed_data
     from promptops.errors import where
-    from promptops.metrics import default_metric
+    from promptops.evaluation import default_metric
     from promptops.versions import file_revision
 
     path = root / "prompts" / f"{name}.yaml"
@@ -209,7 +212,7 @@ def check_prompt(
         revision = file_revision(path)
         candidate = Contender(name, "this change", load_prompt_file(path), None if revision.dirty else revision.commit)
         spec = gate.rule_for(candidate.prompt, rule=rule, tolerance=tolerance)
-        gate.require_committed_data(candidate.prompt, None, split)
+        require_committed_data(candidate.prompt, None, split)
         baseline = _baseline(path, base_commit)
         metric = default_metric(candidate.prompt)
         note = None if baseline else "New prompt: nothing to compare with; only its threshold applies."
@@ -306,7 +309,7 @@ def changed_paths(repo: Any, base_commit: str) -> list[Path]:
 def touched_prompts(paths: list[Path], root: Path) -> tuple[dict[str, list[str]], list[str]]:
     """Prompt name → the changed paths that touch it (its file, its eval set, an experiment naming it); and removed prompts."""
     from promptops.artifact import load_prompt_file
-    from promptops.data import default_data_path
+    from promptops.evaluation import default_data_path
 
     root = root.resolve()
     prompts_folder, experiments_folder = root / "prompts", root / "experiments"

@@ -535,7 +535,7 @@ def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Opti
                     metric: Optional[str], no_track: bool, as_json: bool) -> None:
     """Compare PROMPT@A with PROMPT@B on the same examples: differences, confidence intervals, McNemar's test."""
     from promptops import render
-    from promptops.comparison import compare
+    from promptops.versioning._contenders import compare
 
     with render.progress_bar("comparing", enabled=not as_json) as on_progress:
         comparison = compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,

@@ -4,7 +4,7 @@ MLflow's Prompt Registry together; `status` and `sync` read both.
 Git is the source of truth: the committed channels file (`promptops.channels`). A move:
 
 1. The gate runs first, outside the lock: two evals may take minutes, and a rollback must not
-   wait for them (`promptops.gate`).
+   wait for them (`promptops.evaluation._gate`).
 2. Under the lock (one move at a time per repository): an interrupted earlier move is finished
    or dropped, an uncommitted channels file is refused, and the channel must still point where
    it did when the gate began.
@@ -148,12 +148,14 @@ def run_gate(
 
     Each side is logged as an ordinary eval run (so `status` and `versions` show what the gate
     measured), and the pair as a comparison run holding the verdict."""
-    from promptops import gate, tracking
-    from promptops.comparison import Contender, compare_contenders
-    from promptops.data import load_dataset
+    from promptops import tracking
+    from promptops.evaluation import _gate as gate
+    from promptops.evaluation import Contender
+    from promptops.versioning._contenders import compare_contenders, require_committed_data
+    from promptops.evaluation import load_dataset
     from promptops.evaluation import evaluate
 
-    gate.require_committed_data(candidate, data, split)
+    require_committed_data(candidate, data, split)
     dataset = load_dataset(candidate, data, split).head(limit)
     name = candidate.name
     evidence: dict[str, Any] = {"data": _shown(dataset.path), "split": split, "rows": len(dataset),
@@ -191,8 +193,9 @@ def promote(
     force: bool = False,
     reason: Optional[str] = None,
 ) -> ChannelMove:
-    """Move `channel` to a committed version of the prompt, through the gate (see `promptops.gate`)."""
-    from promptops import gate, versions
+    """Move `channel` to a committed version of the prompt, through the gate (see `promptops.evaluation._gate`)."""
+    from promptops import versions
+    from promptops.evaluation import _gate as gate
 
     _check_channel(channel)
     if force and not reason:

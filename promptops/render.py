@@ -18,7 +18,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from promptops.artifact import PromptChange
     from promptops.evaluation import EvalResult
-    from promptops.judges import JudgeCheck
+    from promptops.evaluation import JudgeCheck
     from promptops.versions import PromptVersion
 
 
@@ -172,7 +172,7 @@ def tool_calls(calls: list[dict], *, stream: Optional[Console] = None) -> None:
 
 def trajectories(result: "EvalResult", limit: int = 10) -> None:
     """Each example's tool calls beside the expected ones: where an agent went wrong, step by step."""
-    from promptops.trajectories import calls_match, format_calls, unsafe_actions
+    from promptops.evaluation import calls_match, format_calls, unsafe_actions
 
     table = _listing(f"Trajectories (first {min(limit, result.n)} of {result.n})")
     _id_column(table, "row")
@@ -445,7 +445,7 @@ def replay_result(result) -> None:
         table.add_section()
         table.add_row("[dim]confidence[/]", _confidence_text(result.original_confidence), _confidence_text(result.replay_confidence))
     if result.original_tool_calls is not None or result.replay_tool_calls is not None:
-        from promptops.trajectories import format_calls
+        from promptops.evaluation import format_calls
 
         table.add_section()
         table.add_row("tool calls", escape(format_calls(result.original_tool_calls or [])),

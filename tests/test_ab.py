@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as scipy_stats
 
-from promptops import stats
+from promptops.evaluation import _stats as stats
 from promptops.ab import Outcome, SplitError, check_split, choose_arm, summarize_outcomes
 from promptops.cli import main
 

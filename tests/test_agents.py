@@ -255,7 +255,7 @@ def test_a_traced_task_shows_its_steps_and_approvals_and_replays_without_running
 
 
 def test_an_agent_eval_scores_trajectories_and_denies_approvals(agent_project: Path, mlflow_store: str) -> None:
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from tools import bank
 
     prompt_rows = [json.loads(line) for line in (agent_project / "experiments/data/banking_agent/dev.jsonl").read_text().splitlines()]
@@ -395,7 +395,7 @@ def _scripted_bank(root: Path, kind: type = ScriptedAgent) -> ScriptedAgent:
 
 def test_bootstrap_keeps_whole_trajectories_as_step_demos_in_the_agent_file(agent_project: Path) -> None:
     from promptops.artifact import parse_prompt
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
 
     with FaultServer(answer=_scripted_bank(agent_project)) as server:
@@ -459,7 +459,7 @@ def test_diff_names_tool_and_loop_changes(agent_project: Path) -> None:
 
 
 def test_a_bad_expected_tools_cell_names_its_row(agent_project: Path) -> None:
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.errors import DatasetError
 
     dev = agent_project / "experiments" / "data" / NAME / "dev.jsonl"

@@ -54,7 +54,7 @@ def one_line_error(result) -> str:
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_a_data_file_with_a_byte_that_is_not_utf8_names_its_line_and_column(project: Path, suffix: str) -> None:
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
 
     path = project / f"cafe{suffix}"
     lines = ['{"text": "card?", "intent": "card_arrival", "split": "dev"}'] * 2 if suffix == ".jsonl" else \

@@ -85,7 +85,7 @@ KILLED_PROMOTE = """
 import os, sys
 os.chdir(sys.argv[1])
 from promptops import promotion
-from promptops.gate import Verdict
+from promptops.evaluation import Verdict
 verdict = Verdict(True, "non_inferior", 0.02, "accuracy", 1, "candidate", None, 0.5, None, None, None, None, None, None, None, ())
 promotion.run_gate = lambda *args, **kwargs: (verdict, {})
 promotion.promote("banking_intent", version=sys.argv[2])
@@ -182,7 +182,7 @@ def test_loading_a_channel_needs_neither_the_gate_nor_the_lock(git_project, mlfl
     pass_the_gate(monkeypatch)
     promptops.promote(NAME, version="v1")
     code = ("import sys, promptops; promptops.load('banking_intent@production', guardrails=False); "
-            "print(sorted(m for m in ('promptops.promotion', 'promptops.gate') if m in sys.modules))")
+            "print(sorted(m for m in ('promptops.promotion', 'promptops.evaluation._gate') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=git_project.working_tree_dir,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
     assert output.strip() == "[]"

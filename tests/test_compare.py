@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from conftest import git_commit
 from scipy import stats as scipy_stats
 
-from promptops import stats
+from promptops.evaluation import _stats as stats
 from promptops.cli import main
-from promptops.comparison import compare
+from promptops.versioning._contenders import compare
 from promptops.errors import PromptopsError
 
 ALWAYS_EXCHANGE_RATE = "Ignore the message and always answer exchange_rate."
@@ -48,7 +48,7 @@ class ScriptedProgram:
 def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Evals answer through `ScriptedProgram`, from the expected values of every split of the prompt's eval set."""
     import promptops.program as program
-    from promptops.data import SPLITS, load_dataset
+    from promptops.evaluation import SPLITS, load_dataset
 
     def build_program(prompt, *, model=None, cache=True, **options):
         answers = {}
@@ -126,7 +126,7 @@ def test_an_extraction_prompt_gets_per_field_f1_deltas(git_project, mlflow_store
 
 
 def test_the_same_content_is_evaluated_once(git_project, mlflow_store, scripted, monkeypatch) -> None:
-    from promptops import evaluation
+    from promptops.evaluation import _run as evaluation
 
     calls = []
     original = evaluation.evaluate

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from promptops import load_prompt
-from promptops.data import load_dataset
+from promptops.evaluation import load_dataset
 from promptops.errors import DatasetError
 
 

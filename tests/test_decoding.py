@@ -7,7 +7,7 @@ import json
 import pytest
 
 import promptops
-from promptops.data import load_dataset
+from promptops.evaluation import load_dataset
 from promptops.models import _llama_engine
 from promptops.program import build_program, prediction_values
 

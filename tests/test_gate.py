@@ -25,7 +25,7 @@ MISREAD = "Misread the first test message."
 def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Answers every example right, except the first test row when the instruction says MISREAD."""
     import promptops.program as program
-    from promptops.data import SPLITS, load_dataset
+    from promptops.evaluation import SPLITS, load_dataset
 
     class OneWrong(ScriptedProgram):
         def __call__(self, **inputs):

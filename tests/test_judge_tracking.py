@@ -17,7 +17,7 @@ JUDGE_MODEL = "local/smollm2-135m"
 
 
 def judgement(verdict: Optional[str], reason: str, *, judge: str = "ticket_title", error: Optional[str] = None):
-    from promptops.judges import Judgement
+    from promptops.evaluation import Judgement
 
     passed = verdict == "pass" or (verdict is not None and verdict.isdigit() and int(verdict) >= 4)
     score = {"pass": 1.0, "fail": 0.0}.get(verdict or "", (int(verdict) - 1) / 4 if verdict and verdict.isdigit() else 0.0)
@@ -28,7 +28,7 @@ def judgement(verdict: Optional[str], reason: str, *, judge: str = "ticket_title
 
 def judged_eval(prompt, verdicts: list[Optional[str]], *, similarity: bool = True, split: str = "dev"):
     """An `EvalResult` of the first rows of the split, each answer judged as `verdicts` says (None: the judge failed)."""
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.evaluation import EvalResult, ExampleResult
 
     rows = load_dataset(prompt, split=split).head(len(verdicts))
@@ -107,7 +107,7 @@ def test_a_judged_eval_logs_a_trace_per_example_with_the_judges_feedback(summary
 
 def test_a_1_to_5_judges_feedback_is_the_integer_it_gave(summary, project: Path) -> None:
     from promptops import tracking
-    from promptops.judges import load_judge_file
+    from promptops.evaluation import load_judge_file
 
     five = load_judge_file(project / "judges" / "ticket_title.yaml").model_copy(update={"scale": "1-5"})
     result = judged_eval(summary, ["5", "2"], similarity=False)
@@ -121,7 +121,7 @@ def test_the_judge_is_on_the_judges_page_once_and_a_new_rubric_is_a_new_version(
     from mlflow.genai.scorers.registry import list_scorer_versions
 
     from promptops import tracking
-    from promptops.judges import load_judge_file
+    from promptops.evaluation import load_judge_file
     from promptops.tracking._judging import register_judge
 
     first = tracking.log_eval(judged_eval(summary, ["pass", "fail"]), summary, root=project)
@@ -253,7 +253,7 @@ def test_a_judge_check_is_a_run_with_accuracy_kappa_and_the_disagreements(summar
     from mlflow.genai.scorers import list_scorers
 
     from promptops import tracking
-    from promptops.judges import CheckedRow, JudgeCheck, load_judge_file
+    from promptops.evaluation import CheckedRow, JudgeCheck, load_judge_file
 
     spec = load_judge_file(project / "judges" / "ticket_title.yaml")
     rows = (CheckedRow("judge_labels.jsonl:1", "pass", "pass", "It names the card order."),

@@ -8,7 +8,7 @@ import pytest
 
 from promptops.artifact import parse_prompt
 from promptops.errors import MetricError
-from promptops.metrics import accuracy, default_metric, field_scores, load_user_metric, normalize, schema_validity
+from promptops.evaluation import accuracy, default_metric, field_scores, load_user_metric, normalize, schema_validity
 
 EXTRACT = parse_prompt("""
 name: booking

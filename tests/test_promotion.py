@@ -17,7 +17,7 @@ import promptops
 from promptops import tracking
 from promptops.errors import PromptopsError, TrackingError
 from promptops.channels import pointers, read_channels, resolve
-from promptops.gate import Verdict
+from promptops.evaluation import Verdict
 from promptops.promotion import ChannelBusyError, GateFailedError, sync
 
 NAME = "banking_intent"

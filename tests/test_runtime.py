@@ -285,7 +285,7 @@ def test_requests_are_traced_with_version_cost_and_decisions_and_no_secret(serve
 
 
 def test_a_failed_traced_request_with_its_correction_becomes_an_eval_row(served, server: FaultServer, git_project) -> None:
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
     from promptops.runtime import feedback
 
     program = served("  output: {retries: 0}\n", trace=True)
@@ -318,7 +318,7 @@ def test_run_traces_replay_and_feedback_on_the_embedded_model(git_project, mlflo
     from click.testing import CliRunner
 
     from promptops.cli import main
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
 
     root = Path(git_project.working_tree_dir)
     dev = root / "experiments" / "data" / NAME / "dev.jsonl"

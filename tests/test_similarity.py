@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from promptops import similarity
+from promptops.evaluation import _similarity as similarity
 from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.errors import ModelUnavailableError, PromptopsError, UnknownModelError
-from promptops.similarity import DEFAULT_EMBEDDER, embed, embed_with_cost, similarities, similarities_with_cost
+from promptops.evaluation import DEFAULT_EMBEDDER, embed, embed_with_cost, similarities, similarities_with_cost
 from promptops.testing import FaultServer
 
 # (message, another message of the same intent, a message of another intent), all from

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from promptops import stats
+from promptops.evaluation import _stats as stats
 
 A_CORRECT = [1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1]
 B_CORRECT = [1, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1]
@@ -118,6 +118,6 @@ def test_bootstrap_arguments_out_of_range_are_refused_and_one_resample_is_quiet(
 
 
 def test_scipy_is_imported_only_when_a_test_runs() -> None:
-    code = "import sys; import promptops.cli, promptops.stats; print('scipy' in sys.modules)"
+    code = "import sys; import promptops.cli, promptops.evaluation._stats; print('scipy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -58,7 +58,7 @@ def dataset_input(run_id: str):
 def test_an_eval_run_logs_the_rows_it_scored_as_a_dataset_input(project: Path, mlflow_store: str, scripted_model) -> None:
     import promptops
     from promptops import tracking
-    from promptops.data import load_dataset
+    from promptops.evaluation import load_dataset
 
     path = project / "prompts" / "banking_intent.yaml"
     path.write_text(path.read_text().replace("  metric: accuracy\n", "  metric: accuracy\n  threshold: 0.5\n"))
@@ -137,7 +137,7 @@ def test_an_eval_whose_dataset_cannot_be_logged_fails_in_one_sentence(project: P
 
 
 def test_the_digest_reads_values_not_key_order() -> None:
-    from promptops.data import Dataset, Example
+    from promptops.evaluation import Dataset, Example
 
     one = Dataset(Path("dev.jsonl"), "dev", (Example({"a": 1, "b": [1, 2]}, {"intent": "x"}, "dev.jsonl:1"),))
     same = Dataset(Path("other.jsonl"), "dev", (Example({"b": [1, 2], "a": 1}, {"intent": "x"}, "other.jsonl:9"),))

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import pytest
 
 from promptops.errors import MetricError
-from promptops.trajectories import (
+from promptops.evaluation._trajectories import (
     MODES,
     TrajectoryScore,
     approvals_requested,
@@ -249,5 +249,5 @@ def test_format_calls_marks_unsafe_refused_and_failed_calls() -> None:
 
 
 def test_importing_trajectories_loads_no_heavy_library() -> None:
-    code = "import sys, promptops.trajectories; print(sorted({'dspy', 'mlflow', 'optuna', 'llama_cpp'} & set(sys.modules)))"
+    code = "import sys, promptops.evaluation._trajectories; print(sorted({'dspy', 'mlflow', 'optuna', 'llama_cpp'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

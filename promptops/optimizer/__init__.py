@@ -46,7 +46,7 @@ def optimize(
     adds this process as a worker to the experiment's running study, from any machine that reaches
     the storage. One worker concludes the study; the others return with `study.concluded_by`.
     """
-    from promptops import gate
+    from promptops.versioning._contenders import require_committed_data
     from promptops.errors import PromptopsError
     from promptops.optimizer import runs, study, winner
     from promptops.versions import has_uncommitted_changes
@@ -57,7 +57,7 @@ def optimize(
             f"{context.prompt_file.name} has uncommitted changes: commit them first, the winner is written as the next version on top"
         )
     if write_winner and _in_git(context.prompt_file):
-        gate.require_committed_data(context.base, context.data, "test")  # before any model call
+        require_committed_data(context.base, context.data, "test")  # before any model call
     if workers < 1:
         raise PromptopsError(f"--workers {workers}: give 1 or more")
     helpers = _Workers(context.experiment_path, n_trials, write_winner, write_anyway) if workers > 1 else None

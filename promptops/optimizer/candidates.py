@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 from promptops.artifact import ModelSpec, Prompt
-from promptops.data import Dataset
-from promptops.metrics import Metric, field_scores, is_correct
+from promptops.evaluation import Dataset
+from promptops.evaluation import Metric, field_scores, is_correct
 
 ExampleMetric = Callable[[dict[str, Any], Optional[dict[str, Any]]], float]
 
@@ -86,7 +86,7 @@ def example_metric(prompt: Prompt, metric: "Metric | str") -> ExampleMetric:
     if user_metric is not None:
         return lambda expected, predicted: 0.0 if predicted is None else float(user_metric(expected, predicted))
     if metric.judge is not None:
-        from promptops.judges import Judge
+        from promptops.evaluation import Judge
 
         judge = Judge(metric.judge)
         inputs = {spec.name for spec in prompt.inputs}
@@ -100,7 +100,7 @@ def example_metric(prompt: Prompt, metric: "Metric | str") -> ExampleMetric:
                                                    else str(metric.judge.passing_score))
         return judged
     if metric.similarity is not None:
-        from promptops import similarity
+        from promptops.evaluation import _similarity as similarity
 
         spec = metric.similarity
         fields = [field.name for field in prompt.outputs if field.type == "string"]

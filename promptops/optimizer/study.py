@@ -22,9 +22,9 @@ from typing import Any, Callable, Optional
 
 from promptops.artifact import Prompt, find_project_root, load_prompt_file, resolve_prompt_path
 from promptops.models import Budget, BudgetExhausted, spending_limit
-from promptops.data import load_dataset
+from promptops.evaluation import load_dataset
 from promptops.errors import PromptopsError
-from promptops.metrics import resolve_metric
+from promptops.evaluation import resolve_metric
 from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
 from promptops.optimizer.experiment import Experiment, load_experiment
 from promptops.optimizer.front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner

@@ -2,7 +2,7 @@
 
 Its test-split score is measured beside the production version's (or, before any promotion,
 the prompt as committed) on the same examples, and judged by the same gate as `promote`
-(`promptops.gate`): a winner picked on dev that does not hold up on test is reported, with both
+(`promptops.evaluation._gate`): a winner picked on dev that does not hold up on test is reported, with both
 scores and the interval, and nothing is written. Writing it is one step that fully happens or
 leaves git and the registry as they were: the prompt file is committed, then the `candidate`
 channel is moved in git and the registry; if the move fails the commit is undone. Promotion to
@@ -20,7 +20,7 @@ from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.errors import PromptopsError
 
 if TYPE_CHECKING:
-    from promptops.metrics import Metric
+    from promptops.evaluation import Metric
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,11 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
     The timeout bounds the search, not this last measurement: a study stopped by its timeout
     still gets its winner scored.
     """
-    from promptops import gate, tracking
-    from promptops.comparison import Contender, compare_contenders
-    from promptops.data import load_dataset
+    from promptops import tracking
+    from promptops.evaluation import _gate as gate
+    from promptops.evaluation import Contender
+    from promptops.versioning._contenders import compare_contenders
+    from promptops.evaluation import load_dataset
 
     reference, label, commit = _reference(base, prompt_file)
     dataset = load_dataset(base, data, "test")

@@ -155,7 +155,7 @@ def _row(prompt: Any, trace: Any, expected: dict[str, Any]) -> dict[str, Any]:
 
 def _split_path(prompt: Any, split: str) -> tuple[Path, bool]:
     """The file the split lives in (created as SPLIT.jsonl in a dataset folder if missing) and whether it has a split column."""
-    from promptops.data import SPLITS, default_data_path, split_file
+    from promptops.evaluation import SPLITS, default_data_path, split_file
 
     if split not in SPLITS:
         raise PromptopsError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")

@@ -14,7 +14,7 @@ MLflow itself is imported inside the functions that use it, so importing this pa
 """
 
 from promptops.tracking._assessments import assessments, expectations, log_feedback
-from promptops.tracking._judging import log_judge_check
+from promptops.tracking._runs import log_judge_check
 from promptops.tracking._models import agent_model_id, mark_agent_version
 from promptops.tracking._registry import (
     load_registered_text,

@@ -21,17 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from promptops._secrets import redact, redact_data, redact_mapping
-from promptops.errors import PromptopsError, TrackingError
-from promptops.tracking._store import _duplicate_row, _experiment, _first_line, _mlflow, tracking_uri
+from promptops.errors import TrackingError
+from promptops.tracking._store import _duplicate_row, _first_line, _mlflow, tracking_uri
 
 if TYPE_CHECKING:
     from promptops.artifact import Prompt
     from promptops.evaluation import EvalResult, ExampleResult
-    from promptops.judges import JudgeCheck, Judgement
+    from promptops.evaluation import Judgement
     from promptops.artifact import JudgeSpec
 
 _LOCK = threading.Lock()
@@ -343,66 +342,3 @@ def log_judged_eval(
     link_dataset_to_run(dataset, run_id, result.split)
     return log_example_assessments(run_id, result, prompt, experiment_id=experiment_id, judge_version=version,
                                    similarity_model=similarity_model, model_id=model_id)
-
-
-# --- judge checks ----------------------------------------------------------------------------
-
-
-def log_judge_check(check: "JudgeCheck", spec: "JudgeSpec", root: Optional[Path] = None) -> str:
-    """One run per `promptops judge check`, in the judge's own experiment `judges/NAME` (named like its file).
-
-    A judge file serves several prompts, so its calibration belongs to none of their experiments;
-    its experiment collects every check of the judge, so accuracy and kappa can be compared across
-    rubric and model changes, and lists the judge (as checked) on its Judges page.
-    """
-    from promptops.artifact import find_project_root
-    from promptops.tracking._runs import _log_run, _relative
-
-    root = root or find_project_root()
-    mlflow = _mlflow(root)
-    experiment_id = _experiment(mlflow, JUDGE_CHECK_EXPERIMENT.format(name=spec.name))
-    version = register_judge(spec, experiment_id, with_reference=_rows_have_references(spec, Path(check.data)))
-    data = _relative(check.data, root)
-    params = redact_mapping({
-        "judge": check.judge, "model": check.model, "scale": spec.scale, "data": data, "n": check.n,
-        "kappa_weights": check.kappa_weights or "none", "pass_at": spec.passing_score if spec.scale == "1-5" else "n/a",
-        "judge_version": version, "rubric_sha256": hashlib.sha256(spec.rubric.encode()).hexdigest()[:16],
-    })
-    metrics = {"accuracy": check.accuracy, "kappa": check.kappa, "n": check.n, "errors": check.errors,
-               "judge_calls": check.judge_calls, "judge_cache_hits": check.judge_cache_hits, "wall_time_s": check.wall_time_s}
-    if check.judge_cost_usd is not None:
-        metrics["judge_cost_usd"] = check.judge_cost_usd
-    confusion = {"human": list(check.labels), **{f"judge.{judged}": [check.confusion[human][judged] for human in check.labels]
-                                                 for judged in (*check.labels, "error")}}
-    disagreements = [row for row in check.rows if row.judge != row.human]
-    rows = {"source": [row.source for row in disagreements], "human": [row.human for row in disagreements],
-            "judge": [row.judge if row.judge is not None else "error" for row in disagreements],
-            "reason": [row.reason for row in disagreements]}
-    return _log_run(
-        mlflow,
-        f"judge check {spec.name}",
-        tags={"promptops.kind": "judge_check", "promptops.judge": spec.name},
-        params=params,
-        metrics=metrics,
-        texts={f"judge/{spec.name}.yaml": _spec_yaml(spec)},
-        tables={"confusion.json": confusion, "disagreements.json": rows},
-        dicts={"judge_check.json": check.summary()},
-        failure=f"cannot log the check of judge {spec.name} to MLflow at {tracking_uri(root)}",
-    )
-
-
-def _rows_have_references(spec: "JudgeSpec", data: Path) -> bool:
-    """Whether the labelled rows give the judge reference answers (so the registered judge reads `{{ expectations }}`)."""
-    from promptops.judges import read_labelled_rows
-
-    try:
-        return any(row.reference for row in read_labelled_rows(spec, data))
-    except (PromptopsError, OSError):  # the check read them a moment ago; a file changed since is no reason to lose the run
-        return True
-
-
-def _spec_yaml(spec: "JudgeSpec") -> str:
-    """The judge as checked, every setting spelled out (defaults too), in a judge file's form."""
-    import yaml
-
-    return yaml.safe_dump(spec.model_dump(exclude_defaults=False), sort_keys=False, allow_unicode=True, width=100)

@@ -6,6 +6,7 @@ Each run goes into the prompt's experiment and is written in one go by `_log_run
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -13,12 +14,13 @@ from typing import TYPE_CHECKING, Any, Optional
 from promptops._secrets import redact, redact_data, redact_mapping, redact_yaml
 from promptops.artifact import Prompt, find_project_root
 from promptops.errors import PromptopsError, TrackingError
-from promptops.tracking._judging import is_judged, log_judged_eval
+from promptops.tracking._judging import JUDGE_CHECK_EXPERIMENT, is_judged, log_judged_eval, register_judge
 from promptops.tracking._store import _duplicate_row, _experiment, _first_line, _mlflow, tracking_uri
 
 if TYPE_CHECKING:
-    from promptops.comparison import Comparison
-    from promptops.data import Dataset
+    from promptops.evaluation import Comparison
+    from promptops.evaluation import Dataset
+    from promptops.evaluation import JudgeCheck
     from promptops.evaluation import EvalResult
     from promptops.artifact import JudgeSpec
 
@@ -42,7 +44,7 @@ def log_eval(
     on the Judges page, the rows on the Datasets page and a trace per example with its assessments.
     `judge` is the spec the eval ran with; without it, the prompt's own judge when the names match.
     """
-    from promptops.data import split_size
+    from promptops.evaluation import split_size
 
     root = root or find_project_root()
     mlflow = _mlflow(root)
@@ -124,7 +126,7 @@ def log_eval(
 
 def _prompt_judge(result: "EvalResult", prompt: Prompt, root: Path) -> "Optional[JudgeSpec]":
     """The prompt's own judge, when it is the one that scored the examples (same name and model)."""
-    from promptops.metrics import resolve_metric
+    from promptops.evaluation import resolve_metric
 
     scored = {(r.judgement.judge, r.judgement.model) for r in result.examples if r.judgement is not None}
     if not scored:
@@ -140,14 +142,14 @@ def _similarity_model(result: "EvalResult", prompt: Prompt, root: Path) -> Optio
     """The embedder the similarities came from: the prompt's similarity settings, else the default."""
     if not any(r.similarity is not None for r in result.examples):
         return None
-    from promptops.metrics import resolve_metric
+    from promptops.evaluation import resolve_metric
 
     spec = resolve_metric("similarity", prompt, root).similarity
     return spec.model if spec is not None else None
 
 
 def _scored_rows(result: "EvalResult") -> "Dataset":
-    from promptops.data import Dataset, Example
+    from promptops.evaluation import Dataset, Example
 
     return Dataset(Path(result.dataset), result.split, tuple(Example(r.inputs, r.expected, r.source) for r in result.examples))
 
@@ -178,7 +180,7 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
     table["cached"] = [bool(r.cache_hits and not r.model_calls) for r in result.examples]
     table["truncated"] = [r.truncated for r in result.examples]
     if any(r.tool_calls is not None for r in result.examples):  # an agent: each example's trajectory
-        from promptops.trajectories import calls_match, format_calls, unsafe_actions
+        from promptops.evaluation import calls_match, format_calls, unsafe_actions
 
         table["steps"] = [r.steps for r in result.examples]
         table["tool_calls"] = [format_calls(list(r.tool_calls or ())) for r in result.examples]
@@ -208,7 +210,7 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
 
 def log_comparison(comparison: "Comparison", *, kind: str = "compare", verdict: Optional[dict[str, Any]] = None) -> str:
     """One run in the prompt's experiment: both sides' figures, the statistics, both prompts and the paired table;
-    with a gate's `verdict`, its rule and outcome too (tags `promptops.gate.*`, `gate.json`)."""
+    with a gate's `verdict`, its rule and outcome too (tags `promptops.evaluation._gate.*`, `gate.json`)."""
     mlflow = _mlflow()
     _experiment(mlflow, comparison.prompt)
     a, b = comparison.a, comparison.b
@@ -389,7 +391,7 @@ def last_evals(name: str, root: Optional[Path] = None, *, full_split: bool = Fal
 
 
 def _scored_whole_split(params: dict[str, str], root: Path) -> bool:
-    from promptops.data import split_size
+    from promptops.evaluation import split_size
 
     rows: Any = params.get("split_rows")
     if rows is None and params.get("dataset") and params.get("split"):
@@ -412,3 +414,65 @@ def _relative(path: str, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return path
+
+
+# --- judge checks ----------------------------------------------------------------------------
+
+
+def log_judge_check(check: "JudgeCheck", spec: "JudgeSpec", root: Optional[Path] = None) -> str:
+    """One run per `promptops judge check`, in the judge's own experiment `judges/NAME` (named like its file).
+
+    A judge file serves several prompts, so its calibration belongs to none of their experiments;
+    its experiment collects every check of the judge, so accuracy and kappa can be compared across
+    rubric and model changes, and lists the judge (as checked) on its Judges page.
+    """
+    from promptops.artifact import find_project_root
+
+    root = root or find_project_root()
+    mlflow = _mlflow(root)
+    experiment_id = _experiment(mlflow, JUDGE_CHECK_EXPERIMENT.format(name=spec.name))
+    version = register_judge(spec, experiment_id, with_reference=_rows_have_references(spec, Path(check.data)))
+    data = _relative(check.data, root)
+    params = redact_mapping({
+        "judge": check.judge, "model": check.model, "scale": spec.scale, "data": data, "n": check.n,
+        "kappa_weights": check.kappa_weights or "none", "pass_at": spec.passing_score if spec.scale == "1-5" else "n/a",
+        "judge_version": version, "rubric_sha256": hashlib.sha256(spec.rubric.encode()).hexdigest()[:16],
+    })
+    metrics = {"accuracy": check.accuracy, "kappa": check.kappa, "n": check.n, "errors": check.errors,
+               "judge_calls": check.judge_calls, "judge_cache_hits": check.judge_cache_hits, "wall_time_s": check.wall_time_s}
+    if check.judge_cost_usd is not None:
+        metrics["judge_cost_usd"] = check.judge_cost_usd
+    confusion = {"human": list(check.labels), **{f"judge.{judged}": [check.confusion[human][judged] for human in check.labels]
+                                                 for judged in (*check.labels, "error")}}
+    disagreements = [row for row in check.rows if row.judge != row.human]
+    rows = {"source": [row.source for row in disagreements], "human": [row.human for row in disagreements],
+            "judge": [row.judge if row.judge is not None else "error" for row in disagreements],
+            "reason": [row.reason for row in disagreements]}
+    return _log_run(
+        mlflow,
+        f"judge check {spec.name}",
+        tags={"promptops.kind": "judge_check", "promptops.judge": spec.name},
+        params=params,
+        metrics=metrics,
+        texts={f"judge/{spec.name}.yaml": _spec_yaml(spec)},
+        tables={"confusion.json": confusion, "disagreements.json": rows},
+        dicts={"judge_check.json": check.summary()},
+        failure=f"cannot log the check of judge {spec.name} to MLflow at {tracking_uri(root)}",
+    )
+
+
+def _rows_have_references(spec: "JudgeSpec", data: Path) -> bool:
+    """Whether the labelled rows give the judge reference answers (so the registered judge reads `{{ expectations }}`)."""
+    from promptops.evaluation import read_labelled_rows
+
+    try:
+        return any(row.reference for row in read_labelled_rows(spec, data))
+    except (PromptopsError, OSError):  # the check read them a moment ago; a file changed since is no reason to lose the run
+        return True
+
+
+def _spec_yaml(spec: "JudgeSpec") -> str:
+    """The judge as checked, every setting spelled out (defaults too), in a judge file's form."""
+    import yaml
+
+    return yaml.safe_dump(spec.model_dump(exclude_defaults=False), sort_keys=False, allow_unicode=True, width=100)

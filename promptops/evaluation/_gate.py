@@ -3,7 +3,7 @@
 `promote`, `check` and the optimizer's winner ask it the same way. Both versions answer the
 same examples of the gate split (committed data only), the pairs give the difference of the
 primary metric with its bootstrap interval and, on right/wrong per example, McNemar's exact
-test (`promptops.comparison`); a rule decides on those numbers. Every verdict carries the
+test (`promptops.evaluation._compare`); a rule decides on those numbers. Every verdict carries the
 difference, the interval, p, n and the rule, so a decision can be read back and reproduced.
 
 The rules (`eval: {gate: {rule: ..., tolerance: ...}}` in the prompt file):
@@ -29,7 +29,6 @@ bootstrap's own spread.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from promptops import _markdown as md
@@ -37,9 +36,9 @@ from promptops.artifact import GateSpec, Prompt
 from promptops.errors import PromptopsError
 
 if TYPE_CHECKING:
-    from promptops.comparison import Comparison
-    from promptops.evaluation import EvalResult
-    from promptops.stats import Interval
+    from promptops.evaluation._compare import Comparison
+    from promptops.evaluation._run import EvalResult
+    from promptops.evaluation._stats import Interval
 
 RULES = ("non_inferior", "not_worse")
 
@@ -144,22 +143,6 @@ def judge(
         baseline_cost_usd=comparison.a_cost_usd if comparison is not None else None,
         max_cost_usd=max_cost_usd, reasons=tuple(reasons),
     )
-
-
-def require_committed_data(prompt: Prompt, data: Any = None, split: str = "test") -> None:
-    """The gate judges committed data only: an uncommitted edit to the eval set would decide on rows no commit holds."""
-    from promptops import versions
-    from promptops.data import default_data_path, split_file
-    from promptops.errors import where
-
-    path = split_file(Path(data) if data else default_data_path(prompt), split)  # as load_dataset finds it
-    try:
-        dirty = versions.has_uncommitted_changes(path)
-    except PromptopsError:
-        return  # outside a repository: nothing to compare against, as for the prompt file
-    if dirty:
-        raise PromptopsError(
-            f"{where(path)} has uncommitted changes: the gate judges committed data only; commit them (or git stash) and run again")
 
 
 def _round(value: Optional[float]) -> Optional[float]:

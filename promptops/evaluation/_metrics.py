@@ -214,7 +214,7 @@ def resolve_metric(metric: "str | MetricSpec | Metric | None", prompt: Prompt, r
         return Metric("similarity", similarity=spec.similarity)
     judge = spec.judge
     if isinstance(judge, str):
-        from promptops.judges import judge_path, load_judge_file
+        from promptops.evaluation._judges import judge_path, load_judge_file
 
         judge = load_judge_file(judge_path(judge, root))
     return Metric("judge", judge=judge)

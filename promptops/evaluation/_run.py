@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from promptops._secrets import error_line
 from promptops.artifact import Prompt, find_project_root
-from promptops.data import Dataset, Example, load_dataset
+from promptops.evaluation._data import Dataset, Example, load_dataset
 from promptops.errors import PromptopsError
-from promptops.metrics import Metric, accuracy, field_scores, is_correct, resolve_metric, schema_validity
+from promptops.evaluation._metrics import Metric, accuracy, field_scores, is_correct, resolve_metric, schema_validity
 
 if TYPE_CHECKING:
-    from promptops.judges import Judge, Judgement
+    from promptops.evaluation._judges import Judge, Judgement
     from promptops.artifact import JudgeSpec, MetricSpec
 
 ProgressCallback = Callable[[int, int], None]
@@ -157,7 +157,7 @@ def evaluate(
     threads = max(1, threads or default_threads(model_id))
     judge = None
     if scoring.judge is not None:
-        from promptops.judges import Judge
+        from promptops.evaluation._judges import Judge
 
         judge = Judge(scoring.judge, cache=cache)
         threads = min(threads, max(1, default_threads(judge.model)))
@@ -223,7 +223,7 @@ def coverage_metrics(results: "list[ExampleResult] | tuple[ExampleResult, ...]",
 def agent_metrics(results: "list[ExampleResult] | tuple[ExampleResult, ...]", task_success: float) -> dict[str, float]:
     """An agent's task-level figures: task success (the primary metric on the final outputs), tool-call correctness
     in each mode, argument match, steps, model and tool calls, cost and latency per task, approvals, unsafe actions."""
-    from promptops.trajectories import score_trajectory, trajectory_metrics
+    from promptops.evaluation._trajectories import score_trajectory, trajectory_metrics
 
     scores = [score_trajectory(list(r.expected_tools) if r.expected_tools is not None else None, list(r.tool_calls or ()),
                                steps=r.steps or 0, model_calls=r.model_calls + r.cache_hits) for r in results]
@@ -309,7 +309,7 @@ def _with_similarity(prompt: Prompt, scoring: Metric, results: list[ExampleResul
         return results
     if not any(r.expected for r in results):
         return results
-    from promptops import similarity
+    from promptops.evaluation import _similarity as similarity
 
     from promptops.errors import ModelUnavailableError
     from promptops.artifact import SimilaritySpec

@@ -352,7 +352,7 @@ def read_labelled_rows(spec: JudgeSpec, path: Path) -> list[LabelledRow]:
         raise DatasetError(path, None, "labelled rows for a judge check must be a .jsonl file")
     if not path.is_file():
         raise DatasetError(path, None, "no such file")
-    from promptops.data import read_rows
+    from promptops.evaluation._data import read_rows
 
     rows = []
     for line, row in read_rows(path):

@@ -18,12 +18,12 @@ import numpy as np
 from promptops import _markdown as md
 from promptops.artifact import Prompt
 from promptops.errors import PromptopsError
-from promptops.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, McNemarResult, f1_from_counts, mcnemar, paired_bootstrap
+from promptops.evaluation._stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, McNemarResult, f1_from_counts, mcnemar, paired_bootstrap
 
 if TYPE_CHECKING:
-    from promptops.data import Dataset
+    from promptops.evaluation._data import Dataset
     from promptops.artifact import MetricSpec
-    from promptops.evaluation import EvalResult, ExampleResult, ProgressCallback
+    from promptops.evaluation._run import EvalResult, ExampleResult, ProgressCallback
 
 
 class IncomparableError(PromptopsError):
@@ -165,45 +165,7 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
-# --- the API ------------------------------------------------------------------------------
-
-
-def compare(
-    a: str,
-    b: str,
-    *,
-    data: Optional[str | Path] = None,
-    split: str = "test",
-    limit: Optional[int] = None,
-    model: Optional[str] = None,
-    metric: "str | MetricSpec | None" = None,
-    threads: Optional[int] = None,
-    cache: bool = True,
-    resamples: int = DEFAULT_RESAMPLES,
-    confidence: float = DEFAULT_CONFIDENCE,
-    seed: int = 0,
-    track: bool = True,
-    on_progress: "Optional[ProgressCallback]" = None,
-) -> Comparison:
-    """`NAME@A` against `NAME@B` (a version, commit, channel, or the working file without @) on the same examples."""
-    return compare_contenders(
-        contender(a), contender(b), data=data, split=split, limit=limit, model=model, metric=metric, threads=threads,
-        cache=cache, resamples=resamples, confidence=confidence, seed=seed, track=track, on_progress=on_progress,
-    )
-
-
-def contender(reference: str) -> Contender:
-    """`NAME@v3`, `NAME@production`, `NAME@<commit>`, or `NAME` for the working file, as `load` resolves it."""
-    from promptops.channels import served_version
-
-    served = served_version(reference)
-    short = served.commit[:8] if served.commit else None
-    if served.label == "working file":
-        label = f"working file ({short})" if short else "working file"
-    else:
-        label = f"{served.label} ({short})" if short else served.label
-        label = f"{served.channel} {label}" if served.channel else label
-    return Contender(reference, label, served.prompt, served.commit)
+# --- comparing two contenders -------------------------------------------------------------
 
 
 def compare_contenders(
@@ -221,15 +183,13 @@ def compare_contenders(
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
-    track: bool = True,
-    kind: str = "compare",
     on_progress: "Optional[ProgressCallback]" = None,
 ) -> Comparison:
-    """Evaluate both on B's eval set (or `dataset`/`data`), pair the examples, compute the statistics, log the run."""
-    from promptops import evaluation
-    from promptops.data import load_dataset
+    """Evaluate both on B's eval set (or `dataset`/`data`), pair the examples and compute the statistics; nothing is logged."""
+    from promptops.evaluation import _run as evaluation
+    from promptops.evaluation._data import load_dataset
     from promptops.artifact import find_project_root
-    from promptops.metrics import resolve_metric
+    from promptops.evaluation._metrics import resolve_metric
 
     _check_same_fields(a, b)
     dataset = (dataset or load_dataset(b.prompt, data, split)).head(limit)
@@ -242,12 +202,7 @@ def compare_contenders(
     b_result = evaluation.evaluate(b.prompt, **options)
     same = a.prompt.content_hash == b.prompt.content_hash
     a_result = b_result if same else evaluation.evaluate(a.prompt, **options)  # one prompt, one set of answers
-    comparison = paired_comparison(a, b, a_result, b_result, resamples=resamples, confidence=confidence, seed=seed)
-    if track:
-        from promptops import tracking
-
-        comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind=kind))
-    return comparison
+    return paired_comparison(a, b, a_result, b_result, resamples=resamples, confidence=confidence, seed=seed)
 
 
 def _check_same_fields(a: Contender, b: Contender) -> None:
@@ -271,7 +226,7 @@ def paired_comparison(
     seed: int = 0,
 ) -> Comparison:
     """The statistics of two evals of the same examples (no model calls: testable on any results)."""
-    from promptops.metrics import flatten
+    from promptops.evaluation._metrics import flatten
 
     a_examples, b_examples = a_result.examples, b_result.examples
     if [e.source for e in a_examples] != [e.source for e in b_examples]:
@@ -330,7 +285,7 @@ def paired_comparison(
 
 def _field_counts(examples: "tuple[ExampleResult, ...]", outputs: list[Any], leaves: list[str]) -> np.ndarray:
     """(examples, fields, 3): true positives, false positives, false negatives of each field in each example."""
-    from promptops.metrics import field_scores
+    from promptops.evaluation._metrics import field_scores
 
     counts = np.zeros((len(examples), len(leaves), 3))
     for row, example in enumerate(examples):
@@ -344,7 +299,7 @@ def _field_counts(examples: "tuple[ExampleResult, ...]", outputs: list[Any], lea
 def _example_scores(result: "EvalResult", prompt: Prompt, metric: str) -> np.ndarray:
     """Per-example values of a metric that is a mean over examples: schema validity or a user metric."""
     from promptops.artifact import find_project_root
-    from promptops.metrics import check_metric_name, schema_validity
+    from promptops.evaluation._metrics import check_metric_name, schema_validity
 
     if metric == "schema_validity":
         return np.array([schema_validity([e.predicted], prompt) for e in result.examples])
@@ -369,7 +324,7 @@ def _plain(value: Any) -> Any:
 
 def _differing(change: ChangedExample) -> list[str]:
     """The output fields the two answers disagree on: what a reader of a flipped example needs to see."""
-    from promptops.metrics import normalize
+    from promptops.evaluation._metrics import normalize
 
     a, b = change.a_predicted or {}, change.b_predicted or {}
     keys = [key for key in change.expected if normalize(a.get(key)) != normalize(b.get(key))]

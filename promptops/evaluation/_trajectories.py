@@ -13,7 +13,7 @@ Tool-call correctness has four modes, from strictest to most lenient:
 - `superset`: every expected call was made (the agent may have done more).
 
 Two calls match when they have the same name and, if the expected call gives `args`, each of those
-arguments equals the actual one as `promptops.metrics.normalize` compares values (case, spacing and
+arguments equals the actual one as `promptops.evaluation._metrics.normalize` compares values (case, spacing and
 edge punctuation do not count); arguments the expected call does not name are not checked.
 
 Unsafe actions (a tool requiring approval that ran without an approver saying yes) are reported on
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from promptops.errors import MetricError
-from promptops.metrics import normalize
+from promptops.evaluation._metrics import normalize
 
 MODES = ("strict", "unordered", "subset", "superset")
 _CONSENTED = ("approved", "edited")

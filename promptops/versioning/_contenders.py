@@ -1,0 +1,86 @@
+"""Contenders: prompts named by `NAME@REF`, compared on committed data, the comparison logged.
+
+Where refs meet the evaluation: `contender` resolves a reference as `load` does, `compare_contenders`
+runs evaluation's pairing and logs it, and `require_committed_data` keeps the gate on rows a
+commit holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from promptops.artifact import Prompt
+from promptops.errors import PromptopsError
+from promptops.evaluation import _compare as evaluation
+from promptops.evaluation import Comparison, Contender
+from promptops.evaluation import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+
+if TYPE_CHECKING:
+    from promptops.artifact import MetricSpec
+    from promptops.evaluation import ProgressCallback
+
+
+def compare(
+    a: str,
+    b: str,
+    *,
+    data: Optional[str | Path] = None,
+    split: str = "test",
+    limit: Optional[int] = None,
+    model: Optional[str] = None,
+    metric: "str | MetricSpec | None" = None,
+    threads: Optional[int] = None,
+    cache: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+    track: bool = True,
+    on_progress: "Optional[ProgressCallback]" = None,
+) -> Comparison:
+    """`NAME@A` against `NAME@B` (a version, commit, channel, or the working file without @) on the same examples."""
+    return compare_contenders(
+        contender(a), contender(b), data=data, split=split, limit=limit, model=model, metric=metric, threads=threads,
+        cache=cache, resamples=resamples, confidence=confidence, seed=seed, track=track, on_progress=on_progress,
+    )
+
+
+def contender(reference: str) -> Contender:
+    """`NAME@v3`, `NAME@production`, `NAME@<commit>`, or `NAME` for the working file, as `load` resolves it."""
+    from promptops.channels import served_version
+
+    served = served_version(reference)
+    short = served.commit[:8] if served.commit else None
+    if served.label == "working file":
+        label = f"working file ({short})" if short else "working file"
+    else:
+        label = f"{served.label} ({short})" if short else served.label
+        label = f"{served.channel} {label}" if served.channel else label
+    return Contender(reference, label, served.prompt, served.commit)
+
+
+def compare_contenders(a: Contender, b: Contender, *, track: bool = True, kind: str = "compare", **options: Any) -> Comparison:
+    """`evaluation.compare_contenders` (same options), then the comparison logged as an MLflow run of kind `kind`."""
+    comparison = evaluation.compare_contenders(a, b, **options)
+    if track:
+        from promptops import tracking
+
+        comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind=kind))
+    return comparison
+
+
+def require_committed_data(prompt: Prompt, data: Any = None, split: str = "test") -> None:
+    """The gate judges committed data only: an uncommitted edit to the eval set would decide on rows no commit holds."""
+    from promptops import versions
+    from promptops.evaluation import default_data_path, split_file
+    from promptops.errors import where
+
+    path = split_file(Path(data) if data else default_data_path(prompt), split)  # as load_dataset finds it
+    try:
+        dirty = versions.has_uncommitted_changes(path)
+    except PromptopsError:
+        return  # outside a repository: nothing to compare against, as for the prompt file
+    if dirty:
+        raise PromptopsError(
+            f"{where(path)} has uncommitted changes: the gate judges committed data only; commit them (or git stash) and run again")
