@@ -97,7 +97,7 @@ def evaluate(
     if not track:
         return result
     from promptops import tracking
-    from promptops.versions import file_revision
+    from promptops.versioning import file_revision
 
     revision = file_revision(prompt_file) if prompt_file else None
     run_id = tracking.log_eval(
@@ -142,7 +142,7 @@ def load(
     `Approval.edit(args)` or a bool. Without `approve` such calls are denied; a denial is an
     observation the agent reacts to, and both the request and the answer are in the trace.
     """
-    from promptops.channels import served_version
+    from promptops.versioning import served_version
 
     arm = None
     if split is not None:
@@ -203,14 +203,14 @@ def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: 
 
 def compare(a: str, b: str, **options: Any) -> Any:
     """`NAME@A` against `NAME@B` on the same examples, with intervals and McNemar's test; see `promptops.versioning.compare`."""
-    from promptops.versioning._contenders import compare as compare_versions
+    from promptops.versioning import compare as compare_versions
 
     return compare_versions(a, b, **options)
 
 
 def check(base: Optional[str] = None, **options: Any) -> Any:
-    """Every prompt changed since `base` against its production version, as a CI gate; see `promptops.checks.check`."""
-    from promptops.checks import check as check_changes
+    """Every prompt changed since `base` against its production version, as a CI gate; see `promptops.versioning._check.check`."""
+    from promptops.versioning import check as check_changes
 
     return check_changes(base, **options)
 
@@ -228,14 +228,14 @@ def optimize(experiment: "str | Path", **options: Any) -> Any:
 
 def promote(name: str, **options: Any) -> Any:
     """Move a channel (default production) to a version, through the eval gate; see `promotion.promote`."""
-    from promptops.promotion import promote as promote_version
+    from promptops.versioning import promote as promote_version
 
     return promote_version(name, **options)
 
 
 def rollback(name: str, **options: Any) -> Any:
     """Move a channel back to its previous version; see `promotion.rollback`."""
-    from promptops.promotion import rollback as rollback_channel
+    from promptops.versioning import rollback as rollback_channel
 
     return rollback_channel(name, **options)
 

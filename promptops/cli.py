@@ -162,9 +162,9 @@ def versions_command(prompt: str, as_json: bool) -> None:
     """List the versions of PROMPT: every commit that changed its file, v1 the oldest."""
     from promptops import render
     from promptops.artifact import resolve_prompt_path
-    from promptops.versions import prompt_versions
+    from promptops.versioning import prompt_versions
 
-    from promptops.promotion import version_columns
+    from promptops.versioning import version_columns
 
     path = resolve_prompt_path(prompt)
     history = prompt_versions(path)
@@ -182,8 +182,8 @@ def show_command(reference: str) -> None:
     from promptops import render
     from promptops.artifact import resolve_prompt_path
     from promptops.errors import where
-    from promptops.channels import resolve
-    from promptops.versions import parse_prompt_ref, prompt_versions, read_text_at
+    from promptops.versioning import resolve
+    from promptops.versioning import parse_prompt_ref, prompt_versions, read_text_at
 
     name, ref = parse_prompt_ref(reference)
     path = resolve_prompt_path(name)
@@ -205,9 +205,9 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
     import dataclasses
 
     from promptops import render
-    from promptops.channels import served_version
+    from promptops.versioning import served_version
     from promptops.artifact import diff_prompts
-    from promptops.versions import parse_prompt_ref
+    from promptops.versioning import parse_prompt_ref
 
     sides = []
     for reference in (old, new):
@@ -299,7 +299,7 @@ def status_command(as_json: bool) -> None:
     import dataclasses
 
     from promptops import render
-    from promptops.promotion import status
+    from promptops.versioning import status
 
     rows = status()
     if as_json:
@@ -316,7 +316,7 @@ def status_command(as_json: bool) -> None:
 def sync_command(prompts: tuple[str, ...], check: bool) -> None:
     """Make the Prompt Registry's aliases agree with the channels in git (git wins)."""
     from promptops import render
-    from promptops.promotion import sync
+    from promptops.versioning import sync
 
     drifts = sync(list(prompts) or None, repair=not check)
     render.drifts(drifts)
@@ -508,7 +508,7 @@ def check_command(base: Optional[str], report_file: Optional[str], split: str, l
 
     from promptops import render
     from promptops.artifact import atomic_write_text
-    from promptops.checks import check
+    from promptops.versioning import check
 
     with render.progress_bar("checking", enabled=not as_json) as on_progress:
         report = check(base, split=split, limit=limit, rule=rule, tolerance=tolerance, model=model, track=not no_track,
@@ -535,7 +535,7 @@ def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Opti
                     metric: Optional[str], no_track: bool, as_json: bool) -> None:
     """Compare PROMPT@A with PROMPT@B on the same examples: differences, confidence intervals, McNemar's test."""
     from promptops import render
-    from promptops.versioning._contenders import compare
+    from promptops.versioning import compare
 
     with render.progress_bar("comparing", enabled=not as_json) as on_progress:
         comparison = compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,

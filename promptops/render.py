@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from promptops.artifact import PromptChange
     from promptops.evaluation import EvalResult
     from promptops.evaluation import JudgeCheck
-    from promptops.versions import PromptVersion
+    from promptops.versioning import PromptVersion
 
 
 class _Stdout:

@@ -415,7 +415,7 @@ def test_bootstrap_keeps_whole_trajectories_as_step_demos_in_the_agent_file(agen
 
 def test_an_agent_experiment_finds_a_front_writes_a_winner_and_the_gate_promotes_it(agent_project: Path, git_project,
                                                                                      mlflow_store: str) -> None:
-    from promptops.channels import read_channels
+    from promptops.versioning import read_channels
     from promptops.artifact import diff_prompts
 
     root = agent_project

@@ -18,11 +18,11 @@ from test_promotion import NAME, pass_the_gate, registry_label
 
 import promptops
 from promptops import tracking
-from promptops.channels import channels_file, served_version
+from promptops.versioning import channels_file, served_version
 from promptops.cli import main
 from promptops.errors import PromptopsError
-from promptops.promotion import ChannelMovedError, sync
-from promptops.versions import load_prompt_at, read_committed
+from promptops.versioning import ChannelMovedError, sync
+from promptops.versioning import load_prompt_at, read_committed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,7 @@ def test_a_channel_serves_the_gated_commit_after_a_merge_renumbers_versions_and_
 KILLED_PROMOTE = """
 import os, sys
 os.chdir(sys.argv[1])
-from promptops import promotion
+from promptops.versioning import _promotion as promotion
 from promptops.evaluation import Verdict
 verdict = Verdict(True, "non_inferior", 0.02, "accuracy", 1, "candidate", None, 0.5, None, None, None, None, None, None, None, ())
 promotion.run_gate = lambda *args, **kwargs: (verdict, {})
@@ -147,7 +147,7 @@ def test_an_uncommitted_channels_file_is_never_served_and_refused_by_promote_and
 
 
 def test_a_channel_that_moved_while_the_gate_ran_is_not_moved_again(git_project, mlflow_store: str, monkeypatch) -> None:
-    from promptops import promotion
+    from promptops.versioning import _promotion as promotion
 
     repo = git_project
     pass_the_gate(monkeypatch)
@@ -182,7 +182,7 @@ def test_loading_a_channel_needs_neither_the_gate_nor_the_lock(git_project, mlfl
     pass_the_gate(monkeypatch)
     promptops.promote(NAME, version="v1")
     code = ("import sys, promptops; promptops.load('banking_intent@production', guardrails=False); "
-            "print(sorted(m for m in ('promptops.promotion', 'promptops.evaluation._gate') if m in sys.modules))")
+            "print(sorted(m for m in ('promptops.versioning._promotion', 'promptops.evaluation._gate') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=git_project.working_tree_dir,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
     assert output.strip() == "[]"

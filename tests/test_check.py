@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from test_compare import ALWAYS_EXCHANGE_RATE, FORGET_LAST_NAMES, commit_all, edit_prompt, scripted  # noqa: F401 (fixture)
 
-from promptops import checks as checking
+from promptops.versioning import _check as checking
 from promptops.cli import main
 from promptops.errors import RepositoryError
 
@@ -116,7 +116,7 @@ def test_an_unchanged_or_better_prompt_passes(repo, scripted) -> None:
 
     edit_prompt(root, "banking_intent", *WORSE)
     commit_all(repo, "Worse")  # on main: now v2, which production will serve
-    from promptops import promotion
+    from promptops.versioning import _promotion as promotion
 
     promotion.promote("banking_intent", version="v2", limit=2, force=True, reason="test set-up")
     edit_prompt(root, "banking_intent", ALWAYS_EXCHANGE_RATE + " ", "")  # the fix

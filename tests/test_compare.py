@@ -17,7 +17,7 @@ from scipy import stats as scipy_stats
 
 from promptops.evaluation import _stats as stats
 from promptops.cli import main
-from promptops.versioning._contenders import compare
+from promptops.versioning import compare
 from promptops.errors import PromptopsError
 
 ALWAYS_EXCHANGE_RATE = "Ignore the message and always answer exchange_rate."

@@ -14,7 +14,7 @@ from test_compare import ALWAYS_EXCHANGE_RATE, ScriptedProgram, commit_all, edit
 
 import promptops
 from promptops import tracking
-from promptops.channels import read_channels
+from promptops.versioning import read_channels
 from promptops.cli import main
 
 NAME = "banking_intent"

@@ -14,7 +14,7 @@ from test_compare import commit_all, edit_prompt, scripted  # noqa: F401  (scrip
 
 import promptops
 from promptops.cli import main
-from promptops.promotion import assign_channel
+from promptops.versioning import assign_channel
 
 NAME = "banking_intent"
 LONG_MESSAGE = ("Say exactly one label: on long messages the router answered with two labels joined by a comma, "
@@ -89,7 +89,7 @@ def test_every_listing_has_json(lived_in, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_status_shows_the_last_eval_of_the_whole_split_and_no_production(lived_in) -> None:
-    rows = {row.prompt: row for row in promptops.promotion.status()}
+    rows = {row.prompt: row for row in promptops.versioning._promotion.status()}
     last = rows[NAME].last_eval
     assert (last["split"], last["n"], last["score"]) == ("dev", "64", 1.0)  # not the 3-row smoke test run after it
     assert rows[NAME].working_file_changed is True

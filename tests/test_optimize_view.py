@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_gate import NAME, decided_study, scripted  # noqa: F401  (fixtures)
 
 import promptops
-from promptops.channels import read_channels
+from promptops.versioning import read_channels
 from promptops.cli import main
 
 

@@ -190,7 +190,7 @@ def test_small_study_logs_trials_computes_the_front_and_commits_the_winner(study
 
     import promptops
     from promptops import tracking
-    from promptops.channels import read_channels
+    from promptops.versioning import read_channels
 
     repo = study_project
     head_before = repo.head.commit.hexsha

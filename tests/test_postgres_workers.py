@@ -200,7 +200,7 @@ def test_postgres_three_workers_one_killed_mid_trial_share_one_study_budget_and_
     # One winner commit, by the coordinator.
     commits = list(git_project.iter_commits(f"{head_before}..HEAD", paths=f"prompts/{NAME}.yaml"))
     assert len(commits) == 1 and commits[0].hexsha == result["adopted"]["commit"]
-    from promptops.channels import read_channels
+    from promptops.versioning import read_channels
 
     assert read_channels(NAME, Path(git_project.working_tree_dir))["candidate"]["commit"] == commits[0].hexsha
 

@@ -16,9 +16,9 @@ from conftest import git_commit
 import promptops
 from promptops import tracking
 from promptops.errors import PromptopsError, TrackingError
-from promptops.channels import pointers, read_channels, resolve
+from promptops.versioning import pointers, read_channels, resolve
 from promptops.evaluation import Verdict
-from promptops.promotion import ChannelBusyError, GateFailedError, sync
+from promptops.versioning import ChannelBusyError, GateFailedError, sync
 
 NAME = "banking_intent"
 
@@ -37,7 +37,7 @@ def commit_edit(repo, old: str, new: str, message: str) -> None:
 
 def pass_the_gate(monkeypatch) -> None:
     """For tests of the channel bookkeeping, not of the gate: every candidate passes without a model call."""
-    from promptops import promotion
+    from promptops.versioning import _promotion as promotion
 
     verdict = Verdict(True, "non_inferior", 0.02, "accuracy", 1, "candidate", None, 0.5, None, None, None, None, 1.18125e-05,
                       None, None, ())
@@ -201,7 +201,7 @@ def test_a_lock_timeout_that_is_not_a_number_is_refused(git_project, mlflow_stor
 
 
 def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, monkeypatch) -> None:
-    from promptops import promotion
+    from promptops.versioning import _promotion as promotion
 
     pass_the_gate(monkeypatch)
     commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")

@@ -399,7 +399,7 @@ def _commit_v2_and_v3(served, git_project, guardrails: str) -> None:
 
 
 def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served, server: FaultServer, git_project) -> None:
-    from promptops import promotion
+    from promptops.versioning import _promotion as promotion
     from promptops.ab import ab_report
 
     _commit_v2_and_v3(served, git_project, "  output: {retries: 0}\n")
@@ -428,7 +428,7 @@ def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served,
 
 
 def test_the_previous_production_version_answers_when_the_current_one_fails(served, server: FaultServer, git_project) -> None:
-    from promptops import promotion
+    from promptops.versioning import _promotion as promotion
 
     _commit_v2_and_v3(served, git_project, "  output: {retries: 0}\n  fallback:\n    - version: previous\n")
     promotion.promote(NAME, version="v2", limit=2)

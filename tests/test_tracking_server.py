@@ -149,14 +149,14 @@ def registry_state(client, name: str) -> dict[str, str]:
 
 
 def git_channels(name: str) -> dict[str, str]:
-    from promptops.channels import pointers
+    from promptops.versioning import pointers
 
     return {channel: pointer.commit for channel, pointer in pointers(name).items()}
 
 
 def test_promote_rollback_and_sync_keep_the_tracking_servers_registry_in_step_with_git(
         git_project, tracking_server_store: str, model: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptops.promotion import sync
+    from promptops.versioning import sync
 
     name = "intent_channels"
     client = server_client(tracking_server_store)
@@ -245,7 +245,7 @@ def test_a_traced_request_and_its_feedback_are_on_the_tracking_server(git_projec
 def test_an_ab_report_reads_arms_and_feedback_from_the_tracking_server(git_project, tracking_server_store: str,
                                                                         model: FaultServer) -> None:
     from promptops.ab import ab_report
-    from promptops.promotion import assign_channel
+    from promptops.versioning import assign_channel
 
     name = "intent_ab"
     root = promoted(git_project, model, name)

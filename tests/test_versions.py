@@ -14,7 +14,7 @@ from test_cli import assert_one_line_error, run
 from promptops.artifact import load_prompt_file
 from promptops.artifact import diff_prompts
 from promptops.errors import NothingToCommitError, PromptFileError, RepositoryError, UnknownVersionError
-from promptops.versions import (
+from promptops.versioning._git import (
     commit_paths,
     delete_tag,
     has_uncommitted_changes,

@@ -46,10 +46,10 @@ def optimize(
     adds this process as a worker to the experiment's running study, from any machine that reaches
     the storage. One worker concludes the study; the others return with `study.concluded_by`.
     """
-    from promptops.versioning._contenders import require_committed_data
+    from promptops.versioning import require_committed_data
     from promptops.errors import PromptopsError
     from promptops.optimizer import runs, study, winner
-    from promptops.versions import has_uncommitted_changes
+    from promptops.versioning import has_uncommitted_changes
 
     context = study.load_context(experiment)
     if write_winner and _in_git(context.prompt_file) and has_uncommitted_changes(context.prompt_file):
@@ -165,7 +165,7 @@ def _close(budget: object) -> None:
 
 def _in_git(path: Path) -> bool:
     from promptops.errors import PromptopsError
-    from promptops.versions import open_repo
+    from promptops.versioning import open_repo
 
     try:
         open_repo(path)

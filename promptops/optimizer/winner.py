@@ -62,7 +62,7 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
     from promptops import tracking
     from promptops.evaluation import _gate as gate
     from promptops.evaluation import Contender
-    from promptops.versioning._contenders import compare_contenders
+    from promptops.versioning import compare_contenders
     from promptops.evaluation import load_dataset
 
     reference, label, commit = _reference(base, prompt_file)
@@ -94,8 +94,8 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
 
 def _reference(base: Prompt, prompt_file: Path) -> tuple[Prompt, str, Optional[str]]:
     """Production if the prompt has one (its commit, as committed at HEAD), else the prompt as the study started from."""
-    from promptops import versions
-    from promptops.channels import resolve
+    from promptops.versioning import _git as versions
+    from promptops.versioning import resolve
 
     try:
         production = resolve(prompt_file, "production")
@@ -122,8 +122,9 @@ def rejected(test: Optional[TestComparison]) -> AdoptedWinner:
 def adopt(winner: Prompt, base: Prompt, prompt_file: Path, *, study: str, trial: int, run_id: str, metrics: dict[str, Any],
           gate: Optional[dict[str, Any]] = None) -> AdoptedWinner:
     """Commit the winner as the prompt's next version and point `candidate` at it; all or nothing."""
-    from promptops import promotion, versions
-    from promptops.channels import resolve
+    from promptops.versioning import _promotion as promotion
+    from promptops.versioning import _git as versions
+    from promptops.versioning import resolve
 
     if winner.content_hash == base.content_hash:
         return AdoptedWinner(None, None, False, "the prompt as it is won: no new version written")
@@ -132,7 +133,7 @@ def adopt(winner: Prompt, base: Prompt, prompt_file: Path, *, study: str, trial:
     except PromptopsError as exc:
         return AdoptedWinner(None, None, False, f"not written as a version ({exc}); the winner is in the MLflow run as an artifact")
     old_text = prompt_file.read_text(encoding="utf-8")
-    head_before = repo.head.commit.hexsha
+    head_before = versions.head_commit(repo)
     write_prompt_file(winner, prompt_file)
     message = f"optimize {base.name}: winner of {study}, trial {trial}\n\nMLflow run: {run_id}"
     try:

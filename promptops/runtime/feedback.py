@@ -187,7 +187,7 @@ def _trace_ids_in(prompt: Any, split: str) -> set[str]:
 
 def _append_rows(prompt: Any, rows: list[dict[str, Any]], split: str, message: str) -> FeedbackAdded:
     """Append atomically and commit; if the commit fails, the file is put back as it was."""
-    from promptops import versions
+    from promptops.versioning import _git as versions
     from promptops.artifact import atomic_write_text
 
     path, split_column = _split_path(prompt, split)

@@ -41,7 +41,7 @@ from promptops.errors import (
     PromptopsError,
     RateLimited,
 )
-from promptops.channels import ServedVersion
+from promptops.versioning import ServedVersion
 from promptops.runtime import limits
 
 # Calls run here when they have a timeout, so a hung model call can be abandoned. An abandoned call
@@ -453,7 +453,7 @@ class GuardedProgram:
         return Target(f"{served.label} on {model_id}", served, model_id, self.cache, breaker)
 
     def _fallback_target(self, step: Any, primary_model: str) -> Optional[Target]:
-        from promptops.channels import previous_commit, served_version
+        from promptops.versioning import previous_commit, served_version
 
         if step.model:
             return self._target(self.served, step.model)

@@ -57,7 +57,7 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     For an agent, tools are not run again (their recorded results are returned) unless `live_tools`."""
     from promptops.models._metered import metering
     from promptops.program import build_program, prediction_values
-    from promptops.channels import served_version
+    from promptops.versioning import served_version
     from promptops.runtime import tracing
     from promptops.runtime.guarded import _one_line
 

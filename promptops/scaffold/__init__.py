@@ -32,7 +32,7 @@ def init_project(path: str | Path = ".") -> Path:
     fresh clone), the new files are committed to it. Without a git identity configured, the
     repository gets a local fallback one so that this commit and later promotions can be made.
     """
-    from promptops.versions import commit_new_project
+    from promptops.versioning import commit_new_project
 
     root = Path(path).expanduser().resolve()
     if (root / "prompts").exists():

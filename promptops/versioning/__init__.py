@@ -1,0 +1,22 @@
+"""Versions in git: the only git adapter (_git), channels and NAME@REF resolution, promotion (lock, journal, moves), status and sync, contenders compared on committed data, and `promptops check`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from promptops._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from promptops.versioning._channels import ServedVersion, channels_file, pointers, previous_commit, read_channels, resolve, served_version
+    from promptops.versioning._check import check
+    from promptops.versioning._contenders import compare, compare_contenders, require_committed_data
+    from promptops.versioning._git import PromptVersion, commit_new_project, file_revision, has_uncommitted_changes, load_prompt_at, open_repo, parse_prompt_ref, prompt_versions, read_committed, read_text_at
+    from promptops.versioning._promotion import ChannelBusyError, ChannelMovedError, GateFailedError, assign_channel, promote, rollback, status, sync, version_columns
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "_channels": "ServedVersion channels_file pointers previous_commit read_channels resolve served_version",
+    "_check": "check",
+    "_contenders": "compare compare_contenders require_committed_data",
+    "_git": "PromptVersion commit_new_project file_revision has_uncommitted_changes load_prompt_at open_repo parse_prompt_ref prompt_versions read_committed read_text_at",
+    "_promotion": "ChannelBusyError ChannelMovedError GateFailedError assign_channel promote rollback status sync version_columns",
+})

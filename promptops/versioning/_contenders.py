@@ -48,7 +48,7 @@ def compare(
 
 def contender(reference: str) -> Contender:
     """`NAME@v3`, `NAME@production`, `NAME@<commit>`, or `NAME` for the working file, as `load` resolves it."""
-    from promptops.channels import served_version
+    from promptops.versioning._channels import served_version
 
     served = served_version(reference)
     short = served.commit[:8] if served.commit else None
@@ -72,7 +72,7 @@ def compare_contenders(a: Contender, b: Contender, *, track: bool = True, kind: 
 
 def require_committed_data(prompt: Prompt, data: Any = None, split: str = "test") -> None:
     """The gate judges committed data only: an uncommitted edit to the eval set would decide on rows no commit holds."""
-    from promptops import versions
+    from promptops.versioning import _git as versions
     from promptops.evaluation import default_data_path, split_file
     from promptops.errors import where
 

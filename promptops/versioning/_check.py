@@ -15,21 +15,18 @@ only. The eval data must be committed: an uncommitted edit to the yardstick fail
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from promptops import _markdown as md
 from promptops.evaluation import Comparison, Contender
-from promptops.errors import PromptopsError, RepositoryError
+from promptops.errors import PromptopsError
+from promptops.versioning._git import changed_paths, resolve_base
 from promptops.evaluation import DEFAULT_RESAMPLES
 
 if TYPE_CHECKING:
     from promptops.evaluation import EvalResult, ProgressCallback
-
-# Where a branch is taken to have left from, first found wins; GITHUB_BASE_REF comes first in CI.
-DEFAULT_BASES = ("main", "origin/main", "master", "origin/master")
 
 
 @dataclass(frozen=True)
@@ -164,7 +161,7 @@ def check(
 ) -> CheckReport:
     """Evaluate every prompt changed since `base` (default: where HEAD left main) against its production version."""
     from promptops.artifact import find_project_root
-    from promptops.versions import open_repo
+    from promptops.versioning._git import open_repo
 
     if tolerance is not None and not 0 <= tolerance <= 1:
         raise PromptopsError(f"tolerance {tolerance:g} must be between 0 and 1, in units of the primary metric")
@@ -205,7 +202,7 @@ def check_prompt(
     from promptops.versioning._contenders import compare_contenders, require_committed_data
     from promptops.errors import where
     from promptops.evaluation import default_metric
-    from promptops.versions import file_revision
+    from promptops.versioning._git import file_revision
 
     path = root / "prompts" / f"{name}.yaml"
     try:
@@ -245,9 +242,9 @@ def check_prompt(
 def _baseline(path: Path, base_commit: str) -> Optional[Contender]:
     """What production serves (its commit, as committed at HEAD); else the file at the base; else None."""
     from promptops.artifact import parse_prompt
-    from promptops.channels import pointers, resolve
+    from promptops.versioning._channels import pointers, resolve
     from promptops.errors import UnknownVersionError
-    from promptops.versions import load_prompt_at, open_repo, read_text_at, relative_path, resolve_version
+    from promptops.versioning._git import load_prompt_at, open_repo, read_text_at, relative_path, resolve_version
 
     name = path.stem
     if pointers(name, path.parent.parent).get("production"):
@@ -267,43 +264,6 @@ def _baseline(path: Path, base_commit: str) -> Optional[Contender]:
 
 # --- what changed -------------------------------------------------------------------------
 # Git access beyond `versions` (merge-base, diff against the work tree); kept here, in one place.
-
-
-def resolve_base(repo: Any, base: Optional[str] = None) -> tuple[str, str]:
-    """(the ref used, the commit): the merge-base of HEAD and `base`, as `git diff base...` takes it.
-
-    Without `base`: origin/$GITHUB_BASE_REF in a pull-request build, else main, origin/main,
-    master, origin/master; with none of them, HEAD (the check covers uncommitted changes)."""
-    import git
-
-    from promptops.versions import resolve_commit
-
-    if not repo.head.is_valid():
-        raise RepositoryError(f"the git repository at {repo.working_tree_dir} has no commits yet: commit the prompts, then check")
-    if base is not None:
-        candidates = [base]
-    else:
-        in_ci = os.environ.get("GITHUB_BASE_REF")
-        candidates = [f"origin/{in_ci}"] * bool(in_ci) + list(DEFAULT_BASES)
-    for ref in candidates:
-        commit = resolve_commit(repo, ref)
-        if commit is None:
-            continue
-        try:
-            return ref, repo.git.merge_base("HEAD", commit)
-        except git.GitCommandError:
-            raise RepositoryError(f"HEAD and {ref} have no common history, so there is no base to compare with: pass --base REF") from None
-    if base is not None:
-        raise RepositoryError(f"--base {base!r} is not a commit, tag or branch in {repo.working_tree_dir}")
-    return "HEAD", repo.head.commit.hexsha
-
-
-def changed_paths(repo: Any, base_commit: str) -> list[Path]:
-    """Files that differ between `base_commit` and the work tree, untracked ones included, as absolute paths."""
-    root = Path(repo.working_tree_dir).resolve()
-    tracked = repo.git.diff("--name-only", "--no-renames", "-z", base_commit, "--").split("\0")
-    untracked = repo.git.ls_files("--others", "--exclude-standard", "-z").split("\0")
-    return sorted({root / name for name in tracked + untracked if name})
 
 
 def touched_prompts(paths: list[Path], root: Path) -> tuple[dict[str, list[str]], list[str]]:

@@ -1,7 +1,7 @@
 """Moving channels: promote (through the gate), rollback and the optimizer's `candidate`, in git and
 MLflow's Prompt Registry together; `status` and `sync` read both.
 
-Git is the source of truth: the committed channels file (`promptops.channels`). A move:
+Git is the source of truth: the committed channels file (`promptops.versioning._channels`). A move:
 
 1. The gate runs first, outside the lock: two evals may take minutes, and a rollback must not
    wait for them (`promptops.evaluation._gate`).
@@ -35,7 +35,7 @@ from typing import Any, Iterator, Optional
 import yaml
 
 from promptops.artifact import Prompt, atomic_write_text, find_project_root, resolve_prompt_path
-from promptops.channels import (
+from promptops.versioning._channels import (
     CHANNELS,
     Pointer,
     ResolvedVersion,
@@ -49,6 +49,7 @@ from promptops.channels import (
     resolve,
 )
 from promptops.errors import PromptopsError
+from promptops.versioning import _git as versions
 
 DEFAULT_LOCK_TIMEOUT_S = 120.0
 _JOURNAL = "promptops-move.json"
@@ -94,7 +95,7 @@ def channel_lock(repo: Any, timeout_s: Optional[float] = None) -> Iterator[None]
     flock, not a lock file that exists or not: the kernel drops the lock when its holder dies,
     so a crashed promote never leaves the channels locked."""
     timeout_s = _lock_timeout_s() if timeout_s is None else timeout_s
-    path = Path(repo.git_dir) / "promptops.lock"
+    path = versions.git_dir(repo) / "promptops.lock"
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -194,7 +195,6 @@ def promote(
     reason: Optional[str] = None,
 ) -> ChannelMove:
     """Move `channel` to a committed version of the prompt, through the gate (see `promptops.evaluation._gate`)."""
-    from promptops import versions
     from promptops.evaluation import _gate as gate
 
     _check_channel(channel)
@@ -238,7 +238,6 @@ def promote(
 
 def rollback(name: str, *, channel: str = "production", to: Optional[str] = None, reason: Optional[str] = None) -> ChannelMove:
     """Move `channel` back to the commit it served before its last move (or to `to`); no gate."""
-    from promptops import versions
 
     _check_channel(channel)
     prompt_file = resolve_prompt_path(name)
@@ -265,7 +264,6 @@ def assign_channel(name: str, version: str, channel: str, *, action: str, metric
     """Point `channel` at `version` for a step that ran the gate itself (the optimizer's `candidate`).
 
     Same lock, atomicity and audit as promote; `production` always goes through `promote`."""
-    from promptops import versions
 
     _check_channel(channel)
     if channel == "production":
@@ -289,12 +287,12 @@ def assign_channel(name: str, version: str, channel: str, *, action: str, metric
 def _move_channel(repo: Any, prompt_file: Path, prompt: Prompt, target: ResolvedVersion, channel: str, action: str,
                   current: Optional[Pointer], metrics: dict[str, Any], reason: Optional[str], *,
                   gate: Optional[dict[str, Any]] = None, evidence: Optional[dict[str, Any]] = None) -> ChannelMove:
-    from promptops import tracking, versions
+    from promptops import tracking
 
     name = prompt.name
     path = channels_file(name)
     relative = versions.relative_path(repo, path)
-    head_before = repo.head.commit.hexsha
+    head_before = versions.head_commit(repo)
     state = parse_channels(versions.read_committed(repo, relative), f"{relative}@HEAD")
     entry = {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -358,7 +356,7 @@ def _move_channel(repo: Any, prompt_file: Path, prompt: Prompt, target: Resolved
 
 def _undo(repo: Any, journal: dict[str, Any], moved: bool) -> None:
     """Put git and the registry back as they were before the move; every step is tried."""
-    from promptops import tracking, versions
+    from promptops import tracking
 
     if journal["alias_moved"]:
         _quietly(tracking.set_alias, journal["prompt"], journal["channel"], journal["previous_alias"])
@@ -373,7 +371,7 @@ def _undo(repo: Any, journal: dict[str, Any], moved: bool) -> None:
 def finish_interrupted_move(repo: Any) -> Optional[str]:
     """Settle a move whose process died (the caller holds the lock): finish it if its commit is on
     the branch, else drop it (git never changed). Returns what was done, in words, or None."""
-    from promptops import tracking, versions
+    from promptops import tracking
 
     journal_path = _journal_path(repo)
     if not journal_path.exists():
@@ -383,7 +381,7 @@ def finish_interrupted_move(repo: Any) -> Optional[str]:
     except ValueError:
         journal_path.unlink(missing_ok=True)  # written atomically, so only a foreign file is unreadable
         return None
-    commit, head = journal.get("commit"), repo.head.commit.hexsha
+    commit, head = journal.get("commit"), versions.head_commit(repo)
     landed = bool(commit) and versions.has_commit(repo, commit) and (commit == head or repo.is_ancestor(commit, head))
     name, channel = journal["prompt"], journal["channel"]
     if not landed:
@@ -407,7 +405,7 @@ def finish_interrupted_move(repo: Any) -> Optional[str]:
 
 
 def _journal_path(repo: Any) -> Path:
-    return Path(repo.git_dir) / _JOURNAL
+    return versions.git_dir(repo) / _JOURNAL
 
 
 def _step(name: str) -> None:
@@ -417,7 +415,6 @@ def _step(name: str) -> None:
 
 
 def _refuse_uncommitted_channels(repo: Any, name: str) -> None:
-    from promptops import versions
 
     path = channels_file(name)
     if path.exists() or versions.read_committed(repo, versions.relative_path(repo, path)) is not None:
@@ -434,7 +431,7 @@ def _refuse_uncommitted_channels(repo: Any, name: str) -> None:
 def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int, str]]:
     """Extra `promptops versions` columns: the channels on each version (matched by commit, else by
     identical content) and its latest eval of a whole split (a `--limit` smoke test does not count)."""
-    from promptops import tracking, versions
+    from promptops import tracking
 
     on_version: dict[int, list[str]] = {}
     by_label = {version.label: version.number for version in history}
@@ -486,7 +483,7 @@ def status() -> list[PromptStatus]:
 
 
 def _prompt_status(prompt_file: Path, prompt: Prompt) -> PromptStatus:
-    from promptops import tracking, versions
+    from promptops import tracking
 
     name = prompt_file.stem
     history = versions.prompt_versions(prompt_file)
@@ -516,7 +513,7 @@ def sync(names: Optional[list[str]] = None, *, repair: bool = True) -> list[Drif
     Git wins: an alias moved or deleted by hand is set back, and a registry version deleted by
     hand is registered again from the file at the channel's commit, with the tags it had. A
     move interrupted by a killed process is finished (or dropped) first, under the lock."""
-    from promptops import tracking, versions
+    from promptops import tracking
 
     root = find_project_root()
     if repair:

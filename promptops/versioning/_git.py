@@ -440,3 +440,54 @@ def _git_reason(exc: Any) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     reason = next((line for line in lines if line.lower().startswith(("fatal:", "error:"))), lines[0] if lines else str(exc))
     return reason.removeprefix("stderr:").strip()
+
+
+def head_commit(repo: "git.Repo") -> str:
+    """The commit HEAD points at."""
+    return repo.head.commit.hexsha
+
+
+def git_dir(repo: "git.Repo") -> Path:
+    """The repository's .git folder, where the promote lock and journal live (never in the work tree)."""
+    return Path(repo.git_dir)
+
+
+# --- what a change touches (`promptops check`) -------------------------------------------------
+
+# Where a branch is taken to have left from, first found wins; GITHUB_BASE_REF comes first in CI.
+DEFAULT_BASES = ("main", "origin/main", "master", "origin/master")
+
+
+def resolve_base(repo: Any, base: Optional[str] = None) -> tuple[str, str]:
+    """(the ref used, the commit): the merge-base of HEAD and `base`, as `git diff base...` takes it.
+
+    Without `base`: origin/$GITHUB_BASE_REF in a pull-request build, else main, origin/main,
+    master, origin/master; with none of them, HEAD (the check covers uncommitted changes)."""
+    import git
+
+    if not repo.head.is_valid():
+        raise RepositoryError(f"the git repository at {repo.working_tree_dir} has no commits yet: commit the prompts, then check")
+    if base is not None:
+        candidates = [base]
+    else:
+        in_ci = os.environ.get("GITHUB_BASE_REF")
+        candidates = [f"origin/{in_ci}"] * bool(in_ci) + list(DEFAULT_BASES)
+    for ref in candidates:
+        commit = resolve_commit(repo, ref)
+        if commit is None:
+            continue
+        try:
+            return ref, repo.git.merge_base("HEAD", commit)
+        except git.GitCommandError:
+            raise RepositoryError(f"HEAD and {ref} have no common history, so there is no base to compare with: pass --base REF") from None
+    if base is not None:
+        raise RepositoryError(f"--base {base!r} is not a commit, tag or branch in {repo.working_tree_dir}")
+    return "HEAD", repo.head.commit.hexsha
+
+
+def changed_paths(repo: Any, base_commit: str) -> list[Path]:
+    """Files that differ between `base_commit` and the work tree, untracked ones included, as absolute paths."""
+    root = Path(repo.working_tree_dir).resolve()
+    tracked = repo.git.diff("--name-only", "--no-renames", "-z", base_commit, "--").split("\0")
+    untracked = repo.git.ls_files("--others", "--exclude-standard", "-z").split("\0")
+    return sorted({root / name for name in tracked + untracked if name})

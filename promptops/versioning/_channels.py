@@ -52,7 +52,7 @@ def parse_channels(text: Optional[str], source: str) -> dict[str, Any]:
 
 def read_channels(name: str, root: Optional[Path] = None) -> dict[str, Any]:
     """The channels as committed at HEAD (`git show HEAD:prompts/channels/NAME.yaml`)."""
-    from promptops import versions
+    from promptops.versioning import _git as versions
 
     path = channels_file(name, root)
     repo = versions.open_repo(path)
@@ -100,7 +100,7 @@ class ResolvedVersion:
 
 def resolve(prompt_file: Path, ref: str) -> ResolvedVersion:
     """`production` (a channel), `v3`, or a commit, tag or branch, to a commit of the prompt file."""
-    from promptops import versions
+    from promptops.versioning import _git as versions
 
     name = prompt_file.stem
     if ref in CHANNELS:
@@ -122,7 +122,7 @@ def resolve(prompt_file: Path, ref: str) -> ResolvedVersion:
 
 def display_label(prompt_file: Path, commit: str, recorded: str, history: Optional[list[Any]] = None) -> str:
     """The commit's `vN` on this branch, else the label it was recorded with, marked; `history` saves a git log."""
-    from promptops import versions
+    from promptops.versioning import _git as versions
 
     label = versions.version_label(prompt_file, commit, history)
     return label if label else f"{recorded} ({commit[:8]}, not on this branch)"
@@ -162,7 +162,7 @@ def served_version(reference: str) -> ServedVersion:
 
     A channel comes from git (its commit, as committed at HEAD); from MLflow's Prompt Registry
     when there is no repository, or when the repository lacks the gated commit."""
-    from promptops import versions
+    from promptops.versioning import _git as versions
     from promptops.artifact import load_prompt_file
 
     name, _, ref = reference.partition("@")
