@@ -58,7 +58,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import promptops
     from promptops.errors import GuardrailError
-    from promptops.runtime import limits, tracing
+    from promptops.runtime import _tracing as tracing
+    from promptops.runtime import _limits as limits
     from promptops.testing import FaultRates, FaultServer
     from promptops.testing.fault_server import last_user_message
 

@@ -105,8 +105,8 @@ def _run_mipro(experiment: str) -> dict[str, Any]:
     from promptops.models import Budget, spending_limit
     from promptops.evaluation import load_dataset
     from promptops.evaluation import evaluate
-    from promptops.optimizer.candidates import _read_back, example_metric
-    from promptops.optimizer.study import load_context
+    from promptops.optimizer._candidates import _read_back, example_metric
+    from promptops.optimizer import load_context
     from promptops.program import build_program, prediction_values
 
     context = load_context(experiment)

@@ -25,9 +25,9 @@ if TYPE_CHECKING:
     from promptops.evaluation import EvalResult, ProgressCallback
     from promptops.evaluation import JudgeCheck
     from promptops.artifact import MetricSpec
-    from promptops.models.doctor import ModelHealth
+    from promptops.models._doctor import ModelHealth
     from promptops.program import Approval, ApprovalRequest, Approver
-    from promptops.runtime.guarded import Answer, NeedsReview
+    from promptops.runtime import Answer, NeedsReview
 
 __all__ = ["Answer", "Approval", "ApprovalRequest", "EvalResult", "NeedsReview", "Prompt", "PromptopsError", "check", "check_judge", "compare",
            "doctor", "evaluate",
@@ -51,7 +51,7 @@ def doctor(models: Optional[list[str]] = None, *, timeout_s: float = 180.0) -> "
 
     A crash of llama.cpp on this CPU is reported in the result, never raised in the caller.
     """
-    from promptops.models.doctor import diagnose
+    from promptops.models._doctor import diagnose
 
     return diagnose(models, timeout_s=timeout_s)
 
@@ -146,7 +146,7 @@ def load(
 
     arm = None
     if split is not None:
-        from promptops.ab import choose_arm
+        from promptops.runtime import choose_arm
 
         if key is None:
             raise PromptopsError("an A/B split needs a key (the user id) so each user stays in one arm")
@@ -158,7 +158,7 @@ def load(
         from promptops.program import build_program
 
         return build_program(served.prompt, model=model, cache=cache)
-    from promptops.runtime.guarded import GuardedProgram
+    from promptops.runtime import GuardedProgram
 
     return GuardedProgram(served, model=model, cache=cache, key=key, arm=arm, trace=trace, approve=approve)
 
@@ -196,7 +196,7 @@ def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: 
     Kept on the MLflow trace; `promptops feedback add --from-failed NAME` turns the corrected
     failures into eval rows, and `promptops ab-report NAME` counts the verdicts per arm.
     """
-    from promptops.runtime.feedback import record_feedback as record
+    from promptops.runtime import record_feedback as record
 
     record(trace_id, correct=correct, expected=expected)
 
@@ -255,7 +255,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(approval, name)
     if name in ("Answer", "NeedsReview"):
-        from promptops.runtime import guarded
+        from promptops.runtime import _guarded as guarded
 
         return getattr(guarded, name)
     raise AttributeError(f"module 'promptops' has no attribute {name!r}")

@@ -87,9 +87,9 @@ def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[s
                  threads: Optional[int], metric: Optional[str], no_cache: bool, no_track: bool, as_json: bool) -> None:
     """Evaluate PROMPT (a name in prompts/ or a YAML path) and log the run to MLflow."""
     import promptops
-    from promptops import render
+    from promptops.reports import tables
 
-    with render.progress_bar("evaluating", enabled=not as_json) as on_progress:
+    with tables.progress_bar("evaluating", enabled=not as_json) as on_progress:
         result = promptops.evaluate(
             prompt, data=data, split=split, model=model, limit=limit, threads=threads,
             cache=not no_cache, metric=metric, track=not no_track, on_progress=on_progress,
@@ -97,21 +97,21 @@ def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[s
     if as_json:
         click.echo(json.dumps(result.summary(), default=str))
     else:
-        render.eval_result(result)
+        tables.eval_result(result)
 
 
 @main.command("prompts")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per prompt file.")
 def prompts_command(as_json: bool) -> None:
     """List the prompts in prompts/. A file that cannot be read is listed with its error; then the exit code is 1."""
-    from promptops import render
+    from promptops.reports import tables
     from promptops.artifact import list_prompts
 
     listings = list_prompts()
     if as_json:
         click.echo(json.dumps([listing.summary() for listing in listings]))
     else:
-        render.prompt_list(listings)
+        tables.prompt_list(listings)
     if any(listing.error for listing in listings):
         sys.exit(1)
 
@@ -122,14 +122,14 @@ def models_command(as_json: bool) -> None:
     """List the embedded models and whether their weights are installed here."""
     import dataclasses
 
-    from promptops import render
+    from promptops.reports import tables
     from promptops.models import list_local_models
 
     listings = list_local_models()
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(listing) for listing in listings]))
     else:
-        render.local_models(listings)
+        tables.local_models(listings)
 
 
 @main.command("doctor")
@@ -144,13 +144,13 @@ def doctor_command(models: tuple[str, ...], timeout_s: float, as_json: bool) -> 
     not suffered. Exits 1 if an installed model fails, or if none is installed.
     """
     import promptops
-    from promptops import render
+    from promptops.reports import tables
 
     results = promptops.doctor(list(models) or None, timeout_s=timeout_s)
     if as_json:
         click.echo(json.dumps([result.summary() for result in results]))
     else:
-        render.doctor_report(results)
+        tables.doctor_report(results)
     if any(r.status == "failed" for r in results) or not any(r.ok for r in results):
         sys.exit(1)
 
@@ -160,7 +160,7 @@ def doctor_command(models: tuple[str, ...], timeout_s: float, as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, oldest version first.")
 def versions_command(prompt: str, as_json: bool) -> None:
     """List the versions of PROMPT: every commit that changed its file, v1 the oldest."""
-    from promptops import render
+    from promptops.reports import tables
     from promptops.artifact import resolve_prompt_path
     from promptops.versioning import prompt_versions
 
@@ -172,14 +172,14 @@ def versions_command(prompt: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{**version.summary(), **{k: v.get(version.number) for k, v in columns.items()}} for version in history]))
     else:
-        render.version_table(path.stem, history, extra_columns=columns)
+        tables.version_table(path.stem, history, extra_columns=columns)
 
 
 @main.command("show")
 @click.argument("reference", metavar="PROMPT[@VERSION]")
 def show_command(reference: str) -> None:
     """Print PROMPT's file as of VERSION: v3, a commit, tag or branch; without @, the working file."""
-    from promptops import render
+    from promptops.reports import tables
     from promptops.artifact import resolve_prompt_path
     from promptops.errors import where
     from promptops.versioning import resolve
@@ -188,12 +188,12 @@ def show_command(reference: str) -> None:
     name, ref = parse_prompt_ref(reference)
     path = resolve_prompt_path(name)
     if ref is None:
-        render.prompt_source(f"{path.stem} (working file {where(path)})", path.read_text(encoding="utf-8"))
+        tables.prompt_source(f"{path.stem} (working file {where(path)})", path.read_text(encoding="utf-8"))
         return
     version = resolve(path, ref)
     described = {v.commit: v for v in prompt_versions(path)}.get(version.commit)
-    header = render.version_line(path.stem, described) if described else render.resolved_line(path, version)
-    render.prompt_source(header, read_text_at(path, version.commit))
+    header = tables.version_line(path.stem, described) if described else tables.resolved_line(path, version)
+    tables.prompt_source(header, read_text_at(path, version.commit))
 
 
 @main.command("diff")
@@ -204,7 +204,7 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
     """Show what changed from PROMPT@A to PROMPT@B, by section; PROMPT without @ is the working file."""
     import dataclasses
 
-    from promptops import render
+    from promptops.reports import tables
     from promptops.versioning import served_version
     from promptops.artifact import diff_prompts
     from promptops.versioning import parse_prompt_ref
@@ -221,7 +221,7 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
         click.echo(json.dumps([dataclasses.asdict(change) for change in changes]))
     else:
         count = f"{len(changes)} change{'s' if len(changes) != 1 else ''}"
-        render.prompt_diff(f"{old_label} → {new_label}: {count}", changes)
+        tables.prompt_diff(f"{old_label} → {new_label}: {count}", changes)
 
 
 @main.command("optimize")
@@ -238,7 +238,7 @@ def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional
                      no_write: bool, write_anyway: bool, as_json: bool) -> None:
     """Search the space of EXPERIMENT (a name in experiments/ or a YAML path); the winner becomes the candidate version."""
     import promptops
-    from promptops import optimize_view
+    from promptops.reports import optimize_view
 
     try:
         with optimize_view.live_view(enabled=not as_json) as on_progress:
@@ -269,11 +269,11 @@ def promote_command(prompt: str, version: Optional[str], channel: str, data: Opt
                     rule: Optional[str], tolerance: Optional[float], max_cost_usd: Optional[float], force: bool, reason: Optional[str]) -> None:
     """Promote a version of PROMPT to a channel through the eval gate, in git and the Prompt Registry."""
     import promptops
-    from promptops import render
+    from promptops.reports import tables
 
     move = promptops.promote(prompt, version=version, channel=channel, data=data, split=split, limit=limit,
                              rule=rule, tolerance=tolerance, max_cost_usd=max_cost_usd, force=force, reason=reason)
-    render.channel_move(move)
+    tables.channel_move(move)
 
 
 @main.command("rollback")
@@ -284,9 +284,9 @@ def promote_command(prompt: str, version: Optional[str], channel: str, data: Opt
 def rollback_command(prompt: str, channel: str, to: Optional[str], reason: Optional[str]) -> None:
     """Move a channel of PROMPT back to its previous version (no gate), in git and the Prompt Registry."""
     import promptops
-    from promptops import render
+    from promptops.reports import tables
 
-    render.channel_move(promptops.rollback(prompt, channel=channel, to=to, reason=reason))
+    tables.channel_move(promptops.rollback(prompt, channel=channel, to=to, reason=reason))
 
 
 @main.command("status")
@@ -298,14 +298,14 @@ def status_command(as_json: bool) -> None:
     """
     import dataclasses
 
-    from promptops import render
+    from promptops.reports import tables
     from promptops.versioning import status
 
     rows = status()
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows], default=str))
     else:
-        render.status_table(rows)
+        tables.status_table(rows)
     if any(row.error for row in rows):
         sys.exit(1)
 
@@ -315,11 +315,11 @@ def status_command(as_json: bool) -> None:
 @click.option("--check", is_flag=True, help="Only report drift; exit 1 if there is any.")
 def sync_command(prompts: tuple[str, ...], check: bool) -> None:
     """Make the Prompt Registry's aliases agree with the channels in git (git wins)."""
-    from promptops import render
+    from promptops.reports import tables
     from promptops.versioning import sync
 
     drifts = sync(list(prompts) or None, repair=not check)
-    render.drifts(drifts)
+    tables.drifts(drifts)
     if check and drifts:
         sys.exit(1)
 
@@ -342,12 +342,12 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
     call (and each approval asked for) is printed on stderr (with --json, under "_tool_calls").
     """
     import promptops
-    from promptops import render
+    from promptops.reports import tables
     from promptops.errors import GuardrailError
     from promptops.program import prediction_values
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
     from promptops.program import ask_in_terminal
-    from promptops.runtime.guarded import NeedsReview
+    from promptops.runtime import NeedsReview
 
     values = _field_values(inputs, "--input")
     program = promptops.load(reference, model=model, key=key, trace=not no_trace,
@@ -363,7 +363,7 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
             tracing.flush()
         task = program.last_record.task if program.last_record else None
         if task is not None and not as_json:
-            render.tool_calls([call.as_dict() for call in task.calls])
+            tables.tool_calls([call.as_dict() for call in task.calls])
     review = prediction if isinstance(prediction, NeedsReview) else None
     outputs = review.outputs if review else prediction_values(program.prompt, prediction)
     answer = program.last_record.answer if program.last_record else None
@@ -401,14 +401,14 @@ def traces_command(prompt: str, failed: bool, needs_review: bool, limit: int, as
     """List PROMPT's most recent traced requests: version, status, guardrail decisions, label confidence, cost, tokens, latency."""
     import dataclasses
 
-    from promptops import render
-    from promptops.runtime import tracing
+    from promptops.reports import tables
+    from promptops.runtime import _tracing as tracing
 
     found = tracing.search(prompt, failed=failed, needs_review=needs_review, limit=limit)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(summary) for summary in found]))
     else:
-        render.trace_list(prompt, found, failed=failed, needs_review=needs_review)
+        tables.trace_list(prompt, found, failed=failed, needs_review=needs_review)
 
 
 @main.command("replay")
@@ -426,14 +426,14 @@ def replay_command(trace_id: str, version: Optional[str], model: Optional[str], 
     has no side effects (unless --live-tools)."""
     import dataclasses
 
-    from promptops import render
-    from promptops.runtime.replay import replay
+    from promptops.reports import tables
+    from promptops.runtime import replay
 
     result = replay(trace_id, version=version, model=model, cache=not no_cache, live_tools=live_tools)
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(result), "same": result.same}, default=str, ensure_ascii=False))
     else:
-        render.replay_result(result)
+        tables.replay_result(result)
 
 
 @main.group("feedback")
@@ -448,9 +448,9 @@ def feedback_group() -> None:
 @click.option("--split", default="dev", show_default=True, type=click.Choice(["train", "dev", "test"]), help="Which split gets the rows.")
 def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], from_failed: Optional[str], split: str) -> None:
     """Append TRACE_ID's inputs with the --expected outputs to its prompt's eval set, as one commit."""
-    from promptops import render
+    from promptops.reports import tables
     from promptops.errors import PromptopsError
-    from promptops.runtime import feedback
+    from promptops.runtime import _feedback as feedback
 
     if (trace_id is None) == (from_failed is None):
         raise PromptopsError("give either a TRACE_ID or --from-failed PROMPT")
@@ -460,7 +460,7 @@ def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], fro
         added = feedback.add_failed(from_failed, split=split)
     else:
         added = feedback.add_feedback(trace_id, _field_values(expected, "--expected"), split=split)
-    render.feedback_added(added)
+    tables.feedback_added(added)
     if from_failed and not added.rows and added.skipped:
         sys.exit(1)
 
@@ -481,14 +481,14 @@ def judge_check_command(judge: str, data: str, limit: Optional[int], no_cache: b
     """Score labelled rows with JUDGE (judges/NAME.yaml, a path, or a prompt whose metric is a judge) and report its
     agreement with the labels: accuracy, Cohen's kappa and a confusion table."""
     import promptops
-    from promptops import render
+    from promptops.reports import tables
 
-    with render.progress_bar("judging", enabled=not as_json) as on_progress:
+    with tables.progress_bar("judging", enabled=not as_json) as on_progress:
         result = promptops.check_judge(judge, data, limit=limit, cache=not no_cache, track=not no_track, on_progress=on_progress)
     if as_json:
         click.echo(json.dumps(result.summary(), default=str))
     else:
-        render.judge_check(result)
+        tables.judge_check(result)
 
 
 @main.command("check")
@@ -506,14 +506,15 @@ def check_command(base: Optional[str], report_file: Optional[str], split: str, l
     """Evaluate the prompts changed since BASE against production; exit 1 if one regressed or missed its threshold."""
     from pathlib import Path
 
-    from promptops import render
     from promptops.artifact import atomic_write_text
+    from promptops.reports import markdown as reports_markdown
+    from promptops.reports import tables
     from promptops.versioning import check
 
-    with render.progress_bar("checking", enabled=not as_json) as on_progress:
+    with tables.progress_bar("checking", enabled=not as_json) as on_progress:
         report = check(base, split=split, limit=limit, rule=rule, tolerance=tolerance, model=model, track=not no_track,
                        on_progress=on_progress)
-    markdown = report.markdown()
+    markdown = reports_markdown.check_markdown(report)
     if report_file:
         atomic_write_text(Path(report_file), markdown)
     click.echo(json.dumps(report.summary(), default=str) if as_json else markdown, nl=as_json)
@@ -534,13 +535,14 @@ def check_command(base: Optional[str], report_file: Optional[str], split: str, l
 def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Optional[int], model: Optional[str],
                     metric: Optional[str], no_track: bool, as_json: bool) -> None:
     """Compare PROMPT@A with PROMPT@B on the same examples: differences, confidence intervals, McNemar's test."""
-    from promptops import render
+    from promptops.reports import tables
+    from promptops.reports.markdown import comparison_markdown
     from promptops.versioning import compare
 
-    with render.progress_bar("comparing", enabled=not as_json) as on_progress:
+    with tables.progress_bar("comparing", enabled=not as_json) as on_progress:
         comparison = compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,
                              track=not no_track, on_progress=on_progress)
-    click.echo(json.dumps(comparison.summary(), default=str) if as_json else comparison.markdown(heading="##"), nl=as_json)
+    click.echo(json.dumps(comparison.summary(), default=str) if as_json else comparison_markdown(comparison, heading="##"), nl=as_json)
 
 
 @main.command("ab-report")
@@ -550,10 +552,11 @@ def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Opti
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of markdown.")
 def ab_report_command(prompt: str, since: Optional[str], reference: Optional[str], as_json: bool) -> None:
     """Per-arm outcomes of PROMPT's A/B split, from its traces and their feedback, with intervals and Fisher's test."""
-    from promptops.ab import ab_report
+    from promptops.reports.markdown import ab_markdown
+    from promptops.runtime import ab_report
 
     report = ab_report(prompt, since=since, reference=reference)
-    click.echo(json.dumps(report.summary(), default=str) if as_json else report.markdown(), nl=as_json)
+    click.echo(json.dumps(report.summary(), default=str) if as_json else ab_markdown(report), nl=as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

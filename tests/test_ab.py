@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as scipy_stats
 
+from promptops.reports.markdown import ab_markdown
 from promptops.evaluation import _stats as stats
-from promptops.ab import Outcome, SplitError, check_split, choose_arm, summarize_outcomes
+from promptops.runtime import Outcome, SplitError, check_split, choose_arm, summarize_outcomes
 from promptops.cli import main
 
 SPLIT = {"production": 0.9, "candidate": 0.1}
@@ -78,7 +79,7 @@ def test_the_arm_statistics_match_scipy() -> None:
     assert (comparison.accuracy.low, comparison.accuracy.high) == pytest.approx(tuple(expected.confidence_interval))
     assert comparison.latency_s.estimate == pytest.approx(by_arm["candidate"].latency_mean_s - by_arm["production"].latency_mean_s)
     assert comparison.cost_per_call_usd.estimate == pytest.approx(1e-5)
-    text = report.markdown()
+    text = ab_markdown(report)
     assert "| candidate v2 | 27 | 27 / 0 / 0 / 0 / 0 | 22 | 0.818 (18/22) |" in text
     assert f"Fisher's exact p = {comparison.accuracy_test.p_value:.3g}" in text
 

@@ -11,7 +11,7 @@ import pytest
 
 import promptops
 from promptops.errors import CostCapReached, PromptFileError
-from promptops.runtime import limits
+from promptops.runtime import _limits as limits
 from promptops.testing import FaultServer, ScriptedAgent, plan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def test_a_traced_task_shows_its_steps_and_approvals_and_replays_without_running
     from click.testing import CliRunner
 
     from promptops.cli import main
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
     from tools import bank
 
     _point_at(agent_project, server)
@@ -300,7 +300,7 @@ def test_banking_agent_end_to_end_on_the_embedded_model(agent_project: Path, git
     from click.testing import CliRunner
 
     from promptops.cli import main
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
     from tools import bank
 
     runner = CliRunner()
@@ -396,7 +396,7 @@ def _scripted_bank(root: Path, kind: type = ScriptedAgent) -> ScriptedAgent:
 def test_bootstrap_keeps_whole_trajectories_as_step_demos_in_the_agent_file(agent_project: Path) -> None:
     from promptops.artifact import parse_prompt
     from promptops.evaluation import load_dataset
-    from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
+    from promptops.optimizer import TrialConfig, compile_candidate, example_metric
 
     with FaultServer(answer=_scripted_bank(agent_project)) as server:
         _point_at(agent_project, server)
@@ -477,8 +477,8 @@ def test_a_bad_expected_tools_cell_names_its_row(agent_project: Path) -> None:
     ("  tool_descriptions:\n    - {wire_money: Send money.}\n", 7, "'wire_money' is not a tool of banking_agent"),
 ])
 def test_an_agent_experiment_refuses_what_it_cannot_search(agent_project: Path, search: str, line: int, message: str) -> None:
-    from promptops.optimizer.experiment import ExperimentFileError
-    from promptops.optimizer.study import load_context
+    from promptops.optimizer import ExperimentFileError
+    from promptops.optimizer import load_context
 
     path = agent_project / "experiments" / "agent.yaml"
     path.write_text(f"name: agent\nprompt: banking_agent\nsearch:\n  models: [local/smollm2-135m]\n  demos: 1\n{search}")

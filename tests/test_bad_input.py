@@ -91,7 +91,7 @@ SPACE = "name: tiny\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-1
     ],
 )
 def test_a_search_space_that_would_crash_later_is_refused_at_load(project: Path, extra: str, line: int, message: str) -> None:
-    from promptops.optimizer.experiment import load_experiment
+    from promptops.optimizer import load_experiment
 
     (project / "experiments" / "tiny.yaml").write_text(SPACE + extra)
     with pytest.raises(PromptopsError) as caught:
@@ -100,7 +100,7 @@ def test_a_search_space_that_would_crash_later_is_refused_at_load(project: Path,
 
 
 def test_more_demos_than_train_examples_is_refused_before_the_study(project: Path) -> None:
-    from promptops.optimizer.study import load_context
+    from promptops.optimizer import load_context
 
     rows = [{"text": f"card {i}", "intent": "card_arrival", "split": "train"} for i in range(3)]
     rows += [{"text": "rates?", "intent": "exchange_rate", "split": "dev"}]
@@ -111,7 +111,7 @@ def test_more_demos_than_train_examples_is_refused_before_the_study(project: Pat
 
 
 def test_a_reflection_model_no_backend_serves_is_refused_before_the_study(project: Path) -> None:
-    from promptops.optimizer.study import load_context
+    from promptops.optimizer import load_context
 
     (project / "experiments" / "tiny.yaml").write_text(SPACE.replace("[labeled]", "[gepa]") + "  demos: 2\n  reflection_model: gpt5\n")
     with pytest.raises(PromptopsError, match="unknown model 'gpt5'"):
@@ -192,7 +192,7 @@ def test_a_key_written_twice_names_both_lines(project: Path) -> None:
 
 
 def test_an_experiment_key_written_twice_is_refused(project: Path) -> None:
-    from promptops.optimizer.experiment import load_experiment
+    from promptops.optimizer import load_experiment
 
     (project / "experiments" / "tiny.yaml").write_text(SPACE + "  demos: [2]\nsearch:\n  models: [local/gemma3-270m]\n")
     with pytest.raises(PromptopsError, match=r"^experiments/tiny.yaml:7: key 'search' repeats the one on line 3$"):
@@ -255,7 +255,7 @@ def test_everything_logged_to_mlflow_passes_the_secret_scrubber(project: Path, m
 
 
 def test_traces_of_an_unknown_prompt_fail(project: Path, mlflow_store: str) -> None:
-    from promptops.ab import ab_report
+    from promptops.runtime import ab_report
 
     line = one_line_error(CliRunner().invoke(main, ["traces", "NOSUCHPROMPT"]))
     assert "unknown prompt 'NOSUCHPROMPT'" in line and NAME in line
@@ -381,7 +381,7 @@ def test_outside_an_eval_dspy_still_warns_about_truncation(cut_off, caplog) -> N
 def test_traced_inputs_are_capped_with_their_size_recorded(served: FaultServer, project: Path, monkeypatch) -> None:
     import mlflow
 
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
 
     edit(project, PROMPT, "eval:\n", "guardrails:\n  input: {max_chars: 5000}\neval:\n")
     program = promptops.load(NAME, trace=True, cache=False)
@@ -404,7 +404,7 @@ def test_traced_inputs_are_capped_with_their_size_recorded(served: FaultServer, 
 
 
 def test_scrubbing_a_cut_text_again_changes_nothing() -> None:
-    from promptops.runtime.tracing import MAX_TRACED_CHARS, scrub
+    from promptops.runtime import MAX_TRACED_CHARS, scrub
 
     once = scrub({"text": "x" * 10_000, "nested": [{"key": "sk-abcdefghijklmnop"}], "n": 3})
     assert scrub(once) == once and len(once["text"]) == MAX_TRACED_CHARS and once["nested"] == [{"key": "***"}]

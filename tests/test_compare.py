@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from conftest import git_commit
 from scipy import stats as scipy_stats
 
+from promptops.reports.markdown import comparison_markdown
 from promptops.evaluation import _stats as stats
 from promptops.cli import main
 from promptops.versioning import compare
@@ -103,7 +104,7 @@ def test_a_worse_classifier_with_its_interval_and_mcnemar_test_as_scipy_computes
     table = tracking.load_table(comparison.run_id, "pairs.json")
     assert list(table["b.intent"]).count("exchange_rate") == 20 and list(table["a.correct"]) == [True] * 20
 
-    text = comparison.markdown()
+    text = comparison_markdown(comparison)
     assert f"| **accuracy** (primary) | 1.000 | {b_right.mean():.3f} | **{b_right.mean() - 1:+.3f}** |" in text
     assert f"B fixed 0 that A got wrong and broke {broken} that A got right" in text
     assert f"<details><summary>{broken} examples broken, 0 fixed</summary>" in text
@@ -120,7 +121,7 @@ def test_an_extraction_prompt_gets_per_field_f1_deltas(git_project, mlflow_store
     assert all(fields[name].difference.estimate == 0 for name in ("people", "date", "time", "first_name"))
     assert comparison.metric == "f1" and comparison.difference.estimate == pytest.approx(comparison.b_score - 1.0, abs=1e-6)
     assert comparison.difference.high < 0 and comparison.run_id is None
-    text = comparison.markdown()
+    text = comparison_markdown(comparison)
     assert "| F1 `last_name` | 1.000 | 0.000 | -1.000 |" in text
     assert "| exact match (all fields) |" in text
 

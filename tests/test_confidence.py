@@ -60,7 +60,7 @@ class LabelEngine(ScriptedEngine):
 @pytest.fixture(autouse=True)
 def fresh_limits():
     """No breaker or bucket state from other tests' requests."""
-    from promptops.runtime import limits
+    from promptops.runtime import _limits as limits
 
     limits.reset()
     yield
@@ -283,7 +283,7 @@ def test_without_a_threshold_nothing_is_held(project: Path, scripted) -> None:
 
 
 def test_run_prints_a_held_answer_and_its_trace_records_the_decision(project: Path, mlflow_store: str, scripted) -> None:
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
 
     write_prompt(project, "guardrails:\n  output: {min_confidence: 0.6}\n")
     runner = CliRunner()

@@ -9,8 +9,8 @@ import pytest
 from promptops.artifact import ModelSpec, parse_prompt
 from promptops.errors import PromptopsError
 from promptops.models import build_lm, engine_model_name
-from promptops.optimizer.candidates import TrialConfig, configured_prompt
-from promptops.optimizer.experiment import Experiment
+from promptops.optimizer import TrialConfig, configured_prompt
+from promptops.optimizer import Experiment
 
 PROMPT = parse_prompt("""
 name: router

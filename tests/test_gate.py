@@ -118,9 +118,9 @@ def decided_study(git_project, mlflow_store, scripted, monkeypatch):
     import mlflow
 
     from promptops.models import Budget
-    from promptops.optimizer import study
-    from promptops.optimizer.front import FrontPoint
-    from promptops.optimizer.study import StudyOutcome
+    from promptops.optimizer import _study as study
+    from promptops.optimizer import FrontPoint
+    from promptops.optimizer import StudyOutcome
     from test_optimizer import write_experiment
 
     root = Path(git_project.working_tree_dir)

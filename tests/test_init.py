@@ -38,7 +38,7 @@ def test_init_makes_a_project_that_loads_validates_is_committed_and_evaluates(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_git_identity, scripted) -> None:  # noqa: F811
     from promptops.artifact import list_prompts
     from promptops.evaluation import SPLITS, load_dataset
-    from promptops.optimizer.study import load_context
+    from promptops.optimizer import load_context
 
     result = CliRunner().invoke(main, ["init", str(tmp_path / "new")])
     assert result.exit_code == 0, result.output

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import promptops
+from promptops.reports.markdown import comparison_markdown
 from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.cli import main
 from promptops.errors import PromptopsError
@@ -261,7 +262,7 @@ def test_compare_and_the_gate_use_the_judges_scores(project: Path, mlflow_store:
     assert comparison.metric == "judge" and (comparison.a_score, comparison.b_score) == (0.5, 0.75)
     assert comparison.difference.estimate == pytest.approx(0.25)
     assert len(comparison.changed) == 3 and all(change.b_correct for change in comparison.changed)  # fixed by the judge's pass
-    assert "right = the judge's pass" in comparison.markdown()
+    assert "right = the judge's pass" in comparison_markdown(comparison)
 
     from promptops.evaluation import _gate as gate
 

@@ -70,7 +70,7 @@ def test_every_listing_fits_80_columns_with_ids_whole(lived_in) -> None:
 
 
 def test_every_listing_has_json(lived_in, monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptops.models.doctor import ModelHealth
+    from promptops.models._doctor import ModelHealth
 
     _, trace_ids = lived_in
     versions = json.loads(run("versions", NAME, "--json").stdout)

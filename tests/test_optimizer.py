@@ -57,7 +57,7 @@ def write_experiment(root: Path, *, n_trials: int = 3, extra: str = "") -> Path:
     ],
 )
 def test_a_bad_experiment_file_names_its_line(project: Path, text: str, line: int, message: str) -> None:
-    from promptops.optimizer.experiment import load_experiment
+    from promptops.optimizer import load_experiment
 
     (project / "experiments" / "tiny.yaml").write_text(text)
     with pytest.raises(PromptopsError) as caught:
@@ -67,7 +67,7 @@ def test_a_bad_experiment_file_names_its_line(project: Path, text: str, line: in
 
 
 def test_the_example_experiment_is_valid_and_its_models_are_local(repo_root: Path, monkeypatch) -> None:
-    from promptops.optimizer.experiment import load_experiment
+    from promptops.optimizer import load_experiment
 
     monkeypatch.chdir(repo_root)
     experiment, _ = load_experiment("banking_intent")
@@ -79,7 +79,7 @@ def test_the_example_experiment_is_valid_and_its_models_are_local(repo_root: Pat
 
 
 def test_winner_is_the_cheapest_point_within_the_tolerance_of_the_best() -> None:
-    from promptops.optimizer.front import FrontPoint, pick_winner
+    from promptops.optimizer import FrontPoint, pick_winner
 
     names = ["accuracy", "cost_usd"]
     front = [
@@ -97,7 +97,7 @@ def test_rung_pruner_keeps_cheap_trials_and_prunes_dominated_ones() -> None:
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from promptops.optimizer.front import RungPruner
+    from promptops.optimizer import RungPruner
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     for score, cost in ((0.6, 0.002), (0.5, 0.001)):
@@ -293,7 +293,7 @@ def test_a_configuration_sampled_twice_is_one_point_of_the_front() -> None:
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
-    from promptops.optimizer.front import pareto_front
+    from promptops.optimizer import pareto_front
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     space = {"model": CategoricalDistribution(["a", "b"])}

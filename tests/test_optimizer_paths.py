@@ -47,7 +47,7 @@ def test_a_costly_optimizer_compiles_within_the_budget_and_reads_back_a_valid_pr
     from promptops.artifact import ModelSpec
     from promptops.models import Budget, spending_limit
     from promptops.evaluation import load_dataset
-    from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
+    from promptops.optimizer import TrialConfig, compile_candidate, example_metric
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used-by-the-local-server")
     base = promptops.load_prompt(NAME)

@@ -1,5 +1,5 @@
 """Several optimization workers on one study in PostgreSQL: Optuna's RDB storage with heartbeats hands out the
-trials and retries a dead worker's, the budget is the study's (promptops.optimizer.shared), one worker concludes.
+trials and retries a dead worker's, the budget is the study's (promptops.optimizer._shared), one worker concludes.
 
 Against the local PostgreSQL (make test starts it) and a scripted model served on 127.0.0.1; the workers are real
 processes (`promptops optimize --workers 3`, and one killed with -9 mid-trial)."""
@@ -253,10 +253,10 @@ def test_postgres_join_refuses_another_search_space_and_an_ended_study(git_proje
 
 def test_postgres_shared_budget_counts_every_worker_and_forgets_a_dead_ones_reservations(postgres_url: str) -> None:
     from promptops.models import BudgetExhausted
-    from promptops.optimize_view import _status_lines
-    from promptops.optimizer import shared as shared_module
-    from promptops.optimizer.shared import SharedBudget, SharedStudy
-    from promptops.optimizer.study import Progress, worker_line
+    from promptops.reports.optimize_view import _status_lines
+    from promptops.optimizer import _shared as shared_module
+    from promptops.optimizer import SharedBudget, SharedStudy
+    from promptops.optimizer import Progress, worker_line
 
     first = SharedStudy(postgres_url, "promptops/unit/1", worker="host-a:1")
     first.start(max_cost_usd=1.0, max_model_calls=3, timeout_s=None, coordinator=True)
@@ -303,7 +303,7 @@ def test_postgres_a_worker_joining_before_the_parent_run_is_open_waits_for_it(po
 
     import optuna
 
-    from promptops.optimizer.study import _await_parent_run, _storage
+    from promptops.optimizer._study import _await_parent_run, _storage
 
     study = optuna.create_study(study_name="promptops/early/1", storage=_storage(postgres_url))
     opened = threading.Timer(0.8, lambda: study.set_user_attr("mlflow_run_id", "run-of-the-first-worker"))

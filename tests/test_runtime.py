@@ -21,7 +21,7 @@ from promptops.errors import (
     PromptFileError,
     RateLimited,
 )
-from promptops.runtime import limits
+from promptops.runtime import _limits as limits
 from promptops.testing import FaultRates, FaultServer
 
 NAME = "banking_intent"
@@ -258,7 +258,7 @@ def test_requests_are_traced_with_version_cost_and_decisions_and_no_secret(serve
     from click.testing import CliRunner
 
     from promptops.cli import main
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
 
     program = served("  output: {retries: 1}\n", trace=True, key="alice")
     server.reset(script=["off_schema", "ok"])
@@ -286,7 +286,7 @@ def test_requests_are_traced_with_version_cost_and_decisions_and_no_secret(serve
 
 def test_a_failed_traced_request_with_its_correction_becomes_an_eval_row(served, server: FaultServer, git_project) -> None:
     from promptops.evaluation import load_dataset
-    from promptops.runtime import feedback
+    from promptops.runtime import _feedback as feedback
 
     program = served("  output: {retries: 0}\n", trace=True)
     git_project.git.add("--all")
@@ -400,7 +400,7 @@ def _commit_v2_and_v3(served, git_project, guardrails: str) -> None:
 
 def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served, server: FaultServer, git_project) -> None:
     from promptops.versioning import _promotion as promotion
-    from promptops.ab import ab_report
+    from promptops.runtime import ab_report
 
     _commit_v2_and_v3(served, git_project, "  output: {retries: 0}\n")
     promotion.promote(NAME, version="v2", limit=4)

@@ -206,7 +206,7 @@ def test_promote_rollback_and_sync_keep_the_tracking_servers_registry_in_step_wi
 
 def test_a_traced_request_and_its_feedback_are_on_the_tracking_server(git_project, tracking_server_store: str,
                                                                       model: FaultServer) -> None:
-    from promptops.runtime import feedback
+    from promptops.runtime import _feedback as feedback
 
     name = "intent_traced"
     root = promoted(git_project, model, name)
@@ -244,7 +244,7 @@ def test_a_traced_request_and_its_feedback_are_on_the_tracking_server(git_projec
 
 def test_an_ab_report_reads_arms_and_feedback_from_the_tracking_server(git_project, tracking_server_store: str,
                                                                         model: FaultServer) -> None:
-    from promptops.ab import ab_report
+    from promptops.runtime import ab_report
     from promptops.versioning import assign_channel
 
     name = "intent_ab"
@@ -391,7 +391,7 @@ def test_a_judged_eval_puts_its_judge_dataset_and_feedback_on_the_tracking_serve
 
 def test_an_agents_version_eval_and_trace_are_linked_on_the_tracking_server(project: Path, tracking_server_store: str,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptops.runtime import limits
+    from promptops.runtime import _limits as limits
     from promptops.testing import ScriptedAgent, plan
     from tools import bank
 

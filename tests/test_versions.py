@@ -308,7 +308,7 @@ def test_versions_command(history) -> None:
 
 
 def test_version_table_takes_extra_columns(history, capsys: pytest.CaptureFixture[str]) -> None:
-    from promptops import render
+    from promptops.reports import tables as render
 
     _, prompt = history
     render.version_table("banking_intent", prompt_versions(prompt), extra_columns={"channel": {2: "production"}})

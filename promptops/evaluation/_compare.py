@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from promptops import _markdown as md
 from promptops.artifact import Prompt
 from promptops.errors import PromptopsError
 from promptops.evaluation._stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, McNemarResult, f1_from_counts, mcnemar, paired_bootstrap
@@ -95,6 +94,11 @@ class Comparison:
     run_id: Optional[str] = None
 
     @property
+    def primary_metric(self) -> str:
+        """The metric the gate compares, without a user metric's module (`metrics:agree` reads `agree`)."""
+        return _metric_key(self.metric)
+
+    @property
     def regression(self) -> float:
         """How far B's primary metric is below A's (0 when it is not)."""
         return max(0.0, self.a_score - self.b_score)
@@ -111,58 +115,6 @@ class Comparison:
         data["broken"] = [c.source for c in self.changed if not c.b_correct]
         return data
 
-    def markdown(self, *, heading: Optional[str] = "###", a_name: str = "A", b_name: str = "B") -> str:
-        """The comparison as markdown: a table of both sides and the deltas, the tests, the examples that flipped."""
-        lines = []
-        if heading:
-            lines += [f"{heading} {self.prompt}: {self.a.label} → {self.b.label}", ""]
-        lines += [f"{self.n} `{self.split}` examples of `{self.dataset}`, model `{self.model}`.", "",
-                  f"| | {a_name}: {self.a.label} | {b_name}: {self.b.label} | {b_name} − {a_name} | {self.difference.confidence:.0%} CI |",
-                  "|---|---|---|---|---|"]
-        primary = _metric_key(self.metric)
-        lines.append(f"| **{primary}** (primary) | {self.a_score:.3f} | {self.b_score:.3f} | **{md.signed(self.difference.estimate)}** | "
-                     f"{md.bounds(self.difference)} |")
-        if primary != "accuracy" and "accuracy" in self.a_result.metrics and "accuracy" in self.b_result.metrics:
-            name = "exact match (all fields)" if self.fields else "accuracy"
-            lines.append(f"| {name} | {self.a_result.metrics['accuracy']:.3f} | {self.b_result.metrics['accuracy']:.3f} | "
-                         f"{md.signed(self.exact_match.estimate)} | {md.bounds(self.exact_match)} |")
-        for delta in self.fields:
-            lines.append(f"| F1 `{delta.field}` | {delta.a_f1:.3f} | {delta.b_f1:.3f} | {md.signed(delta.difference.estimate)} | "
-                         f"{md.bounds(delta.difference)} |")
-        cost_delta = ""
-        if self.a_cost_usd is not None and self.b_cost_usd is not None:
-            share = md.share(self.b_cost_usd, self.a_cost_usd)
-            cost_delta = md.signed(self.b_cost_usd - self.a_cost_usd, 6, prefix="$") + (f" ({share})" if share else "")
-        cost_bounds = f"per example {md.bounds(self.cost_per_example_usd, 8, prefix='$')}" if self.cost_per_example_usd else ""
-        lines.append(f"| cost | {md.usd(self.a_cost_usd)} | {md.usd(self.b_cost_usd)} | {cost_delta} | {cost_bounds} |")
-        lines.append(f"| latency p50 | {md.seconds(self.a_latency_p50_s)} | {md.seconds(self.b_latency_p50_s)} | "
-                     f"{md.signed(self.b_latency_p50_s - self.a_latency_p50_s, suffix=' s')} | "
-                     f"mean per example {md.bounds(self.latency_per_example_s, suffix=' s')} |")
-        lines.append(f"| latency p95 | {md.seconds(self.a_latency_p95_s)} | {md.seconds(self.b_latency_p95_s)} | "
-                     f"{md.signed(self.b_latency_p95_s - self.a_latency_p95_s, suffix=' s')} | |")
-        fixed = sum(c.b_correct for c in self.changed)
-        broken = len(self.changed) - fixed
-        right = {"judge": " (right = the judge's pass)", "similarity": " (right = similarity at or above its threshold)"}.get(
-            self.metric, " (right = every output field right)" if self.fields else "")
-        lines += ["", f"McNemar's exact test on right/wrong per example{right}: {b_name} fixed {fixed} that {a_name} got wrong "
-                  f"and broke {broken} that {a_name} got right; {md.p_equals(self.mcnemar.p_value)} "
-                  f"({md.p_equals(self.mcnemar.mid_p_value, 'mid-p')}). "
-                  f"Intervals: paired bootstrap over examples, {self.difference.resamples:,} resamples, seed {self.seed}."]
-        if self.changed:
-            shown = sorted(self.changed, key=lambda c: c.b_correct)[:20]
-            lines += ["", f"<details><summary>{broken} example{'s' if broken != 1 else ''} broken, {fixed} fixed</summary>", "",
-                      f"| example | | input | expected | {a_name} | {b_name} |", "|---|---|---|---|---|---|"]
-            for change in shown:
-                keys = _differing(change)
-                lines.append(f"| {change.source} | {'fixed' if change.b_correct else 'broken'} | {md.cell(_values(change.inputs))} | "
-                             f"{md.cell(_values(change.expected, keys), 40)} | {md.cell(_values(change.a_predicted, keys), 40)} | "
-                             f"{md.cell(_values(change.b_predicted, keys), 40)} |")
-            if len(self.changed) > len(shown):
-                lines.append(f"| … {len(self.changed) - len(shown)} more | | | | | |")
-            lines += ["", "</details>"]
-        if self.run_id:
-            lines += ["", f"MLflow run `{self.run_id}` in experiment `{self.prompt}`."]
-        return "\n".join(lines) + "\n"
 
 
 # --- comparing two contenders -------------------------------------------------------------
@@ -320,22 +272,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     return value
-
-
-def _differing(change: ChangedExample) -> list[str]:
-    """The output fields the two answers disagree on: what a reader of a flipped example needs to see."""
-    from promptops.evaluation._metrics import normalize
-
-    a, b = change.a_predicted or {}, change.b_predicted or {}
-    keys = [key for key in change.expected if normalize(a.get(key)) != normalize(b.get(key))]
-    return keys or list(change.expected)
-
-
-def _values(values: Optional[dict[str, Any]], keys: Optional[list[str]] = None) -> Any:
-    """One field as its bare value (a label reads as a label); several as `field: value; ...`, empty ones left out."""
-    if values is None:
-        return "no answer"
-    if len(values) == 1:
-        return next(iter(values.values()))
-    shown = {key: values.get(key) for key in (keys or values)}
-    return "; ".join(f"{key}: {md.cell(value)}" for key, value in shown.items() if keys or value not in (None, ""))

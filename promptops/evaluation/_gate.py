@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from promptops import _markdown as md
+from promptops import _format as md
 from promptops.artifact import GateSpec, Prompt
 from promptops.errors import PromptopsError
 

@@ -1,11 +1,22 @@
-"""The production runtime: a loaded prompt guarded, traced, replayable, and fed back into its eval set.
+"""The production runtime: a loaded prompt guarded (checks, retries, fallbacks, caps, rate limits, circuit breakers, NeedsReview), traced as one MLflow trace per request, replayable, fed back into its eval set, and split between versions for A/B tests."""
 
-- `spec`: the `guardrails:` section of a prompt file.
-- `limits`: token buckets, circuit breakers and spend per session and user key (in-process state).
-- `guarded`: `GuardedProgram`, what `promptops.load()` returns: checks, retries, fallbacks, caps,
-  and `NeedsReview` for an answer below `output.min_confidence`.
-- `tracing`: one MLflow trace per request; `traces` lists them.
-- `replay`, `feedback`: re-run a traced request; turn a corrected one into an eval row.
+from __future__ import annotations
 
-Nothing heavy is imported here: prompt files import `spec` on every load.
-"""
+from typing import TYPE_CHECKING
+
+from promptops._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from promptops.runtime._ab import ABReport, Outcome, STATUSES, SplitError, ab_report, check_split, choose_arm, summarize_outcomes
+    from promptops.runtime._feedback import record_feedback
+    from promptops.runtime._guarded import Answer, GuardedProgram, NeedsReview
+    from promptops.runtime._replay import replay
+    from promptops.runtime._tracing import MAX_TRACED_CHARS, scrub
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "_ab": "ABReport Outcome STATUSES SplitError ab_report check_split choose_arm summarize_outcomes",
+    "_feedback": "record_feedback",
+    "_guarded": "Answer GuardedProgram NeedsReview",
+    "_replay": "replay",
+    "_tracing": "MAX_TRACED_CHARS scrub",
+})

@@ -1,6 +1,6 @@
 """MLflow traces: the root span of a served request, MLflow's DSPy spans under it, and reading traces back.
 
-What a trace says (tags, status, attributes) is the runtime's business (`promptops.runtime.tracing`);
+What a trace says (tags, status, attributes) is the runtime's business (`promptops.runtime._tracing`);
 this module only knows how MLflow stores it.
 """
 

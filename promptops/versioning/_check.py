@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from promptops import _markdown as md
 from promptops.evaluation import Comparison, Contender
 from promptops.errors import PromptopsError
 from promptops.versioning._git import changed_paths, resolve_base
@@ -78,69 +77,6 @@ class CheckReport:
             } for c in self.checks],
         }
 
-    def markdown(self) -> str:
-        """The pull-request comment: a verdict line, one table row per prompt, then the details of each."""
-        failed = [c for c in self.checks if not c.passed]
-        count = len(self.checks)
-        if not count:
-            title = "✅ no prompt changed"
-        elif failed:
-            title = f"❌ {len(failed)} of {count} changed prompt{'s' if count != 1 else ''} failed"
-        else:
-            title = f"✅ {'the changed prompt passes' if count == 1 else f'all {count} changed prompts pass'}"
-        lines = [f"## promptops check: {title}", "",
-                 f"Changes since `{self.base}` (`{self.base_commit[:8]}`). Each changed prompt is evaluated on its `{self.split}` "
-                 "split beside its production version (before any promotion, its version at the base) on the same examples; "
-                 "it fails by the gate `promote` applies (its file's `eval.gate`; by default `non_inferior`: the 95% interval "
-                 "of the difference must not reach below minus the tolerance, 0.02"
-                 + (f"; here every tolerance is {self.tolerance:g}" if self.tolerance is not None else "")
-                 + "), or below its file's `eval.threshold`."]
-        if self.checks:
-            lines += ["", "| prompt | metric | before | after | change (95% CI) | McNemar p | cost | latency p50 | verdict |",
-                      "|---|---|---|---|---|---|---|---|---|"]
-            lines += [_row(check) for check in self.checks]
-        for check in self.checks:
-            lines += ["", *_details(check)]
-        if self.removed:
-            lines += ["", f"Removed, not evaluated: {', '.join(f'`{name}`' for name in self.removed)}."]
-        return "\n".join(lines) + "\n"
-
-
-def _row(check: PromptCheck) -> str:
-    verdict = "✅ pass" if check.passed else ("❌ error" if check.score is None else "❌ fail")
-    comparison = check.comparison
-    if check.score is None:
-        return f"| `{check.prompt}` | | | | | | | | {verdict} |"
-    if comparison is None:
-        after = f"{check.score:.3f}"
-        return f"| `{check.prompt}` | {check.metric} | {'new' if check.new else 'not compared'} | {after} | | | {md.usd(check.result.cost_usd) if check.result else ''} | | {verdict} |"
-    cost = md.share(comparison.b_cost_usd, comparison.a_cost_usd) or md.usd(comparison.b_cost_usd)
-    latency = md.signed(comparison.b_latency_p50_s - comparison.a_latency_p50_s, suffix=" s")
-    change = f"**{md.signed(comparison.difference.estimate)}** ({md.bounds(comparison.difference)})"
-    return (f"| `{check.prompt}` | {check.metric} | {comparison.a_score:.3f} ({check.baseline}) | {comparison.b_score:.3f} | "
-            f"{change} | {md.p_value(comparison.mcnemar.p_value)} | {cost} | {latency} | {verdict} |")
-
-
-def _details(check: PromptCheck) -> list[str]:
-    mark = "✅" if check.passed else "❌"
-    lines = [f"### {mark} {check.prompt}", ""]
-    if check.changed:
-        lines.append(f"Changed: {', '.join(f'`{path}`' for path in check.changed)}.")
-    if check.note:
-        lines.append(check.note)
-    if check.verdict is not None:
-        lines.append(f"Gate: {check.verdict.line()}.")
-    for reason in check.reasons:
-        lines.append(f"- **{reason}**")
-    if check.comparison is not None:
-        comparison = check.comparison
-        command = f"promptops compare {comparison.a.reference} {check.prompt} --split {comparison.split} --limit {comparison.n}"
-        lines += ["", comparison.markdown(heading=None, a_name="before", b_name="after").rstrip(), "", f"Reproduce: `{command}`"]
-    elif check.result is not None:
-        result = check.result
-        lines += ["", f"{check.metric} {result.score:.3f} on {result.n} `{result.split}` examples of `{result.dataset}`, "
-                  f"model `{result.model}`, cost {md.usd(result.cost_usd)}, latency p50 {md.seconds(result.latency_p50_s)}."]
-    return lines
 
 
 # --- the API ------------------------------------------------------------------------------

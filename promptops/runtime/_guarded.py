@@ -42,7 +42,7 @@ from promptops.errors import (
     RateLimited,
 )
 from promptops.versioning import ServedVersion
-from promptops.runtime import limits
+from promptops.runtime import _limits as limits
 
 # Calls run here when they have a timeout, so a hung model call can be abandoned. An abandoned call
 # still holds its thread until it ends: a local generation finishes in the background, a hosted
@@ -197,7 +197,7 @@ class GuardedProgram:
         return self.session.spent_usd
 
     def __call__(self, **inputs: Any) -> Any:
-        from promptops.runtime import tracing
+        from promptops.runtime import _tracing as tracing
 
         key = None
         if "key" in inputs and "key" not in {spec.name for spec in self.prompt.inputs}:
@@ -229,7 +229,7 @@ class GuardedProgram:
         if not self.prompt.is_agent:
             return nullcontext()
         from promptops.program import TaskRun, running
-        from promptops.runtime.tracing import observe_tool_call
+        from promptops.runtime._tracing import observe_tool_call
 
         record.task = TaskRun(prompt=self.name, approver=self.approve, trace_id=trace.trace_id, observer=observe_tool_call)
         return running(record.task)

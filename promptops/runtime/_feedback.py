@@ -42,7 +42,7 @@ def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: 
                     source: str = "promptops") -> None:
     """Attach an outcome to a traced request: whether the answer was right, and what it should have been."""
     from promptops import tracking
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
 
     tracing.get(trace_id)  # a clear error for an unknown id, before writing anything
     tracking.log_feedback(trace_id, correct=correct, expected=expected, source=source)
@@ -51,7 +51,7 @@ def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: 
 def add_feedback(trace_id: str, expected: Optional[dict[str, Any]] = None, *, split: str = "dev") -> FeedbackAdded:
     """Append the traced request with `expected` outputs (or those recorded on the trace) to the eval set; one commit."""
     from promptops import tracking
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
 
     trace = tracing.get(trace_id)
     name = _prompt_name(trace)
@@ -66,7 +66,7 @@ def add_feedback(trace_id: str, expected: Optional[dict[str, Any]] = None, *, sp
 def add_failed(name: str, *, split: str = "dev", limit: int = 200) -> FeedbackAdded:
     """Every recent failing request of `name` (error status, or feedback `correct` = false) with corrected outputs recorded."""
     from promptops import tracking
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
 
     prompt = _current_prompt(name)
     rows, skipped = [], []
@@ -140,7 +140,7 @@ def _typed(prompt: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row(prompt: Any, trace: Any, expected: dict[str, Any]) -> dict[str, Any]:
-    from promptops.runtime import tracing
+    from promptops.runtime import _tracing as tracing
 
     inputs, _ = tracing.root_inputs_outputs(trace)
     row = {**{spec.name: inputs.get(spec.name) for spec in prompt.inputs}, **expected, "trace_id": trace.info.trace_id}

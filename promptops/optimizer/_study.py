@@ -25,9 +25,9 @@ from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.evaluation import load_dataset
 from promptops.errors import PromptopsError
 from promptops.evaluation import resolve_metric
-from promptops.optimizer.candidates import TrialConfig, compile_candidate, example_metric
-from promptops.optimizer.experiment import Experiment, load_experiment
-from promptops.optimizer.front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
+from promptops.optimizer._candidates import TrialConfig, compile_candidate, example_metric
+from promptops.optimizer._experiment import Experiment, load_experiment
+from promptops.optimizer._front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
 
 STUDY_PREFIX = "promptops"
 PARENT_RUN_WAIT_S = 60.0  # how long a joining worker waits for the study's MLflow parent run to be opened
@@ -154,7 +154,7 @@ def run_study(
 
     Any number of workers (processes, on any machine) can run one study: Optuna's storage hands
     out the trials and, by heartbeats, fails and retries the trial of a worker that died; the
-    budget is the study's (`promptops.optimizer.shared`). When the study ends, one worker
+    budget is the study's (`promptops.optimizer._shared`). When the study ends, one worker
     concludes it: waits for the others' last trials, picks the winner and returns it; the others
     return with `concluded_by` naming that worker. `on_session(study_name, storage)` is called once the
     study is open (and this process coordinates it): `--workers` starts the other workers there.
@@ -162,8 +162,8 @@ def run_study(
     """
     import optuna
 
-    from promptops.optimizer import runs
-    from promptops.optimizer.shared import Heartbeat, SharedBudget, SharedStudy
+    from promptops.optimizer import _runs as runs
+    from promptops.optimizer._shared import Heartbeat, SharedBudget, SharedStudy
 
     spec = context.experiment
     storage = storage or f"sqlite:///{context.root / 'optuna.db'}"
@@ -256,7 +256,7 @@ def _load_conclusion_modules() -> None:
     loaded while this worker waits for the others' last trials rather than after them. Idempotent."""
     import scipy.stats  # noqa: F401
 
-    from promptops.optimizer.front import load_plotting
+    from promptops.optimizer._front import load_plotting
 
     load_plotting()
 
@@ -364,10 +364,10 @@ def _storage(url: str) -> Any:
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from promptops.optimizer.shared import HEARTBEAT_S, STALE_S, engine_options
+    from promptops.optimizer._shared import HEARTBEAT_S, STALE_S, engine_options
 
     def failed(study: Any, trial: Any) -> None:
-        from promptops.optimizer import runs
+        from promptops.optimizer import _runs as runs
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -459,7 +459,7 @@ def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget:
     from optuna.trial import TrialState
 
     from promptops.evaluation import evaluate
-    from promptops.optimizer import runs
+    from promptops.optimizer import _runs as runs
 
     config = _suggest(trial, context)
     earlier = _same_configuration(study, trial)
@@ -551,7 +551,7 @@ def _repeat(study, trial, earlier, context: StudyContext, parent_run_id: str, co
     """
     from optuna.trial import TrialState
 
-    from promptops.optimizer import runs
+    from promptops.optimizer import _runs as runs
 
     for key in (RUNGS_ATTR, "candidate"):
         if key in earlier.user_attrs:
@@ -576,7 +576,7 @@ def _frozen(study: Any, number: int) -> Any:
 def _fail(study, trial, run_id, parent_run_id, candidate, spent, reason: str) -> None:
     from optuna.trial import TrialState
 
-    from promptops.optimizer import runs
+    from promptops.optimizer import _runs as runs
 
     trial.set_user_attr("stopped_by", reason)
     study.tell(trial, state=TrialState.FAIL)
@@ -644,8 +644,8 @@ def _refresh(progress: Progress, study: Any, context: StudyContext, budget: Any)
 def _conclude(study, context: StudyContext, storage: str, parent_run_id: str, stopped_by, budget: Budget, wall_time_s: float) -> StudyOutcome:
     from optuna.trial import TrialState
 
-    from promptops.optimizer import runs
-    from promptops.optimizer.front import front_figure
+    from promptops.optimizer import _runs as runs
+    from promptops.optimizer._front import front_figure
 
     names = context.objective_names
     trials = study.get_trials(deepcopy=False)
@@ -725,7 +725,7 @@ def _check_agent_search(experiment: Experiment, path: Path, prompt: Any) -> None
     """Agent dimensions only for an agent, naming its tools; DSPy optimizers that can be read back into an agent file."""
     import yaml
 
-    from promptops.optimizer.experiment import ExperimentFileError
+    from promptops.optimizer._experiment import ExperimentFileError
     from promptops.artifact import line_of
 
     space = experiment.search
@@ -754,7 +754,7 @@ def _check_agent_search(experiment: Experiment, path: Path, prompt: Any) -> None
 def _check_demos_fit(experiment: Experiment, path: Path, train: Any) -> None:
     """A trial cannot show more demos than the train split has (DSPy would quietly show fewer)."""
     from promptops.errors import where
-    from promptops.optimizer.experiment import ExperimentFileError
+    from promptops.optimizer._experiment import ExperimentFileError
     from promptops.artifact import compose_and_load, line_of
 
     most = max(experiment.search.demo_choices)

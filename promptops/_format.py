@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from promptops.evaluation._stats import Interval
+
 
 
 def signed(value: float, digits: int = 3, *, prefix: str = "", suffix: str = "") -> str:
@@ -14,13 +14,13 @@ def signed(value: float, digits: int = 3, *, prefix: str = "", suffix: str = "")
     return f"{sign}{prefix}{abs(value):.{digits}f}{suffix}"
 
 
-def interval(value: Interval, digits: int = 3, *, prefix: str = "", suffix: str = "") -> str:
+def interval(value: Any, digits: int = 3, *, prefix: str = "", suffix: str = "") -> str:
     """`+0.050 (95% CI -0.075 to +0.175)`"""
     return (f"{signed(value.estimate, digits, prefix=prefix, suffix=suffix)} ({value.confidence:.0%} CI "
             f"{signed(value.low, digits, prefix=prefix, suffix=suffix)} to {signed(value.high, digits, prefix=prefix, suffix=suffix)})")
 
 
-def bounds(value: Interval, digits: int = 3, *, prefix: str = "", suffix: str = "") -> str:
+def bounds(value: Any, digits: int = 3, *, prefix: str = "", suffix: str = "") -> str:
     """`-0.075 to +0.175`"""
     return f"{signed(value.low, digits, prefix=prefix, suffix=suffix)} to {signed(value.high, digits, prefix=prefix, suffix=suffix)}"
 

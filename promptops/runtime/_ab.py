@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Mapping, Optional, Sequence
 
-from promptops import _markdown as md
 from promptops.errors import PromptopsError
 from promptops.evaluation import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, FisherResult, Interval, fisher_exact, percentile, unpaired_bootstrap
 
@@ -124,48 +123,6 @@ class ABReport:
         """JSON-ready, for `--json` and notebooks."""
         return asdict(self)
 
-    def markdown(self) -> str:
-        total = sum(arm.traces for arm in self.arms)
-        since = f" since {self.since}" if self.since else ""
-        lines = [f"## {self.prompt}: A/B report, {len(self.arms)} arm{'s' if len(self.arms) != 1 else ''}, "
-                 f"{total:,} routed request{'s' if total != 1 else ''}{since}", ""]
-        if not self.arms:
-            lines.append(f"No traced request of {self.prompt} carries an arm: serve it with "
-                         f"`promptops.load(\"{self.prompt}\", split={{...}}, key=user_id)`.")
-            return "\n".join(lines) + "\n"
-        lines += ["| arm | requests | ok / refused / error / fallback / needs review | labeled | accuracy | cost per call | latency mean / p50 / p95 |",
-                  "|---|---|---|---|---|---|---|"]
-        for arm in sorted(self.arms, key=lambda arm: arm.arm != self.reference):
-            versions = f" {', '.join(arm.versions)}" if arm.versions else ""
-            name = f"{arm.arm}{versions} (reference)" if arm.arm == self.reference else f"{arm.arm}{versions}"
-            statuses = " / ".join(str(arm.statuses.get(status, 0)) for status in STATUSES)
-            accuracy = f"{arm.accuracy:.3f} ({arm.correct}/{arm.labeled})" if arm.accuracy is not None else "no feedback"
-            latency = " / ".join(md.seconds(value) for value in (arm.latency_mean_s, arm.latency_p50_s, arm.latency_p95_s))
-            lines.append(f"| {name} | {arm.traces:,} | {statuses} | {arm.labeled:,} | {accuracy} | "
-                         f"{md.usd(arm.cost_per_call_usd, 8)} | {latency} |")
-        for comparison in self.comparisons:
-            parts = []
-            if comparison.accuracy is not None and comparison.accuracy_test is not None:
-                parts.append(f"accuracy {md.interval(comparison.accuracy)}, Fisher's exact {md.p_equals(comparison.accuracy_test.p_value)}")
-            else:
-                parts.append("accuracy not comparable (an arm has no feedback)")
-            if comparison.cost_per_call_usd is not None:
-                parts.append(f"cost per call {md.interval(comparison.cost_per_call_usd, 8, prefix='$')}")
-            if comparison.latency_s is not None:
-                parts.append(f"latency {md.interval(comparison.latency_s, suffix=' s')}")
-            lines += ["", f"**{comparison.arm} vs {comparison.reference}**: " + "; ".join(parts) + "."]
-        if self.comparisons:
-            first = self.comparisons[0]
-            interval = first.accuracy or first.latency_s or first.cost_per_call_usd
-            if interval is not None:
-                lines += ["", f"Intervals: {interval.confidence:.0%} bootstrap percentile intervals of the difference, each arm "
-                          f"resampled on its own ({interval.resamples:,} resamples). Accuracy counts requests with a `correct` "
-                          "feedback or expectations for output fields."]
-        if self.unrouted:
-            one = self.unrouted == 1
-            lines += ["", f"{self.unrouted:,} other traced request{'' if one else 's'} of {self.prompt} "
-                      f"{'carries' if one else 'carry'} no arm (not served through a split) and {'is' if one else 'are'} not counted."]
-        return "\n".join(lines) + "\n"
 
 
 def summarize_outcomes(

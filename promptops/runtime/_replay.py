@@ -58,8 +58,8 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     from promptops.models._metered import metering
     from promptops.program import build_program, prediction_values
     from promptops.versioning import served_version
-    from promptops.runtime import tracing
-    from promptops.runtime.guarded import _one_line
+    from promptops.runtime import _tracing as tracing
+    from promptops.runtime._guarded import _one_line
 
     trace = tracing.get(trace_id)
     tags = trace.info.tags
@@ -110,7 +110,7 @@ def _replay_task(prompt: Any, recorded: Optional[list[dict[str, Any]]], live_too
         return None
     from promptops.program import Approval
     from promptops.program import TaskRun
-    from promptops.runtime.tracing import observe_tool_call
+    from promptops.runtime._tracing import observe_tool_call
 
     calls = list(recorded or [])
     if not live_tools:
