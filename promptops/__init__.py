@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from promptops.evaluation import EvalResult, ProgressCallback
     from promptops.evaluation import JudgeCheck
     from promptops.artifact import MetricSpec
-    from promptops.models._doctor import ModelHealth
+    from promptops.models import ModelHealth
     from promptops.program import Approval, ApprovalRequest, Approver
     from promptops.runtime import Answer, NeedsReview
 
@@ -51,7 +51,7 @@ def doctor(models: Optional[list[str]] = None, *, timeout_s: float = 180.0) -> "
 
     A crash of llama.cpp on this CPU is reported in the result, never raised in the caller.
     """
-    from promptops.models._doctor import diagnose
+    from promptops.models import diagnose
 
     return diagnose(models, timeout_s=timeout_s)
 
@@ -85,12 +85,12 @@ def evaluate(
     """
     import dataclasses
 
-    from promptops.evaluation import _run as evaluation
+    from promptops.evaluation import evaluate as evaluate_prompt
     from promptops.artifact import Prompt, find_project_root, resolve_prompt_path
 
     prompt_file = None if isinstance(prompt, Prompt) else resolve_prompt_path(str(prompt))
     loaded = load_prompt(prompt_file or prompt)
-    result = evaluation.evaluate(
+    result = evaluate_prompt(
         loaded, data=data, split=split, model=model, limit=limit, threads=threads,
         cache=cache, metric=metric, on_progress=on_progress,
     )
@@ -179,10 +179,10 @@ def check_judge(
     """
     import dataclasses
 
-    from promptops.evaluation import _judges as judges
+    from promptops.evaluation import check_judge as run_judge_check, find_judge
 
-    spec = judges.find_judge(judge)
-    result = judges.check_judge(spec, data, limit=limit, cache=cache, on_progress=on_progress)
+    spec = find_judge(judge)
+    result = run_judge_check(spec, data, limit=limit, cache=cache, on_progress=on_progress)
     if not track:
         return result
     from promptops import tracking
@@ -251,11 +251,11 @@ def __getattr__(name: str) -> Any:
 
         return EvalResult
     if name in ("Approval", "ApprovalRequest"):
-        from promptops.program import _approval as approval
+        from promptops import program
 
-        return getattr(approval, name)
+        return getattr(program, name)
     if name in ("Answer", "NeedsReview"):
-        from promptops.runtime import _guarded as guarded
+        from promptops import runtime
 
-        return getattr(guarded, name)
+        return getattr(runtime, name)
     raise AttributeError(f"module 'promptops' has no attribute {name!r}")

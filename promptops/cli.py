@@ -345,7 +345,7 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
     from promptops.reports import tables
     from promptops.errors import GuardrailError
     from promptops.program import prediction_values
-    from promptops.runtime import _tracing as tracing
+    from promptops.runtime import flush_traces, search_traces
     from promptops.program import ask_in_terminal
     from promptops.runtime import NeedsReview
 
@@ -360,7 +360,7 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
         raise
     finally:
         if not no_trace:
-            tracing.flush()
+            flush_traces()
         task = program.last_record.task if program.last_record else None
         if task is not None and not as_json:
             tables.tool_calls([call.as_dict() for call in task.calls])
@@ -402,9 +402,9 @@ def traces_command(prompt: str, failed: bool, needs_review: bool, limit: int, as
     import dataclasses
 
     from promptops.reports import tables
-    from promptops.runtime import _tracing as tracing
+    from promptops.runtime import flush_traces, search_traces
 
-    found = tracing.search(prompt, failed=failed, needs_review=needs_review, limit=limit)
+    found = search_traces(prompt, failed=failed, needs_review=needs_review, limit=limit)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(summary) for summary in found]))
     else:
@@ -450,16 +450,16 @@ def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], fro
     """Append TRACE_ID's inputs with the --expected outputs to its prompt's eval set, as one commit."""
     from promptops.reports import tables
     from promptops.errors import PromptopsError
-    from promptops.runtime import _feedback as feedback
+    from promptops.runtime import add_failed, add_feedback
 
     if (trace_id is None) == (from_failed is None):
         raise PromptopsError("give either a TRACE_ID or --from-failed PROMPT")
     if from_failed:
         if expected:
             raise PromptopsError("--expected goes with one TRACE_ID; --from-failed uses the outputs recorded on each trace")
-        added = feedback.add_failed(from_failed, split=split)
+        added = add_failed(from_failed, split=split)
     else:
-        added = feedback.add_feedback(trace_id, _field_values(expected, "--expected"), split=split)
+        added = add_feedback(trace_id, _field_values(expected, "--expected"), split=split)
     tables.feedback_added(added)
     if from_failed and not added.rows and added.skipped:
         sys.exit(1)

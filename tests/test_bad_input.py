@@ -388,7 +388,7 @@ def test_traced_inputs_are_capped_with_their_size_recorded(served: FaultServer, 
     huge = "where is my card " * 60_000  # about 1 MB
     with pytest.raises(InputRejected):
         program(text=huge)
-    tracing.flush()
+    tracing.flush_traces()
     trace = tracing.get(program.last_trace_id)
     inputs, _ = tracing.root_inputs_outputs(trace)
     assert len(inputs["text"]) == tracing.MAX_TRACED_CHARS and inputs["text"].endswith(f"[cut: {len(huge):,} characters]")
@@ -397,7 +397,7 @@ def test_traced_inputs_are_capped_with_their_size_recorded(served: FaultServer, 
     assert len(json.dumps(trace.to_dict())) < 20_000
 
     program(text="card " * 900)  # 4,500 characters, answered: DSPy's spans are cut too
-    tracing.flush()
+    tracing.flush_traces()
     trace = tracing.get(program.last_trace_id)
     assert all(len(json.dumps(span.inputs)) < 3 * tracing.MAX_TRACED_CHARS for span in trace.data.spans)
     assert mlflow  # imported for the store the fixture configured

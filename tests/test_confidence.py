@@ -298,12 +298,12 @@ def test_run_prints_a_held_answer_and_its_trace_records_the_decision(project: Pa
     answered = runner.invoke(main, ["run", NAME, "--input", "text=Where is my new card?", "--json"])
     assert answered.exit_code == 0 and json.loads(answered.stdout)["_confidence"] == {"intent": 0.92}
 
-    traces = tracing.search(NAME)
+    traces = tracing.search_traces(NAME)
     assert [t.status for t in traces] == ["ok", "needs_review", "needs_review"]
     assert traces[1].decisions == "input_ok,answered,needs_review" and traces[1].confidence == {"intent": 0.41}
     assert traces[0].confidence == {"intent": 0.92}
-    assert [t.trace_id for t in tracing.search(NAME, needs_review=True)] == [t.trace_id for t in traces[1:]]
-    assert tracing.search(NAME, failed=True) == []  # held for review is answered, not failed
+    assert [t.trace_id for t in tracing.search_traces(NAME, needs_review=True)] == [t.trace_id for t in traces[1:]]
+    assert tracing.search_traces(NAME, failed=True) == []  # held for review is answered, not failed
     event = next(e for e in tracing.get(traces[1].trace_id).data.spans[0].events if e.name == "needs_review")
     assert event.attributes["confidence"] == 0.41 and event.attributes["field"] == "intent"
     listed = runner.invoke(main, ["traces", NAME, "--needs-review"], env={"COLUMNS": "100"})

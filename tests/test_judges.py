@@ -264,9 +264,9 @@ def test_compare_and_the_gate_use_the_judges_scores(project: Path, mlflow_store:
     assert len(comparison.changed) == 3 and all(change.b_correct for change in comparison.changed)  # fixed by the judge's pass
     assert "right = the judge's pass" in comparison_markdown(comparison)
 
-    from promptops.evaluation import _gate as gate
+    from promptops.evaluation import gate_verdict, rule_for
 
-    verdict = gate.judge(gate.rule_for(after), comparison=comparison)
+    verdict = gate_verdict(rule_for(after), comparison=comparison)
     assert verdict.metric == "judge" and verdict.candidate_score == 0.75
 
 

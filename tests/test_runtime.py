@@ -268,7 +268,7 @@ def test_requests_are_traced_with_version_cost_and_decisions_and_no_secret(serve
         program(text="Where is my card?")
     failed_id = caught.value.trace_id
 
-    found = tracing.search(NAME)
+    found = tracing.search_traces(NAME)
     assert [t.status for t in found] == ["error", "ok"] and found[0].trace_id == failed_id
     ok = found[1]
     assert ok.version == "working file" and ok.model == "openai/fault-model" and ok.cost_usd > 0 and ok.tokens > 0

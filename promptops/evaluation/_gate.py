@@ -108,7 +108,7 @@ class Verdict:
         }
 
 
-def judge(
+def gate_verdict(
     spec: GateSpec,
     *,
     comparison: "Optional[Comparison]" = None,

@@ -173,7 +173,7 @@ class Judge:
     def score(self, inputs: dict[str, Any], predicted: Optional[dict[str, Any]],
               expected: Optional[dict[str, Any]] = None) -> Judgement:
         """The judge's score of `predicted` for `inputs` (against `expected` when given), metered on its own."""
-        from promptops.models._metered import metering
+        from promptops.models import metering
 
         if predicted is None:
             return Judgement(None, 0.0, False, "no answer to judge", self.spec.name, self.model)

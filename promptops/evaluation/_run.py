@@ -366,8 +366,8 @@ def _run_examples(program, prompt: Prompt, examples, threads: int, on_progress, 
 def _run_one(program, prompt: Prompt, index: int, example: Example, judge: "Optional[Judge]" = None) -> ExampleResult:
     from dspy.utils.exceptions import AdapterParseError
 
-    from promptops.models._confidence import least_sure
-    from promptops.models._metered import metering
+    from promptops.models import least_sure
+    from promptops.models import metering
     from promptops.program import prediction_values
 
     predicted, error, parse_failure = None, None, False

@@ -1,130 +1,28 @@
 """Model backends: from a model string and its parameters to a priced, metered `dspy.LM`.
 
 - `local/smollm2-135m` (the default), `local/gemma3-270m`: GGUF files shipped in PyPI packages,
-  run in-process by llama.cpp.
+  run in-process by llama.cpp (`_llama_engine`, `_decoder`: the only llama.cpp code).
 - `gguf:PATH`: any GGUF file of your own, run the same way.
 - anything else with a provider prefix (`openai/...`, `anthropic/...`, `ollama/...`, or an
   OpenAI-compatible server through `api_base`): DSPy's own engine.
+
+Every call is metered (`_metered`: tokens, cost, latency, confidence) and admitted against the
+active budgets (`_budget`); `_doctor` checks that each embedded model loads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
-
-from promptops.artifact import ModelSpec
-from promptops.errors import PromptopsError, UnknownModelError
-from promptops.models._budget import Budget, BudgetExhausted, Reservation, active_budgets, admit_all, request_limits, spending_limit
+from promptops.models._budget import (
+    Budget, BudgetExhausted, Reservation, active_budgets, admit_all, request_limits, spending_limit,
+)
 from promptops.models._catalog import LOCAL_MODELS, LocalModel, local_model
+from promptops.models._confidence import least_sure
+from promptops.models._doctor import ModelHealth, diagnose
+from promptops.models._lm import LocalModelListing, build_lm, check_model_id, engine_model_name, is_local, list_local_models, price_of
+from promptops.models._metered import metering
 
 __all__ = [
-    "Budget", "BudgetExhausted", "LOCAL_MODELS", "LocalModel", "LocalModelListing", "Reservation", "active_budgets", "admit_all",
-    "build_lm", "is_local", "list_local_models", "price_of", "request_limits", "spending_limit",
+    "Budget", "BudgetExhausted", "LOCAL_MODELS", "LocalModel", "LocalModelListing", "ModelHealth", "Reservation",
+    "active_budgets", "admit_all", "build_lm", "check_model_id", "diagnose", "engine_model_name", "is_local",
+    "least_sure", "list_local_models", "local_model", "metering", "price_of", "request_limits", "spending_limit",
 ]
-
-
-@dataclass(frozen=True)
-class LocalModelListing:
-    """One embedded model as `promptops models` lists it; prices are nominal, not a bill."""
-
-    model: str
-    parameters_millions: int
-    input_usd_per_million: float
-    output_usd_per_million: float
-    weights: Optional[str]  # the GGUF file, None when not installed here
-    install_hint: Optional[str]  # how to install it, when it is not
-    terms: str
-
-
-def list_local_models() -> list[LocalModelListing]:
-    """Every embedded model, whether its weights are installed here, and where."""
-    listings = []
-    for model in LOCAL_MODELS.values():
-        try:
-            weights, hint = str(model.locate()), None
-        except PromptopsError:
-            weights, hint = None, model.install_hint
-        listings.append(LocalModelListing(model.model_id, model.parameters_millions, model.input_usd_per_million,
-                                          model.output_usd_per_million, weights, hint, model.terms))
-    return listings
-
-
-def is_local(model_id: str) -> bool:
-    return model_id.startswith(("local/", "gguf:"))
-
-
-def price_of(spec: ModelSpec) -> Optional[tuple[float, float]]:
-    """USD per million (input, output) tokens: the file's price, else the local nominal one."""
-    if spec.price is not None:
-        return spec.price.input_per_million_usd, spec.price.output_per_million_usd
-    if spec.id in LOCAL_MODELS:
-        model = LOCAL_MODELS[spec.id]
-        return model.input_usd_per_million, model.output_usd_per_million
-    if spec.id.startswith("gguf:"):
-        return LOCAL_MODELS["local/smollm2-135m"].input_usd_per_million, LOCAL_MODELS["local/smollm2-135m"].output_usd_per_million
-    return None  # hosted: DSPy prices each answer from the provider's published table
-
-
-# Engine options a prompt file may set under `model.params` for the embedded engine (see LlamaEngine).
-ENGINE_OPTIONS = ("decoding", "calibrate")
-
-
-def engine_model_name(model_id: str, engine_options: dict[str, Any]) -> str:
-    """The model string with its non-default engine options, e.g. `local/smollm2-135m[calibrate]`."""
-    marks = []
-    if engine_options.get("decoding", "guided") != "guided":
-        marks.append(f"decoding={engine_options['decoding']}")
-    if engine_options.get("calibrate"):
-        marks.append("calibrate")
-    return f"{model_id}[{','.join(marks)}]" if marks else model_id
-
-
-def check_model_id(model_id: str) -> None:
-    """Refuse a model string no backend can serve, before any call is made."""
-    if model_id.startswith("local/"):
-        local_model(model_id)
-    elif model_id.startswith("gguf:"):
-        path = Path(model_id.removeprefix("gguf:")).expanduser()
-        if not path.is_file():
-            raise UnknownModelError(f"model {model_id!r}: no GGUF file at {path}")
-    elif "/" not in model_id or model_id.endswith("/"):
-        raise UnknownModelError(
-            f"unknown model {model_id!r}: use local/smollm2-135m, gguf:PATH, or a provider/model string such as openai/gpt-4o-mini"
-        )
-
-
-def build_lm(spec: ModelSpec, *, cache: bool = True, num_retries: Optional[int] = None) -> Any:
-    """A `MeteredLM` for `spec`; DSPy's cache keys on model, messages and parameters, so any change misses.
-
-    `num_retries` overrides how often the provider client retries a failed request by itself
-    (LiteLLM's default otherwise); local models never retry.
-    """
-    from promptops.models._metered import MeteredLM, UsdPerMillion
-
-    check_model_id(spec.id)
-    price = price_of(spec)
-    options: dict[str, Any] = {
-        "temperature": spec.temperature,
-        "max_tokens": spec.max_tokens,
-        "cache": cache,
-        "price": UsdPerMillion(*price) if price else None,
-        **spec.params,
-    }
-    if is_local(spec.id):
-        from promptops.models._llama_engine import LlamaEngine
-
-        path = local_model(spec.id).locate() if spec.id.startswith("local/") else Path(spec.id.removeprefix("gguf:")).expanduser()
-        context_tokens = int(options.pop("n_ctx", 4096))
-        engine_options = {name: options.pop(name) for name in ENGINE_OPTIONS if name in options}
-        engine = LlamaEngine(spec.id, path, context_tokens=context_tokens, **engine_options)
-        # DSPy's cache keys on the LM's model string: answers decoded another way must not answer for these.
-        return MeteredLM(engine_model_name(spec.id, engine_options), engine=engine, num_retries=0, **options)
-    unsupported = sorted(set(ENGINE_OPTIONS) & set(options))
-    if unsupported:
-        raise PromptopsError(f"model {spec.id!r}: params {', '.join(unsupported)} apply to the embedded engine only (local/... or gguf:PATH)")
-    if spec.api_base:
-        options["api_base"] = spec.api_base
-    if num_retries is not None:
-        options["num_retries"] = num_retries
-    return MeteredLM(spec.id, **options)

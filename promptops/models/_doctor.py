@@ -70,7 +70,7 @@ def diagnose(models: Optional[list[str]] = None, *, timeout_s: float = 180.0) ->
     One at a time on purpose: two processes running llama.cpp on a small machine slow each other
     down many times over.
     """
-    from promptops.models import LOCAL_MODELS, local_model
+    from promptops.models._catalog import LOCAL_MODELS, local_model
 
     for model_id in models or []:
         local_model(model_id)  # an unknown name is the caller's mistake, before any process starts

@@ -30,7 +30,7 @@ def _report(**event: object) -> None:
 
 def main(model_id: str) -> int:
     from promptops.errors import PromptopsError
-    from promptops.models import local_model
+    from promptops.models._catalog import local_model
 
     try:
         path = local_model(model_id).locate()

@@ -100,7 +100,7 @@ def example_metric(prompt: Prompt, metric: "Metric | str") -> ExampleMetric:
                                                    else str(metric.judge.passing_score))
         return judged
     if metric.similarity is not None:
-        from promptops.evaluation import _similarity as similarity
+        from promptops.evaluation import similarities
 
         spec = metric.similarity
         fields = [field.name for field in prompt.outputs if field.type == "string"]
@@ -108,7 +108,7 @@ def example_metric(prompt: Prompt, metric: "Metric | str") -> ExampleMetric:
         def similar(example: dict[str, Any], predicted: Optional[dict[str, Any]]) -> float:
             if predicted is None:
                 return 0.0
-            values = similarity.similarities([str(predicted.get(name) or "") for name in fields],
+            values = similarities([str(predicted.get(name) or "") for name in fields],
                                              [str(example.get(name) or "") for name in fields], spec.model, api_base=spec.api_base)
             return sum(values) / len(values)
 

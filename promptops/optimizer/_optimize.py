@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from promptops.optimizer._study import Progress, ProgressCallback, StudyOutcome
+from promptops.optimizer._study import ProgressCallback, StudyOutcome
 from promptops.optimizer._winner import AdoptedWinner, TestComparison
 
 @dataclass(frozen=True)

@@ -767,7 +767,7 @@ def _check_demos_fit(experiment: Experiment, path: Path, train: Any) -> None:
 def _check_available(model_id: str) -> None:
     """A local model whose weights are missing fails here, before the study starts."""
     from promptops.models import is_local
-    from promptops.models._catalog import local_model
+    from promptops.models import local_model
 
     if is_local(model_id) and model_id.startswith("local/"):
         local_model(model_id).locate()

@@ -60,14 +60,14 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
     still gets its winner scored.
     """
     from promptops import tracking
-    from promptops.evaluation import _gate as gate
+    from promptops.evaluation import gate_verdict, rule_for
     from promptops.evaluation import Contender
     from promptops.versioning import compare_contenders
     from promptops.evaluation import load_dataset
 
     reference, label, commit = _reference(base, prompt_file)
     dataset = load_dataset(base, data, "test")
-    spec = gate.rule_for(base)
+    spec = rule_for(base)
     comparison = verdict = note = run_id = None
     deadline, budget.deadline = budget.deadline, None  # the caps on spend and calls still hold
     try:
@@ -81,7 +81,7 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
         budget.deadline = deadline
     if comparison is None:
         return TestComparison("test", len(dataset), getattr(metric, "name", metric), None, None, label, None, None, note)
-    verdict = gate.judge(spec, comparison=comparison, threshold=base.eval.threshold)
+    verdict = gate_verdict(spec, comparison=comparison, threshold=base.eval.threshold)
     if track:
         run_id = tracking.log_comparison(comparison, kind="optimize-gate", verdict=verdict.summary())
     return TestComparison(
@@ -94,16 +94,16 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
 
 def _reference(base: Prompt, prompt_file: Path) -> tuple[Prompt, str, Optional[str]]:
     """Production if the prompt has one (its commit, as committed at HEAD), else the prompt as the study started from."""
-    from promptops.versioning import _git as versions
+    from promptops import versioning
     from promptops.versioning import resolve
 
     try:
         production = resolve(prompt_file, "production")
-        return versions.load_prompt_at(prompt_file, production.commit), f"production {production.label}", production.commit
+        return versioning.load_prompt_at(prompt_file, production.commit), f"production {production.label}", production.commit
     except PromptopsError:
         pass
     try:
-        commit = versions.file_revision(prompt_file).commit
+        commit = versioning.file_revision(prompt_file).commit
     except PromptopsError:
         commit = None
     return base, "baseline (the prompt file as committed)", commit
@@ -122,30 +122,30 @@ def rejected(test: Optional[TestComparison]) -> AdoptedWinner:
 def adopt(winner: Prompt, base: Prompt, prompt_file: Path, *, study: str, trial: int, run_id: str, metrics: dict[str, Any],
           gate: Optional[dict[str, Any]] = None) -> AdoptedWinner:
     """Commit the winner as the prompt's next version and point `candidate` at it; all or nothing."""
-    from promptops.versioning import _promotion as promotion
-    from promptops.versioning import _git as versions
+
+    from promptops import versioning
     from promptops.versioning import resolve
 
     if winner.content_hash == base.content_hash:
         return AdoptedWinner(None, None, False, "the prompt as it is won: no new version written")
     try:
-        repo = versions.open_repo(prompt_file)
+        repo = versioning.open_repo(prompt_file)
     except PromptopsError as exc:
         return AdoptedWinner(None, None, False, f"not written as a version ({exc}); the winner is in the MLflow run as an artifact")
     old_text = prompt_file.read_text(encoding="utf-8")
-    head_before = versions.head_commit(repo)
+    head_before = versioning.head_commit(repo)
     write_prompt_file(winner, prompt_file)
     message = f"optimize {base.name}: winner of {study}, trial {trial}\n\nMLflow run: {run_id}"
     try:
-        commit = versions.commit_paths(repo, [prompt_file], message)
+        commit = versioning.commit_paths(repo, [prompt_file], message)
     except BaseException:
         prompt_file.write_text(old_text, encoding="utf-8")
         raise
     try:
         target = resolve(prompt_file, commit)
-        promotion.assign_channel(base.name, commit, "candidate", action="optimize", metrics=metrics, gate=gate,
+        versioning.assign_channel(base.name, commit, "candidate", action="optimize", metrics=metrics, gate=gate,
                                  reason=f"winner of {study} trial {trial} (MLflow run {run_id})")
     except BaseException:
-        versions.undo_commit(repo, head_before, [prompt_file])
+        versioning.undo_commit(repo, head_before, [prompt_file])
         raise
     return AdoptedWinner(target.label, commit, True, f"committed as {target.label} and registered with the alias candidate")

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from promptops import _format as md
-from promptops.evaluation import Comparison
-from promptops.evaluation._compare import ChangedExample
+from promptops.evaluation import ChangedExample, Comparison, normalize
 from promptops.runtime import STATUSES, ABReport
-from promptops.versioning._check import CheckReport, PromptCheck
+from promptops.versioning import CheckReport, PromptCheck
 
 
 def comparison_markdown(comparison: Comparison, *, heading: Optional[str] = "###", a_name: str = "A", b_name: str = "B") -> str:
@@ -179,8 +178,6 @@ def ab_markdown(report: ABReport) -> str:
 
 def _differing(change: ChangedExample) -> list[str]:
     """The output fields the two answers disagree on: what a reader of a flipped example needs to see."""
-    from promptops.evaluation._metrics import normalize
-
     a, b = change.a_predicted or {}, change.b_predicted or {}
     keys = [key for key in change.expected if normalize(a.get(key)) != normalize(b.get(key))]
     return keys or list(change.expected)

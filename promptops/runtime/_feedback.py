@@ -187,7 +187,7 @@ def _trace_ids_in(prompt: Any, split: str) -> set[str]:
 
 def _append_rows(prompt: Any, rows: list[dict[str, Any]], split: str, message: str) -> FeedbackAdded:
     """Append atomically and commit; if the commit fails, the file is put back as it was."""
-    from promptops.versioning import _git as versions
+    from promptops import versioning
     from promptops.artifact import atomic_write_text
 
     path, split_column = _split_path(prompt, split)
@@ -205,10 +205,10 @@ def _append_rows(prompt: Any, rows: list[dict[str, Any]], split: str, message: s
         text = _with_csv_rows(text, rows, path)
     else:
         text += "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    repo = versions.open_repo(path)
+    repo = versioning.open_repo(path)
     atomic_write_text(path, text)
     try:
-        commit = versions.commit_paths(repo, [path], message)
+        commit = versioning.commit_paths(repo, [path], message)
     except BaseException:
         if old_text is None:
             path.unlink(missing_ok=True)

@@ -300,7 +300,7 @@ class GuardedProgram:
 
     def _review(self, answer: Answer, target: Target) -> Optional[NeedsReview]:
         """The answer held for review when its least sure label is below `output.min_confidence`, else None."""
-        from promptops.models._confidence import least_sure
+        from promptops.models import least_sure
 
         threshold = self.guardrails.output.min_confidence
         if threshold is None:
@@ -312,7 +312,7 @@ class GuardedProgram:
 
     def _attempt(self, target: Target, index: int, attempt: int, inputs: dict[str, Any], budgets: list[Budget],
                  record: RequestRecord) -> tuple[Any, Answer]:
-        from promptops.models._metered import metering
+        from promptops.models import metering
         from promptops.program import prediction_values
 
         config: dict[str, Any] = {}

@@ -55,7 +55,7 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     """Re-run the request traced as `trace_id`; `version` (vN, a channel or commit) and `model` change what answers it.
 
     For an agent, tools are not run again (their recorded results are returned) unless `live_tools`."""
-    from promptops.models._metered import metering
+    from promptops.models import metering
     from promptops.program import build_program, prediction_values
     from promptops.versioning import served_version
     from promptops.runtime import _tracing as tracing

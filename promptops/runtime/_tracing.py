@@ -196,7 +196,7 @@ def _status(error: Optional[BaseException], answer: Any, review: Any = None) -> 
     return "error"
 
 
-def flush() -> None:
+def flush_traces() -> None:
     """Write traces still queued for asynchronous export (a short-lived CLI process must wait for them)."""
     from promptops import tracking
 
@@ -230,7 +230,7 @@ class TraceSummary:
     approvals: Optional[str] = None  # each approval asked for and its answer: "freeze_card:denied"
 
 
-def search(name: str, *, failed: bool = False, needs_review: bool = False, limit: int = 20) -> list[TraceSummary]:
+def search_traces(name: str, *, failed: bool = False, needs_review: bool = False, limit: int = 20) -> list[TraceSummary]:
     """The prompt's most recent traces, newest first; `failed`: refused or errored requests only; `needs_review`:
     answers held for review only.
 

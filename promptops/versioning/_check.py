@@ -131,8 +131,8 @@ def check_prompt(
 ) -> PromptCheck:
     """One prompt against its production version (or its version at the base); a user error fails it, with the message."""
     from promptops import tracking
-    from promptops.evaluation import _gate as gate
-    from promptops.evaluation import _run as evaluation
+    from promptops.evaluation import gate_verdict, rule_for
+    from promptops.evaluation import evaluate
     from promptops.artifact import load_prompt_file
     from promptops.evaluation import IncomparableError
     from promptops.versioning._contenders import compare_contenders, require_committed_data
@@ -144,7 +144,7 @@ def check_prompt(
     try:
         revision = file_revision(path)
         candidate = Contender(name, "this change", load_prompt_file(path), None if revision.dirty else revision.commit)
-        spec = gate.rule_for(candidate.prompt, rule=rule, tolerance=tolerance)
+        spec = rule_for(candidate.prompt, rule=rule, tolerance=tolerance)
         require_committed_data(candidate.prompt, None, split)
         baseline = _baseline(path, base_commit)
         metric = default_metric(candidate.prompt)
@@ -159,11 +159,11 @@ def check_prompt(
             except IncomparableError as exc:
                 note = f"Not compared with {baseline.label}, which cannot answer the same examples ({exc}); only its threshold applies."
         if comparison is None:
-            result = evaluation.evaluate(candidate.prompt, split=split, limit=limit, model=model, metric=metric, on_progress=on_progress)
+            result = evaluate(candidate.prompt, split=split, limit=limit, model=model, metric=metric, on_progress=on_progress)
             if track:
                 tracking.log_eval(result, candidate.prompt, prompt_file=path, git_commit=candidate.commit, git_dirty=revision.dirty, root=root)
         threshold = candidate.prompt.eval.threshold
-        verdict = gate.judge(spec, comparison=comparison, candidate=result, candidate_label=candidate.label, threshold=threshold)
+        verdict = gate_verdict(spec, comparison=comparison, candidate=result, candidate_label=candidate.label, threshold=threshold)
         if comparison is not None and track:
             comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind="check", verdict=verdict.summary()))
     except PromptopsError as exc:  # this prompt's problem (its file, data, model, the store): its row fails, the others run

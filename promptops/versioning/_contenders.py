@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from promptops.artifact import Prompt
 from promptops.errors import PromptopsError
-from promptops.evaluation import _compare as evaluation
+from promptops.evaluation import compare_contenders as compare_evaluated
 from promptops.evaluation import Comparison, Contender
 from promptops.evaluation import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 
@@ -61,8 +61,8 @@ def contender(reference: str) -> Contender:
 
 
 def compare_contenders(a: Contender, b: Contender, *, track: bool = True, kind: str = "compare", **options: Any) -> Comparison:
-    """`evaluation.compare_contenders` (same options), then the comparison logged as an MLflow run of kind `kind`."""
-    comparison = evaluation.compare_contenders(a, b, **options)
+    """`promptops.evaluation.compare_contenders` (same options), then the comparison logged as an MLflow run of kind `kind`."""
+    comparison = compare_evaluated(a, b, **options)
     if track:
         from promptops import tracking
 

@@ -150,7 +150,7 @@ def run_gate(
     Each side is logged as an ordinary eval run (so `status` and `versions` show what the gate
     measured), and the pair as a comparison run holding the verdict."""
     from promptops import tracking
-    from promptops.evaluation import _gate as gate
+    from promptops.evaluation import gate_verdict
     from promptops.evaluation import Contender
     from promptops.versioning._contenders import compare_contenders, require_committed_data
     from promptops.evaluation import load_dataset
@@ -164,7 +164,7 @@ def run_gate(
     if current is None:
         result = evaluate(candidate, dataset=dataset, split=split, metric=candidate.eval.metric)
         evidence["candidate_run"] = tracking.log_eval(result, candidate, git_commit=commits[0])
-        verdict = gate.judge(spec, candidate=result, candidate_label=labels[0], threshold=candidate.eval.threshold,
+        verdict = gate_verdict(spec, candidate=result, candidate_label=labels[0], threshold=candidate.eval.threshold,
                              max_cost_usd=max_cost_usd)
         return verdict, evidence
     comparison = compare_contenders(
@@ -172,7 +172,7 @@ def run_gate(
         dataset=dataset, split=split, metric=candidate.eval.metric, confidence=spec.confidence, track=False)
     evidence["candidate_run"] = tracking.log_eval(comparison.b_result, candidate, git_commit=commits[0])
     evidence["current_run"] = tracking.log_eval(comparison.a_result, current, git_commit=commits[1])
-    verdict = gate.judge(spec, comparison=comparison, threshold=candidate.eval.threshold, max_cost_usd=max_cost_usd)
+    verdict = gate_verdict(spec, comparison=comparison, threshold=candidate.eval.threshold, max_cost_usd=max_cost_usd)
     evidence["comparison_run"] = tracking.log_comparison(comparison, kind="gate", verdict=verdict.summary())
     return verdict, evidence
 
@@ -195,7 +195,7 @@ def promote(
     reason: Optional[str] = None,
 ) -> ChannelMove:
     """Move `channel` to a committed version of the prompt, through the gate (see `promptops.evaluation._gate`)."""
-    from promptops.evaluation import _gate as gate
+    from promptops.evaluation import rule_for
 
     _check_channel(channel)
     if force and not reason:
@@ -214,7 +214,7 @@ def promote(
         return _unmoved(name, channel, "promote", start, target)
     candidate = versions.load_prompt_at(prompt_file, target.commit)
     current = versions.load_prompt_at(prompt_file, start.commit) if start else None
-    spec = gate.rule_for(candidate, rule=rule, tolerance=tolerance)
+    spec = rule_for(candidate, rule=rule, tolerance=tolerance)
     current_label = f"{channel} {display_label(prompt_file, start.commit, start.label)}" if start else None
     verdict, evidence = run_gate(candidate, current, labels=(target.label, current_label), commits=(target.commit, start.commit if start else None),
                                  spec=spec, data=data, split=split, limit=limit, max_cost_usd=max_cost_usd)
