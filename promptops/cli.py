@@ -104,10 +104,10 @@ def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[s
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per prompt file.")
 def prompts_command(as_json: bool) -> None:
     """List the prompts in prompts/. A file that cannot be read is listed with its error; then the exit code is 1."""
+    import promptops
     from promptops.reports import tables
-    from promptops.artifact import list_prompts
 
-    listings = list_prompts()
+    listings = promptops.list_prompts()
     if as_json:
         click.echo(json.dumps([listing.summary() for listing in listings]))
     else:
@@ -122,10 +122,10 @@ def models_command(as_json: bool) -> None:
     """List the embedded models and whether their weights are installed here."""
     import dataclasses
 
+    import promptops
     from promptops.reports import tables
-    from promptops.models import list_local_models
 
-    listings = list_local_models()
+    listings = promptops.list_models()
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(listing) for listing in listings]))
     else:
@@ -160,40 +160,24 @@ def doctor_command(models: tuple[str, ...], timeout_s: float, as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, oldest version first.")
 def versions_command(prompt: str, as_json: bool) -> None:
     """List the versions of PROMPT: every commit that changed its file, v1 the oldest."""
+    import promptops
     from promptops.reports import tables
-    from promptops.artifact import resolve_prompt_path
-    from promptops.versioning import prompt_versions
 
-    from promptops.versioning import version_columns
-
-    path = resolve_prompt_path(prompt)
-    history = prompt_versions(path)
-    columns = version_columns(path, history)
+    history = promptops.versions(prompt)
     if as_json:
-        click.echo(json.dumps([{**version.summary(), **{k: v.get(version.number) for k, v in columns.items()}} for version in history]))
+        click.echo(json.dumps(history.summary()))
     else:
-        tables.version_table(path.stem, history, extra_columns=columns)
+        tables.version_table(history.name, list(history.versions), extra_columns=history.columns)
 
 
 @main.command("show")
 @click.argument("reference", metavar="PROMPT[@VERSION]")
 def show_command(reference: str) -> None:
     """Print PROMPT's file as of VERSION: v3, a commit, tag or branch; without @, the working file."""
+    import promptops
     from promptops.reports import tables
-    from promptops.artifact import resolve_prompt_path
-    from promptops.errors import where
-    from promptops.versioning import resolve
-    from promptops.versioning import parse_prompt_ref, prompt_versions, read_text_at
 
-    name, ref = parse_prompt_ref(reference)
-    path = resolve_prompt_path(name)
-    if ref is None:
-        tables.prompt_source(f"{path.stem} (working file {where(path)})", path.read_text(encoding="utf-8"))
-        return
-    version = resolve(path, ref)
-    described = {v.commit: v for v in prompt_versions(path)}.get(version.commit)
-    header = tables.version_line(path.stem, described) if described else tables.resolved_line(path, version)
-    tables.prompt_source(header, read_text_at(path, version.commit))
+    tables.prompt_file(promptops.show(reference))
 
 
 @main.command("diff")
@@ -204,24 +188,14 @@ def diff_command(old: str, new: str, as_json: bool) -> None:
     """Show what changed from PROMPT@A to PROMPT@B, by section; PROMPT without @ is the working file."""
     import dataclasses
 
+    import promptops
     from promptops.reports import tables
-    from promptops.versioning import served_version
-    from promptops.artifact import diff_prompts
-    from promptops.versioning import parse_prompt_ref
 
-    sides = []
-    for reference in (old, new):
-        parse_prompt_ref(reference)  # NAME or NAME@REF, refused in one sentence otherwise
-        served = served_version(reference)
-        where_ = f"{served.label} ({served.commit[:8]})" if served.commit and served.label != "working file" else f"({served.label})"
-        sides.append((served.prompt, f"{served.prompt.name} {where_}"))
-    (old_prompt, old_label), (new_prompt, new_label) = sides
-    changes = diff_prompts(old_prompt, new_prompt, old_label=old_label, new_label=new_label)
+    found = promptops.diff(old, new)
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(change) for change in changes]))
+        click.echo(json.dumps([dataclasses.asdict(change) for change in found.changes]))
     else:
-        count = f"{len(changes)} change{'s' if len(changes) != 1 else ''}"
-        tables.prompt_diff(f"{old_label} → {new_label}: {count}", changes)
+        tables.prompt_diff(found.title, list(found.changes))
 
 
 @main.command("optimize")
@@ -298,10 +272,10 @@ def status_command(as_json: bool) -> None:
     """
     import dataclasses
 
+    import promptops
     from promptops.reports import tables
-    from promptops.versioning import status
 
-    rows = status()
+    rows = promptops.status()
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows], default=str))
     else:
@@ -315,10 +289,10 @@ def status_command(as_json: bool) -> None:
 @click.option("--check", is_flag=True, help="Only report drift; exit 1 if there is any.")
 def sync_command(prompts: tuple[str, ...], check: bool) -> None:
     """Make the Prompt Registry's aliases agree with the channels in git (git wins)."""
+    import promptops
     from promptops.reports import tables
-    from promptops.versioning import sync
 
-    drifts = sync(list(prompts) or None, repair=not check)
+    drifts = promptops.sync(list(prompts) or None, repair=not check)
     tables.drifts(drifts)
     if check and drifts:
         sys.exit(1)
@@ -342,52 +316,17 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
     call (and each approval asked for) is printed on stderr (with --json, under "_tool_calls").
     """
     import promptops
-    from promptops.reports import tables
-    from promptops.errors import GuardrailError
-    from promptops.program import prediction_values
-    from promptops.runtime import flush_traces, search_traces
     from promptops.program import ask_in_terminal
-    from promptops.runtime import NeedsReview
+    from promptops.reports import tables
 
-    values = _field_values(inputs, "--input")
-    program = promptops.load(reference, model=model, key=key, trace=not no_trace,
-                             approve=ask_in_terminal if approve == "ask" else None)
-    try:
-        prediction = program(**values)
-    except GuardrailError as exc:
-        if exc.trace_id:  # one line still, with what `promptops replay` and `feedback add` need
-            raise GuardrailError(f"{exc} (trace {exc.trace_id})") from None
-        raise
-    finally:
-        if not no_trace:
-            flush_traces()
-        task = program.last_record.task if program.last_record else None
-        if task is not None and not as_json:
-            tables.tool_calls([call.as_dict() for call in task.calls])
-    review = prediction if isinstance(prediction, NeedsReview) else None
-    outputs = review.outputs if review else prediction_values(program.prompt, prediction)
-    answer = program.last_record.answer if program.last_record else None
-    confidence = answer.confidence_by_field if answer else None
+    result = promptops.run(reference, _field_values(inputs, "--input"), model=model, key=key, trace=not no_trace,
+                           approve=ask_in_terminal if approve == "ask" else None,
+                           on_tool_calls=None if as_json else tables.tool_calls)
     if as_json:
-        extra: dict[str, Any] = {"_trace_id": program.last_trace_id} if program.last_trace_id else {}
-        if confidence:
-            extra["_confidence"] = confidence
-        if task is not None:
-            extra["_tool_calls"] = [call.as_dict() for call in task.calls]
-        if review:
-            extra["_needs_review"] = {"reason": review.reason, "least_sure_field": review.least_sure_field,
-                                      "confidence": review.confidence, "threshold": review.threshold}
-        click.echo(json.dumps({**outputs, **extra}, ensure_ascii=False))
+        click.echo(json.dumps(result.summary(), ensure_ascii=False))
     else:
-        if review:
-            click.echo(f"NEEDS REVIEW: {review.reason}; the answer is held for a person to check:")
-        for field, value in outputs.items():
-            click.echo(f"{field}: {value}")
-        if confidence:
-            click.echo("confidence: " + ", ".join(f"{field} {value:.3f}" for field, value in confidence.items()), err=True)
-        if program.last_trace_id:
-            click.echo(f"trace: {program.last_trace_id}", err=True)
-    if review:
+        tables.run_result(result)
+    if result.review:
         sys.exit(3)
 
 
@@ -401,10 +340,10 @@ def traces_command(prompt: str, failed: bool, needs_review: bool, limit: int, as
     """List PROMPT's most recent traced requests: version, status, guardrail decisions, label confidence, cost, tokens, latency."""
     import dataclasses
 
+    import promptops
     from promptops.reports import tables
-    from promptops.runtime import flush_traces, search_traces
 
-    found = search_traces(prompt, failed=failed, needs_review=needs_review, limit=limit)
+    found = promptops.traces(prompt, failed=failed, needs_review=needs_review, limit=limit)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(summary) for summary in found]))
     else:
@@ -426,10 +365,10 @@ def replay_command(trace_id: str, version: Optional[str], model: Optional[str], 
     has no side effects (unless --live-tools)."""
     import dataclasses
 
+    import promptops
     from promptops.reports import tables
-    from promptops.runtime import replay
 
-    result = replay(trace_id, version=version, model=model, cache=not no_cache, live_tools=live_tools)
+    result = promptops.replay(trace_id, version=version, model=model, cache=not no_cache, live_tools=live_tools)
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(result), "same": result.same}, default=str, ensure_ascii=False))
     else:
@@ -448,18 +387,18 @@ def feedback_group() -> None:
 @click.option("--split", default="dev", show_default=True, type=click.Choice(["train", "dev", "test"]), help="Which split gets the rows.")
 def feedback_add_command(trace_id: Optional[str], expected: tuple[str, ...], from_failed: Optional[str], split: str) -> None:
     """Append TRACE_ID's inputs with the --expected outputs to its prompt's eval set, as one commit."""
-    from promptops.reports import tables
+    import promptops
     from promptops.errors import PromptopsError
-    from promptops.runtime import add_failed, add_feedback
+    from promptops.reports import tables
 
     if (trace_id is None) == (from_failed is None):
         raise PromptopsError("give either a TRACE_ID or --from-failed PROMPT")
     if from_failed:
         if expected:
             raise PromptopsError("--expected goes with one TRACE_ID; --from-failed uses the outputs recorded on each trace")
-        added = add_failed(from_failed, split=split)
+        added = promptops.add_failed_feedback(from_failed, split=split)
     else:
-        added = add_feedback(trace_id, _field_values(expected, "--expected"), split=split)
+        added = promptops.add_feedback(trace_id, _field_values(expected, "--expected"), split=split)
     tables.feedback_added(added)
     if from_failed and not added.rows and added.skipped:
         sys.exit(1)
@@ -506,15 +445,15 @@ def check_command(base: Optional[str], report_file: Optional[str], split: str, l
     """Evaluate the prompts changed since BASE against production; exit 1 if one regressed or missed its threshold."""
     from pathlib import Path
 
+    import promptops
     from promptops.artifact import atomic_write_text
-    from promptops.reports import markdown as reports_markdown
     from promptops.reports import tables
-    from promptops.versioning import check
+    from promptops.reports.markdown import check_markdown
 
     with tables.progress_bar("checking", enabled=not as_json) as on_progress:
-        report = check(base, split=split, limit=limit, rule=rule, tolerance=tolerance, model=model, track=not no_track,
-                       on_progress=on_progress)
-    markdown = reports_markdown.check_markdown(report)
+        report = promptops.check(base, split=split, limit=limit, rule=rule, tolerance=tolerance, model=model, track=not no_track,
+                                 on_progress=on_progress)
+    markdown = check_markdown(report)
     if report_file:
         atomic_write_text(Path(report_file), markdown)
     click.echo(json.dumps(report.summary(), default=str) if as_json else markdown, nl=as_json)
@@ -535,13 +474,13 @@ def check_command(base: Optional[str], report_file: Optional[str], split: str, l
 def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Optional[int], model: Optional[str],
                     metric: Optional[str], no_track: bool, as_json: bool) -> None:
     """Compare PROMPT@A with PROMPT@B on the same examples: differences, confidence intervals, McNemar's test."""
+    import promptops
     from promptops.reports import tables
     from promptops.reports.markdown import comparison_markdown
-    from promptops.versioning import compare
 
     with tables.progress_bar("comparing", enabled=not as_json) as on_progress:
-        comparison = compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,
-                             track=not no_track, on_progress=on_progress)
+        comparison = promptops.compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,
+                                       track=not no_track, on_progress=on_progress)
     click.echo(json.dumps(comparison.summary(), default=str) if as_json else comparison_markdown(comparison, heading="##"), nl=as_json)
 
 
@@ -552,10 +491,10 @@ def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Opti
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of markdown.")
 def ab_report_command(prompt: str, since: Optional[str], reference: Optional[str], as_json: bool) -> None:
     """Per-arm outcomes of PROMPT's A/B split, from its traces and their feedback, with intervals and Fisher's test."""
+    import promptops
     from promptops.reports.markdown import ab_markdown
-    from promptops.runtime import ab_report
 
-    report = ab_report(prompt, since=since, reference=reference)
+    report = promptops.ab_report(prompt, since=since, reference=reference)
     click.echo(json.dumps(report.summary(), default=str) if as_json else ab_markdown(report), nl=as_json)
 
 

@@ -17,9 +17,9 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from promptops.artifact import PromptChange
-    from promptops.evaluation import EvalResult
-    from promptops.evaluation import JudgeCheck
-    from promptops.versioning import PromptVersion
+    from promptops.evaluation import EvalResult, JudgeCheck
+    from promptops.runtime import RunResult
+    from promptops.versioning import PromptSource, PromptVersion
 
 
 class _Stdout:
@@ -300,6 +300,33 @@ def version_table(name: str, versions: "list[PromptVersion]",
         author = [version.author.partition(" <")[0]] if with_author else []  # the email is in --json
         table.add_row(version.label, version.short, f"{version.date:%Y-%m-%d}", *author, version.message, *extra)
     console.print(table, highlight=False)
+
+
+def prompt_file(source: "PromptSource") -> None:
+    """`promptops show`: the file under a header naming the version it is (or the working file)."""
+    from promptops.errors import where
+
+    if source.version is not None:
+        header = version_line(source.name, source.version)
+    elif source.resolved is not None:
+        header = resolved_line(source.path, source.resolved)
+    else:
+        header = f"{source.name} (working file {where(source.path)})"
+    prompt_source(header, source.text)
+
+
+def run_result(result: "RunResult") -> None:
+    """`promptops run`: each output on a line (after a NEEDS REVIEW line when held); confidence and trace on stderr."""
+    import click
+
+    if result.review:
+        click.echo(f"NEEDS REVIEW: {result.review.reason}; the answer is held for a person to check:")
+    for field, value in result.outputs.items():
+        click.echo(f"{field}: {value}")
+    if result.confidence:
+        click.echo("confidence: " + ", ".join(f"{field} {value:.3f}" for field, value in result.confidence.items()), err=True)
+    if result.trace_id:
+        click.echo(f"trace: {result.trace_id}", err=True)
 
 
 def prompt_source(header: str, text: str) -> None:
