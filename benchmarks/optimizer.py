@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--skip", choices=["promptops", "mipro"], help="run only the other arm")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
+    if args.out:
+        args.out = args.out.resolve()  # the script moves into its scratch project
 
     scratch = Path(tempfile.mkdtemp(prefix="promptops-bench-opt-"))
     project = _scratch_project(scratch)
@@ -118,7 +120,7 @@ def _run_mipro(experiment: str) -> dict[str, Any]:
     def examples(split: str) -> list[Any]:
         return [dspy.Example(**e.inputs, **e.expected).with_inputs(*inputs) for e in load_dataset(prompt, context.data, split).examples]
 
-    score = example_metric(prompt, context.metric_key, context.user_metric)
+    score = example_metric(prompt, context.metric)
 
     def metric(example: Any, prediction: Any, trace: Any = None) -> Any:
         value = score({n: example.get(n) for n in names}, prediction_values(prompt, prediction))
