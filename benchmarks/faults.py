@@ -78,9 +78,9 @@ def main() -> None:
     with FaultServer(rates, seed=11, answer=answer, delay_s=0.3, hang_s=5.0) as server:
         prompt_file = scratch / "prompts" / "banking_intent.yaml"
         prompt_file.write_text(prompt_file.read_text().replace(
-            "  max_tokens: 32",
-            f"  id: openai/fault-model\n  api_base: {server.base_url}\n  max_tokens: 32\n"
-            f"  price: {{input_per_million_usd: {PRICE_IN}, output_per_million_usd: {PRICE_OUT}}}") + GUARDRAILS)
+            "  id: local/smollm2-135m\n",
+            f"  id: openai/fault-model\n  api_base: {server.base_url}\n"
+            f"  price: {{input_per_million_usd: {PRICE_IN}, output_per_million_usd: {PRICE_OUT}}}\n") + GUARDRAILS)
         promptops.load("banking_intent", cache=False)(text="warm-up: open the trace store")  # another session, not counted
         program = promptops.load("banking_intent", cache=False)
         server.reset()
