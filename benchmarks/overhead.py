@@ -58,7 +58,9 @@ def main() -> None:
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment(prompt.name)  # the store's one-time creation is set-up, not eval overhead
+    # the store's one-time creation is set-up, not eval overhead; its artifacts beside it (as promptops puts them), not in ./mlruns
+    mlflow.create_experiment(prompt.name, artifact_location=(scratch / "mlartifacts" / prompt.name).as_uri())
+    mlflow.set_experiment(prompt.name)
 
     def plain_loop() -> None:
         for request in requests:
