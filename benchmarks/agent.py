@@ -8,6 +8,9 @@ a kept prefix, tokens sampled, forward passes. Then times llama.cpp alone on thi
 prompt of 400 tokens in one batch, and 20 single-token steps at 1,500 tokens of context), which
 bounds what a task can cost: a step's new prompt tokens at the batch rate plus its sampled tokens
 at the step rate. Run it alone: a second model process on 2 cores slows both many times.
+
+`--smoke` runs 1 task and times llama.cpp on 64 prompt tokens and 4 steps at 128 tokens of context, in seconds
+(not figures), and writes its JSON to a temporary file unless --out is given.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="1 task and a short llama.cpp timing: checks the script runs, in seconds")
     options = parser.parse_args()
+    if options.smoke:
+        options.limit = 1
+        options.out = (options.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "agent.json").resolve()
+        if options.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
     os.chdir(ROOT)
     os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="promptops-bench-agent-")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -52,34 +61,40 @@ def main() -> int:
         "output_tokens": result.output_tokens, "engine": engine,
         "new_prompt_tokens_per_task": round((engine.get("prompt_tokens", 0) - engine.get("prompt_tokens_reused", 0)) / n, 1),
         "sampled_tokens_per_task": round(engine.get("sampled_tokens", 0) / n, 1),
-        "llama_cpp": _llama_rates(),
+        "llama_cpp": _llama_rates(batch=64, context=128, steps=4) if options.smoke else _llama_rates(),
+        "smoke": options.smoke,
     }
     print(json.dumps(figures, indent=2))
     if options.out:
         options.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if options.smoke:
+        print(f"smoke figures: {options.out}")
     return 0
 
 
-def _llama_rates() -> dict[str, float]:
-    """Prompt tokens per second in one batch, and milliseconds per single-token step at 1,500 tokens of context."""
+def _llama_rates(batch: int = 400, context: int = 1500, steps: int = 20) -> dict[str, float]:
+    """Prompt tokens per second in one batch, and milliseconds per single-token step at `context` tokens of context.
+
+    Threads: PROMPTOPS_LLAMA_THREADS if set, as the engine's, else every core."""
     from llama_cpp import Llama
 
     from promptops.models._catalog import local_model
 
-    llama = Llama(model_path=str(local_model("local/smollm2-135m").locate()), n_ctx=4096, n_threads=os.cpu_count() or 1,
+    threads = int(os.environ.get("PROMPTOPS_LLAMA_THREADS", 0)) or os.cpu_count() or 1
+    llama = Llama(model_path=str(local_model("local/smollm2-135m").locate()), n_ctx=4096, n_threads=threads,
                   n_batch=512, seed=0, verbose=False)
     tokens = llama.tokenize(b"The customer writes about a card, a top-up and a fee. " * 200)[:1600]
     llama.reset()
     started = time.perf_counter()
-    llama.eval(tokens[:400])
+    llama.eval(tokens[:batch])
     batch_s = time.perf_counter() - started
     llama.reset()
-    llama.eval(tokens[:1500])
+    llama.eval(tokens[:context])
     started = time.perf_counter()
-    for token in tokens[1500:1520]:
+    for token in tokens[context:context + steps]:
         llama.eval([token])
-    step_s = (time.perf_counter() - started) / 20
-    return {"prompt_tokens_per_s": round(400 / batch_s, 1), "ms_per_step_at_1500": round(step_s * 1000, 1)}
+    step_s = (time.perf_counter() - started) / steps
+    return {"prompt_tokens_per_s": round(batch / batch_s, 1), f"ms_per_step_at_{context}": round(step_s * 1000, 1)}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ new vs already in the key-value cache, sampled tokens and forward passes per exa
 often guided and grammar decoding agree. Runs one model process; run nothing else meanwhile.
 
     python benchmarks/engine.py [--models local/smollm2-135m,local/gemma3-270m] [--out FILE] [--limit N]
+    python benchmarks/engine.py --smoke [--out FILE]  # seconds, not figures: SmolLM2, banking_intent, 2 rows a mode;
+                                                      # interleaved: 1 row of each prompt
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="rows per split (all dev rows by default)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     parser.add_argument("--skip-interleaved", action="store_true", help="skip the interleaved-prompts measurement")
+    parser.add_argument("--smoke", action="store_true", help="SmolLM2 on banking_intent, 2 rows: checks the script runs, in seconds")
     args = parser.parse_args()
+    if args.smoke:
+        args.models, args.prompts, args.limit = "local/smollm2-135m", "banking_intent", 2
+        args.out = (args.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "engine.json").resolve()
+        if args.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
 
     scratch = Path(tempfile.mkdtemp(prefix="promptops-engine-"))
     os.environ["DSPY_CACHEDIR"] = str(scratch / "dspy-cache")
@@ -91,7 +99,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
-    interleaved = _interleaved(args.models.split(",")[0], args.limit or 24) if not args.skip_interleaved else []
+    interleaved = _interleaved(args.models.split(",")[0], 1 if args.smoke else args.limit or 24) if not args.skip_interleaved else []
     for row in interleaved:
         print(json.dumps(row), flush=True)
 
@@ -101,6 +109,7 @@ def main() -> None:
         "threads": os.environ.get("PROMPTOPS_LLAMA_THREADS") or os.cpu_count(),
         "rows": rows,
         "interleaved": interleaved,
+        "smoke": args.smoke,
     }
     print()
     print(_markdown(rows))
@@ -110,6 +119,8 @@ def main() -> None:
               f"{row['state_loads']} state loads")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.smoke:
+        print(f"smoke figures: {args.out}")
 
 
 def _interleaved(model_id: str, per_prompt: int) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ Prints, and writes with --out:
 - outcomes per kind, and request latency p50/p95 (tracing to a sqlite MLflow store included).
 
     python benchmarks/faults.py [--requests 200] [--out FILE]
+    python benchmarks/faults.py --smoke [--out FILE]  # seconds, not figures: 40 requests, the outage from the 15th
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="40 requests, the outage at 15: checks the script runs, in seconds")
     args = parser.parse_args()
+    outage_at = OUTAGE_AT
+    if args.smoke:
+        args.requests, outage_at = 40, 15
+        args.out = (args.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "faults.json").resolve()
+        if args.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
 
     scratch = Path(tempfile.mkdtemp(prefix="promptops-bench-faults-"))
     os.environ.update({"MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}", "PROMPTOPS_PROJECT": str(scratch),
@@ -86,7 +94,7 @@ def main() -> None:
         server.reset()
         started_all = time.perf_counter()
         for index in range(args.requests):
-            if index == OUTAGE_AT:
+            if index == outage_at:
                 served_before_outage = server.log
                 server.reset(script=["server_error"] * OUTAGE_CALLS, rates=rates)
             time.sleep(THINK_TIME_S)  # a client that waits between requests, so a cool-down can pass
@@ -109,6 +117,8 @@ def main() -> None:
     latencies.sort()
     figures = {
         "requests": args.requests,
+        "outage_at": outage_at,
+        "smoke": args.smoke,
         "unhandled_exceptions": len(unhandled),
         "unhandled_examples": unhandled[:5],
         "outcomes": dict(outcomes),
@@ -130,6 +140,8 @@ def main() -> None:
     print(json.dumps(figures, indent=2))
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.smoke:
+        print(f"smoke figures: {args.out}")
     shutil.rmtree(scratch, ignore_errors=True)
     if unhandled or not figures["within_cap_plus_one_call"] or figures["breaker_trips"] < 2:
         sys.exit(1)

@@ -9,6 +9,7 @@ the system info its build prints, the load time, and per call the wall time and 
 
     python benchmarks/llama_builds.py --build portable=.venv/bin/python \\
         --build avx512=/tmp/avx512/bin/python [--n 40] [--rounds 3] [--out FILE]
+    python benchmarks/llama_builds.py --smoke [--out FILE]  # seconds, not figures: 2 calls, 1 round, this python's build
 """
 
 from __future__ import annotations
@@ -46,12 +47,20 @@ CHILD = textwrap.dedent("""
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--build", action="append", required=True, metavar="NAME=PYTHON",
+    parser.add_argument("--build", action="append", metavar="NAME=PYTHON",
                         help="a build's name and the python of the environment that has it; repeat")
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="2 calls, 1 round, by default this python's build: checks the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.rounds, args.build = 2, 1, args.build or [f"current={sys.executable}"]
+        args.out = (args.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "llama-builds.json").resolve()
+        if args.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
+    if not args.build:
+        parser.error("give at least one --build NAME=PYTHON")
     builds = dict(item.split("=", 1) for item in args.build)
 
     workload = Path(tempfile.mkdtemp(prefix="promptops-builds-")) / "requests.json"
@@ -71,7 +80,7 @@ def main() -> None:
 
     figures = {"n": args.n, "rounds": args.rounds, "round_totals_s": {name: [round(sum(c["s"] for c in run["calls"]), 3)
                                                                              for run in name_runs] for name, name_runs in runs.items()},
-               "builds": {}}
+               "builds": {}, "smoke": args.smoke}
     for name, name_runs in runs.items():
         per_call = [statistics.median(c["s"] for c in run["calls"]) for run in name_runs]
         totals = [sum(c["s"] for c in run["calls"]) for run in name_runs]
@@ -99,6 +108,8 @@ def main() -> None:
         del build["answers"]
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.smoke:
+        print(f"smoke figures: {args.out}")
 
 
 def _render(n: int) -> dict:

@@ -11,6 +11,7 @@ Prints the two ratios, by wall clock and by CPU time (targets: cold <= 1.10, war
 as medians over interleaved rounds, and can write them as JSON.
 
     python benchmarks/overhead.py [--prompt banking_intent] [--n 40] [--rounds 4] [--out FILE]
+    python benchmarks/overhead.py --smoke [--out FILE]  # seconds, not figures: 2 examples, 1 round
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--smoke", action="store_true", help="2 examples, 1 round: checks the script runs, in seconds")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.rounds = 2, 1
+        args.out = (args.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "overhead.json").resolve()
+        if args.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
 
     scratch = Path(tempfile.mkdtemp(prefix="promptops-bench-"))
     os.environ["DSPY_CACHEDIR"] = str(scratch / "dspy-cache")
@@ -113,6 +120,7 @@ def main() -> None:
         "warm_ratio_wall": round(ratio("warm", 0), 4),
         "cold_ratio_cpu": round(ratio("cold", 1), 3),
         "warm_ratio_cpu": round(ratio("warm", 1), 4),
+        "smoke": args.smoke,
     }
     print(f"plain llama-cpp loop: {figures['plain_llama_cpp_wall_s']:.2f} s for {len(examples)} examples (median)")
     print(f"cold ratio: {figures['cold_ratio_in_run']:.4f} in-run (eval wall / its llama.cpp time); "
@@ -121,6 +129,8 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures))
+    if args.smoke:
+        print(f"smoke figures: {args.out}")
 
 
 def _timed(function) -> tuple[float, float, Any]:

@@ -21,6 +21,7 @@ done; its trial must end FAIL (stale after 20 s without a heartbeat) and the ret
 queues for it must finish.
 
     python benchmarks/scale.py [--out benchmarks/scale-results.json] [--latency-s 0.2] [--workers 1 2 4]
+    python benchmarks/scale.py --smoke [--out FILE]  # seconds, not figures: 1 then 2 workers, 2 trials, 0.01 s a call, no kill
 
 Exits 1 if a check fails (a trial lost or duplicated, calls or spend that do not add up, the
 killed trial not retried).
@@ -100,7 +101,14 @@ def main() -> None:
     # costs nothing, and how many a run draws depends on how the workers' draws interleave).
     parser.add_argument("--temperature", default="{low: 0.0, high: 0.7}", help="search.temperature")
     parser.add_argument("--keep", action="store_true", help="keep each run's scratch folder (project, MLflow store, logs)")
+    parser.add_argument("--smoke", action="store_true", help="1 then 2 workers on 2 small trials, no kill: checks the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.latency_s, args.workers, args.trials, args.kill_workers = 0.01, [1, 2], 2, 0
+        args.demos, args.train_limit, args.dev_limit, args.rungs = "{low: 1, high: 2, step: 1}", 8, 4, "[2]"
+        args.out = (args.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "scale.json").resolve()
+        if args.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
 
     os.environ.update({"OPENAI_API_KEY": "sk-bench-not-a-key", "MLFLOW_DISABLE_TELEMETRY": "true",
                        "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
@@ -109,7 +117,7 @@ def main() -> None:
     space = {"optimizers": args.optimizers, "demos": args.demos, "temperature": args.temperature, "train_limit": args.train_limit,
              "dev_limit": args.dev_limit, "rungs": args.rungs, "n_trials": args.trials}
     figures: dict[str, Any] = {"machine": _machine(), "latency_s": args.latency_s, "search": space, "cap_usd": CAP_USD,
-                               "cap_calls": CAP_CALLS, "runs": []}
+                               "cap_calls": CAP_CALLS, "smoke": args.smoke, "runs": []}
     plan = [(count, False) for count in args.workers] + ([(args.kill_workers, True)] if args.kill_workers else [])
     for count, kill in plan:
         print(f"-- {count} worker(s){', one killed -9 midway' if kill else ''}", flush=True)
@@ -126,6 +134,8 @@ def main() -> None:
     _print_table(figures)
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.smoke:
+        print(f"smoke figures: {args.out}")
     if figures["checks_failed"]:
         print("checks failed:\n  " + "\n  ".join(figures["checks_failed"]))
         sys.exit(1)

@@ -15,6 +15,7 @@ what promptops adds, robust to the host's drift. No git process runs per request
 resolved once, at load (counted).
 
     python benchmarks/serving.py [--n 30] [--rounds 3] [--out FILE]
+    python benchmarks/serving.py --smoke [--out FILE]  # seconds, not figures: 2 requests, 1 round
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="2 requests, 1 round: checks the script runs, in seconds")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.rounds = 2, 1
+        args.out = (args.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "serving.json").resolve()
+        if args.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
 
     scratch = Path(tempfile.mkdtemp(prefix="promptops-serving-"))
     os.environ["DSPY_CACHEDIR"] = str(scratch / "dspy-cache")
@@ -100,7 +107,7 @@ def main() -> None:
     bare_outside = statistics.median(w - m for w, m in samples["bare"])
     bare_median = statistics.median(w for w, _ in samples["bare"])
     figures = {"prompt": args.prompt, "n": len(texts), "rounds": args.rounds, "model": prompt.model.id,
-               "git_processes_during_requests": len(git_calls)}
+               "git_processes_during_requests": len(git_calls), "smoke": args.smoke}
     for kind in kinds:
         outside = statistics.median(w - m for w, m in samples[kind])
         median = statistics.median(w for w, _ in samples[kind])
@@ -112,6 +119,8 @@ def main() -> None:
     print(json.dumps(figures, indent=2))
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.smoke:
+        print(f"smoke figures: {args.out}")
 
 
 if __name__ == "__main__":

