@@ -66,7 +66,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import promptops
     from promptops.errors import GuardrailError
-    from promptops.runtime import _tracing as tracing
+    from promptops.runtime import flush_traces, search_traces
     from promptops.runtime import _limits as limits
     from promptops.testing import FaultRates, FaultServer
     from promptops.testing.fault_server import last_user_message
@@ -108,7 +108,7 @@ def main() -> None:
                 unhandled.append(f"{type(exc).__name__}: {str(exc)[:200]}")
             latencies.append(time.perf_counter() - started)
         wall_s = time.perf_counter() - started_all
-        tracing.flush()
+        flush_traces()
         served_log = served_before_outage + server.log
         billed = sum(entry.prompt_tokens * PRICE_IN + entry.completion_tokens * PRICE_OUT for entry in served_log) / 1e6
         server_faults = dict(collections.Counter(entry.fault for entry in served_log))
@@ -135,7 +135,7 @@ def main() -> None:
         "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 4),
         "wall_time_s": round(wall_s, 2),
         "think_time_s": THINK_TIME_S,
-        "traces": len(tracing.search("banking_intent", limit=1000)),
+        "traces": len(search_traces("banking_intent", limit=1000)),
     }
     print(json.dumps(figures, indent=2))
     if args.out:

