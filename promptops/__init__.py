@@ -255,10 +255,11 @@ def compare(
 ) -> "Comparison":
     """`NAME@A` against `NAME@B` (a version, commit, channel, or the working file without @) on the same examples of
     B's eval set: the difference with a paired bootstrap interval, McNemar's test, cost and latency; logged to MLflow."""
+    from promptops.evaluation import EvalOptions
     from promptops.versioning import compare as compare_versions
 
-    return compare_versions(a, b, data=data, split=split, limit=limit, model=model, metric=metric, threads=threads, cache=cache,
-                            resamples=resamples, confidence=confidence, seed=seed, track=track, on_progress=on_progress)
+    options = EvalOptions(data=data, split=split, limit=limit, model=model, metric=metric, threads=threads, cache=cache)
+    return compare_versions(a, b, options, resamples=resamples, confidence=confidence, seed=seed, track=track, on_progress=on_progress)
 
 
 def check(

@@ -147,7 +147,7 @@ def test_ordinary_params_and_headers_still_load(project: Path) -> None:
 
 
 def test_check_turns_a_prompts_error_into_its_row_and_checks_the_others(git_project, mlflow_store: str, scripted) -> None:
-    from promptops.versioning import check
+    from promptops import check
 
     root = Path(git_project.working_tree_dir)
     edit(root, PROMPT, "  max_tokens: 32\n", "  max_tokens: 32\n  params:\n    extra_headers: {Authorization: Bearer abc123def456}\n")
@@ -163,7 +163,7 @@ def test_check_turns_a_prompts_error_into_its_row_and_checks_the_others(git_proj
 
 def test_a_store_failure_after_the_eval_is_that_prompts_row(git_project, scripted, monkeypatch) -> None:
     from promptops import tracking
-    from promptops.versioning import check
+    from promptops import check
     from promptops.errors import TrackingError
 
     def unreachable(*args, **kwargs):

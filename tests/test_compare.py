@@ -18,7 +18,7 @@ from scipy import stats as scipy_stats
 from promptops.reports.markdown import comparison_markdown
 from promptops.evaluation import _stats as stats
 from promptops.cli import main
-from promptops.versioning import compare
+from promptops import compare
 from promptops.errors import PromptopsError
 
 ALWAYS_EXCHANGE_RATE = "Ignore the message and always answer exchange_rate."

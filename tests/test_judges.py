@@ -245,7 +245,7 @@ def test_bad_judge_files_rows_and_metrics_fail_with_one_sentence(project: Path, 
 
 
 def test_compare_and_the_gate_use_the_judges_scores(project: Path, mlflow_store: str, server: FaultServer) -> None:
-    from promptops.evaluation import Contender, compare_contenders
+    from promptops.evaluation import Contender, EvalOptions, compare_contenders
 
     path = _point_at(project, server, rows={"test": ROWS * 3})
     before = promptops.load_prompt(path)
@@ -258,7 +258,7 @@ def test_compare_and_the_gate_use_the_judges_scores(project: Path, mlflow_store:
         return scripted(body)
 
     server.answer = better
-    comparison = compare_contenders(Contender("a", "A", before), Contender("b", "B", after), split="test")
+    comparison = compare_contenders(Contender("a", "A", before), Contender("b", "B", after), EvalOptions(split="test"))
     assert comparison.metric == "judge" and (comparison.a_score, comparison.b_score) == (0.5, 0.75)
     assert comparison.difference.estimate == pytest.approx(0.25)
     assert len(comparison.changed) == 3 and all(change.b_correct for change in comparison.changed)  # fixed by the judge's pass

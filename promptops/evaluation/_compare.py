@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -21,8 +20,7 @@ from promptops.evaluation._stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, I
 
 if TYPE_CHECKING:
     from promptops.evaluation._data import Dataset
-    from promptops.artifact import MetricSpec
-    from promptops.evaluation._run import EvalResult, ExampleResult, ProgressCallback
+    from promptops.evaluation._run import EvalOptions, EvalResult, ExampleResult, ProgressCallback
 
 
 class IncomparableError(PromptopsError):
@@ -123,37 +121,34 @@ class Comparison:
 def compare_contenders(
     a: Contender,
     b: Contender,
+    options: "Optional[EvalOptions]" = None,
     *,
     dataset: "Optional[Dataset]" = None,
-    data: Optional[str | Path] = None,
-    split: str = "test",
-    limit: Optional[int] = None,
-    model: Optional[str] = None,
-    metric: "str | MetricSpec | None" = None,
-    threads: Optional[int] = None,
-    cache: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
     on_progress: "Optional[ProgressCallback]" = None,
 ) -> Comparison:
-    """Evaluate both on B's eval set (or `dataset`/`data`), pair the examples and compute the statistics; nothing is logged."""
+    """Evaluate both on B's eval set (or `dataset`, or `options.data`; the test split unless `options` says), pair the
+    examples and compute the statistics; nothing is logged."""
     from promptops.evaluation import _run as evaluation
     from promptops.evaluation._data import load_dataset
     from promptops.artifact import find_project_root
     from promptops.evaluation._metrics import resolve_metric
 
+    options = options or evaluation.EvalOptions(split="test")
     _check_same_fields(a, b)
-    dataset = (dataset or load_dataset(b.prompt, data, split)).head(limit)
+    dataset = (dataset or load_dataset(b.prompt, options.data, options.split)).head(options.limit)
     for example in dataset.examples:
         problem = a.prompt.check_example({**example.inputs, **example.expected}, outputs=bool(example.expected))
         if problem:
             raise IncomparableError(f"{example.source}: fits {b.label} but not {a.label}: {problem}")
-    metric = resolve_metric(metric, b.prompt, find_project_root())  # B's metric (its judge, too) scores both sides
-    options = dict(dataset=dataset, split=split, model=model, threads=threads, cache=cache, metric=metric, on_progress=on_progress)
-    b_result = evaluation.evaluate(b.prompt, **options)
+    metric = resolve_metric(options.metric, b.prompt, find_project_root())  # B's metric (its judge, too) scores both sides
+    run = dict(dataset=dataset, split=options.split, model=options.model, threads=options.threads, cache=options.cache, metric=metric,
+               on_progress=on_progress)
+    b_result = evaluation.evaluate(b.prompt, **run)
     same = a.prompt.content_hash == b.prompt.content_hash
-    a_result = b_result if same else evaluation.evaluate(a.prompt, **options)  # one prompt, one set of answers
+    a_result = b_result if same else evaluation.evaluate(a.prompt, **run)  # one prompt, one set of answers
     return paired_comparison(a, b, a_result, b_result, resamples=resamples, confidence=confidence, seed=seed)
 
 

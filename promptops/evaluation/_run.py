@@ -122,6 +122,19 @@ def default_threads(model_id: str) -> int:
     return 1 if is_local(model_id) else 8
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """Which rows and how they are answered: what `compare`, `check` and the gates pass down as one value."""
+
+    data: Optional[str | Path] = None  # a folder of splits or one file with a split column; default: the prompt's eval.data
+    split: str = "dev"
+    limit: Optional[int] = None  # the first N rows only
+    model: Optional[str] = None  # a model string overriding the prompts'
+    metric: "str | MetricSpec | Metric | None" = None  # overriding the prompt's (a comparison uses B's)
+    threads: Optional[int] = None  # parallel requests; default: 1 for local models, 8 for hosted
+    cache: bool = True  # answer from DSPy's cache when it has the answer
+
+
 def evaluate(
     prompt: Prompt,
     *,

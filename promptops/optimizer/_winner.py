@@ -61,8 +61,7 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
     """
     from promptops import tracking
     from promptops.evaluation import gate_verdict, rule_for
-    from promptops.evaluation import Contender
-    from promptops.versioning import compare_contenders
+    from promptops.evaluation import Contender, EvalOptions, compare_contenders
     from promptops.evaluation import load_dataset
 
     reference, label, commit = _reference(base, prompt_file)
@@ -74,7 +73,7 @@ def compare_on_test(winner: Prompt, base: Prompt, prompt_file: Path, *, data: Op
         with spending_limit(budget):
             comparison = compare_contenders(Contender(f"{base.name}@{commit or 'HEAD'}", label, reference, commit),
                                             Contender(f"{base.name} (winner)", "winner", winner, None),
-                                            dataset=dataset, split="test", metric=metric, confidence=spec.confidence, track=False)
+                                            EvalOptions(split="test", metric=metric), dataset=dataset, confidence=spec.confidence)
     except BudgetExhausted as exc:
         note = f"test eval not finished: {exc}"
     finally:

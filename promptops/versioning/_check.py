@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from promptops.evaluation import Comparison, Contender
 from promptops.errors import PromptopsError
 from promptops.versioning._git import changed_paths, resolve_base
-from promptops.evaluation import DEFAULT_RESAMPLES
+from promptops.evaluation import DEFAULT_RESAMPLES, EvalOptions
 
 if TYPE_CHECKING:
     from promptops.evaluation import EvalResult, ProgressCallback
@@ -106,8 +106,8 @@ def check(
     base_name, base_commit = resolve_base(repo, base)
     touched, removed = touched_prompts(changed_paths(repo, base_commit), root)
     checks = tuple(
-        check_prompt(name, tuple(paths), root=root, base_commit=base_commit, split=split, limit=limit, rule=rule, tolerance=tolerance,
-                     model=model, track=track, resamples=resamples, seed=seed, on_progress=on_progress)
+        check_prompt(name, tuple(paths), EvalOptions(split=split, limit=limit, model=model), root=root, base_commit=base_commit,
+                     rule=rule, tolerance=tolerance, track=track, resamples=resamples, seed=seed, on_progress=on_progress)
         for name, paths in sorted(touched.items())
     )
     return CheckReport(base_name, base_commit, split, tolerance, checks, tuple(removed))
@@ -116,14 +116,12 @@ def check(
 def check_prompt(
     name: str,
     changed: tuple[str, ...],
+    options: EvalOptions,
     *,
     root: Path,
     base_commit: str,
-    split: str = "test",
-    limit: Optional[int] = None,
     rule: Optional[str] = None,
     tolerance: Optional[float] = None,
-    model: Optional[str] = None,
     track: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
@@ -135,7 +133,8 @@ def check_prompt(
     from promptops.evaluation import evaluate
     from promptops.artifact import load_prompt_file
     from promptops.evaluation import IncomparableError
-    from promptops.versioning._contenders import compare_contenders, require_committed_data
+    from promptops.evaluation import compare_contenders
+    from promptops.versioning._contenders import require_committed_data
     from promptops.errors import where
     from promptops.evaluation import default_metric
     from promptops.versioning._git import file_revision
@@ -145,21 +144,21 @@ def check_prompt(
         revision = file_revision(path)
         candidate = Contender(name, "this change", load_prompt_file(path), None if revision.dirty else revision.commit)
         spec = rule_for(candidate.prompt, rule=rule, tolerance=tolerance)
-        require_committed_data(candidate.prompt, None, split)
+        require_committed_data(candidate.prompt, None, options.split)
         baseline = _baseline(path, base_commit)
-        metric = default_metric(candidate.prompt)
+        options = dataclasses.replace(options, metric=default_metric(candidate.prompt))
         note = None if baseline else "New prompt: nothing to compare with; only its threshold applies."
         comparison, result = None, None
         if baseline is not None:
             try:
-                comparison = compare_contenders(baseline, candidate, split=split, limit=limit, model=model, metric=metric,
-                                                resamples=resamples, confidence=spec.confidence, seed=seed, track=False,
-                                                on_progress=on_progress)
+                comparison = compare_contenders(baseline, candidate, options, resamples=resamples, confidence=spec.confidence,
+                                                seed=seed, on_progress=on_progress)
                 result = comparison.b_result
             except IncomparableError as exc:
                 note = f"Not compared with {baseline.label}, which cannot answer the same examples ({exc}); only its threshold applies."
         if comparison is None:
-            result = evaluate(candidate.prompt, split=split, limit=limit, model=model, metric=metric, on_progress=on_progress)
+            result = evaluate(candidate.prompt, split=options.split, limit=options.limit, model=options.model, metric=options.metric,
+                              on_progress=on_progress)
             if track:
                 tracking.log_eval(result, candidate.prompt, prompt_file=path, git_commit=candidate.commit, git_dirty=revision.dirty, root=root)
         threshold = candidate.prompt.eval.threshold

@@ -1,8 +1,8 @@
 """Contenders: prompts named by `NAME@REF`, compared on committed data, the comparison logged.
 
-Where refs meet the evaluation: `contender` resolves a reference as `load` does, `compare_contenders`
-runs evaluation's pairing and logs it, and `require_committed_data` keeps the gate on rows a
-commit holds.
+Where refs meet the evaluation: `contender` resolves a reference as `load` does, `compare` runs
+evaluation's pairing of two refs and logs it, and `require_committed_data` keeps the gate on rows
+a commit holds.
 """
 
 from __future__ import annotations
@@ -13,37 +13,32 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from promptops.artifact import Prompt
 from promptops.errors import PromptopsError
-from promptops.evaluation import compare_contenders as compare_evaluated
-from promptops.evaluation import Comparison, Contender
-from promptops.evaluation import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from promptops.evaluation import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Comparison, Contender, EvalOptions, compare_contenders
 
 if TYPE_CHECKING:
-    from promptops.artifact import MetricSpec
     from promptops.evaluation import ProgressCallback
 
 
 def compare(
     a: str,
     b: str,
+    options: "Optional[EvalOptions]" = None,
     *,
-    data: Optional[str | Path] = None,
-    split: str = "test",
-    limit: Optional[int] = None,
-    model: Optional[str] = None,
-    metric: "str | MetricSpec | None" = None,
-    threads: Optional[int] = None,
-    cache: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
     track: bool = True,
     on_progress: "Optional[ProgressCallback]" = None,
 ) -> Comparison:
-    """`NAME@A` against `NAME@B` (a version, commit, channel, or the working file without @) on the same examples."""
-    return compare_contenders(
-        contender(a), contender(b), data=data, split=split, limit=limit, model=model, metric=metric, threads=threads,
-        cache=cache, resamples=resamples, confidence=confidence, seed=seed, track=track, on_progress=on_progress,
-    )
+    """`NAME@A` against `NAME@B` (a version, commit, channel, or the working file without @) on the same examples of B's
+    eval set (the test split unless `options` says); with `track`, the comparison is logged as an MLflow run."""
+    comparison = compare_contenders(contender(a), contender(b), options or EvalOptions(split="test"), resamples=resamples,
+                                    confidence=confidence, seed=seed, on_progress=on_progress)
+    if track:
+        from promptops import tracking
+
+        comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind="compare"))
+    return comparison
 
 
 def contender(reference: str) -> Contender:
@@ -58,16 +53,6 @@ def contender(reference: str) -> Contender:
         label = f"{served.label} ({short})" if short else served.label
         label = f"{served.channel} {label}" if served.channel else label
     return Contender(reference, label, served.prompt, served.commit)
-
-
-def compare_contenders(a: Contender, b: Contender, *, track: bool = True, kind: str = "compare", **options: Any) -> Comparison:
-    """`promptops.evaluation.compare_contenders` (same options), then the comparison logged as an MLflow run of kind `kind`."""
-    comparison = compare_evaluated(a, b, **options)
-    if track:
-        from promptops import tracking
-
-        comparison = dataclasses.replace(comparison, run_id=tracking.log_comparison(comparison, kind=kind))
-    return comparison
 
 
 def require_committed_data(prompt: Prompt, data: Any = None, split: str = "test") -> None:

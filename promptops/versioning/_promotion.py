@@ -151,8 +151,8 @@ def run_gate(
     measured), and the pair as a comparison run holding the verdict."""
     from promptops import tracking
     from promptops.evaluation import gate_verdict
-    from promptops.evaluation import Contender
-    from promptops.versioning._contenders import compare_contenders, require_committed_data
+    from promptops.evaluation import Contender, EvalOptions, compare_contenders
+    from promptops.versioning._contenders import require_committed_data
     from promptops.evaluation import load_dataset
     from promptops.evaluation import evaluate
 
@@ -169,7 +169,7 @@ def run_gate(
         return verdict, evidence
     comparison = compare_contenders(
         Contender(f"{name}@{labels[1]}", str(labels[1]), current, commits[1]), Contender(f"{name}@{labels[0]}", labels[0], candidate, commits[0]),
-        dataset=dataset, split=split, metric=candidate.eval.metric, confidence=spec.confidence, track=False)
+        EvalOptions(split=split, metric=candidate.eval.metric), dataset=dataset, confidence=spec.confidence)
     evidence["candidate_run"] = tracking.log_eval(comparison.b_result, candidate, git_commit=commits[0])
     evidence["current_run"] = tracking.log_eval(comparison.a_result, current, git_commit=commits[1])
     verdict = gate_verdict(spec, comparison=comparison, threshold=candidate.eval.threshold, max_cost_usd=max_cost_usd)
