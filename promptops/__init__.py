@@ -26,29 +26,37 @@ prepare_environment()
 if TYPE_CHECKING:
     from datetime import date, datetime
 
-    from promptops.artifact import MetricSpec, Prompt, PromptListing
+    from promptops.artifact import MetricSpec, Prompt, PromptListing, list_prompts
     from promptops.evaluation import Comparison, EvalResult, JudgeCheck, ProgressCallback
     from promptops.models import LocalModelListing, ModelHealth
-    from promptops.optimizer import OptimizationResult, Progress
+    from promptops.optimizer import OptimizationResult, Progress, optimize
     from promptops.program import Approval, ApprovalRequest, Approver
-    from promptops.runtime import ABReport, Answer, FeedbackAdded, GuardedProgram, NeedsReview, ReplayResult, RunResult, TraceSummary
-    from promptops.versioning import ChannelMove, CheckReport, Drift, PromptDiff, PromptSource, PromptStatus, VersionHistory
+    from promptops.runtime import (
+        ABReport, Answer, FeedbackAdded, GuardedProgram, NeedsReview, ReplayResult, RunResult, TraceSummary, ab_report, add_feedback,
+        record_feedback, replay,
+    )
+    from promptops.versioning import (
+        ChannelMove, CheckReport, Drift, PromptDiff, PromptSource, PromptStatus, VersionHistory, check, diff, promote, rollback, show,
+        status, sync, versions,
+    )
 
-# The result types, loaded on first use so `import promptops` stays fast.
-_getattr, __dir__, _types = lazy_exports(__name__, {
-    "artifact": "MetricSpec Prompt PromptListing",
+# The packages' own functions and result types, re-exported as they are and loaded on first use, so
+# `import promptops` stays fast; the functions defined below compose several packages.
+_getattr, __dir__, _exports = lazy_exports(__name__, {
+    "artifact": "MetricSpec Prompt PromptListing list_prompts",
     "evaluation": "Comparison EvalResult JudgeCheck",
     "models": "LocalModelListing ModelHealth",
-    "optimizer": "OptimizationResult Progress",
+    "optimizer": "OptimizationResult Progress optimize",
     "program": "Approval ApprovalRequest",
-    "runtime": "ABReport Answer FeedbackAdded GuardedProgram NeedsReview ReplayResult RunResult TraceSummary",
-    "versioning": "ChannelMove CheckReport Drift PromptDiff PromptSource PromptStatus VersionHistory",
+    "runtime": "ABReport Answer FeedbackAdded GuardedProgram NeedsReview ReplayResult RunResult TraceSummary ab_report add_feedback "
+               "record_feedback replay",
+    "versioning": "ChannelMove CheckReport Drift PromptDiff PromptSource PromptStatus VersionHistory check diff promote rollback "
+                  "show status sync versions",
 })
 __getattr__ = _getattr
 __all__ = sorted([
-    *_types, "PromptopsError", "ab_report", "add_failed_feedback", "add_feedback", "check", "check_judge", "compare", "diff",
-    "doctor", "evaluate", "init_project", "list_models", "list_prompts", "load", "load_prompt", "optimize", "promote",
-    "record_feedback", "replay", "rollback", "run", "show", "status", "sync", "traces", "versions",
+    *_exports, "PromptopsError", "add_failed_feedback", "check_judge", "compare", "doctor", "evaluate", "init_project",
+    "list_models", "load", "load_prompt", "run", "traces",
 ])
 __version__ = "0.1.0"
 
@@ -211,22 +219,6 @@ def check_judge(
     return dataclasses.replace(result, run_id=tracking.log_judge_check(result, spec))
 
 
-def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: Optional[dict[str, Any]] = None) -> None:
-    """Tell promptops how a traced request went: was the answer right, what should it have been.
-
-    Kept on the MLflow trace; `promptops feedback add --from-failed NAME` turns the corrected
-    failures into eval rows, and `promptops ab-report NAME` counts the verdicts per arm.
-    """
-    from promptops.runtime import record_feedback as record
-
-    record(trace_id, correct=correct, expected=expected)
-
-
-def list_prompts() -> "list[PromptListing]":
-    """Every prompt file of the project; a file that cannot be read is listed with its error, not raised."""
-    from promptops.artifact import list_prompts as listings
-
-    return listings()
 
 
 def list_models() -> "list[LocalModelListing]":
@@ -262,113 +254,22 @@ def compare(
     return compare_versions(a, b, options, resamples=resamples, confidence=confidence, seed=seed, track=track, on_progress=on_progress)
 
 
-def check(
-    base: Optional[str] = None,
-    *,
-    split: str = "test",
-    limit: Optional[int] = None,
-    rule: Optional[str] = None,
-    tolerance: Optional[float] = None,
-    model: Optional[str] = None,
-    track: bool = True,
-    resamples: int = _DEFAULT_RESAMPLES,
-    seed: int = 0,
-    on_progress: "Optional[ProgressCallback]" = None,
-) -> "CheckReport":
-    """Every prompt changed since `base` (default: where HEAD left main) against its production version, by the gate
-    `promote` applies: the CI check. `report.passed`, and `reports.markdown.check_markdown(report)` for a PR comment."""
-    from promptops.versioning import check as check_changes
-
-    return check_changes(base, split=split, limit=limit, rule=rule, tolerance=tolerance, model=model, track=track,
-                         resamples=resamples, seed=seed, on_progress=on_progress)
 
 
-def optimize(
-    experiment: "str | Path",
-    *,
-    n_trials: Optional[int] = None,
-    storage: Optional[str] = None,
-    resume: bool = False,
-    join: bool = False,
-    workers: int = 1,
-    write_winner: bool = True,
-    write_anyway: bool = False,
-    on_progress: "Optional[Callable[[Progress], None]]" = None,
-) -> "OptimizationResult":
-    """Search prompt and model variants within the experiment's budget; the Pareto front, the winner, its test comparison.
-
-    The winner is committed as the prompt's next version with the `candidate` alias if it passes the gate on test;
-    promoting it to production stays the explicit, gated step. `workers` > 1 runs that many processes on one study;
-    `join` adds this process to the experiment's running study.
-    """
-    from promptops.optimizer import optimize as run_optimization
-
-    return run_optimization(experiment, n_trials=n_trials, storage=storage, resume=resume, join=join, workers=workers,
-                            write_winner=write_winner, write_anyway=write_anyway, on_progress=on_progress)
 
 
-def promote(
-    name: str,
-    *,
-    version: Optional[str] = None,
-    channel: str = "production",
-    data: "Optional[str | Path]" = None,
-    split: str = "test",
-    limit: Optional[int] = None,
-    rule: Optional[str] = None,
-    tolerance: Optional[float] = None,
-    max_cost_usd: Optional[float] = None,
-    force: bool = False,
-    reason: Optional[str] = None,
-) -> "ChannelMove":
-    """Move `channel` of prompt `name` to `version` (default: the latest committed) through the eval gate, in git and
-    MLflow's Prompt Registry, all or nothing. `force` (with a `reason`) promotes past a failed gate."""
-    from promptops.versioning import promote as promote_version
-
-    return promote_version(name, version=version, channel=channel, data=data, split=split, limit=limit, rule=rule,
-                           tolerance=tolerance, max_cost_usd=max_cost_usd, force=force, reason=reason)
 
 
-def rollback(name: str, *, channel: str = "production", to: Optional[str] = None, reason: Optional[str] = None) -> "ChannelMove":
-    """Move `channel` of prompt `name` back to the version it served before its last move (or to `to`); no gate."""
-    from promptops.versioning import rollback as rollback_channel
-
-    return rollback_channel(name, channel=channel, to=to, reason=reason)
 
 
-def status() -> "list[PromptStatus]":
-    """Every prompt: its channels' versions, whether the working file differs from production, its last full eval."""
-    from promptops.versioning import status as prompt_status
-
-    return prompt_status()
 
 
-def sync(prompts: Optional[list[str]] = None, *, repair: bool = True) -> "list[Drift]":
-    """Where MLflow's Prompt Registry aliases disagree with the channels in git, and (with `repair`) set them as git says."""
-    from promptops.versioning import sync as sync_registry
-
-    return sync_registry(prompts, repair=repair)
 
 
-def versions(prompt: str) -> "VersionHistory":
-    """Every committed version of `prompt`'s file (v1 the oldest), with its channels and last full eval."""
-    from promptops.versioning import versions as history
-
-    return history(prompt)
 
 
-def show(reference: str) -> "PromptSource":
-    """`NAME@REF`'s file as it was at that version, commit, tag, branch or channel; `NAME` alone: the working file."""
-    from promptops.versioning import show as source
-
-    return source(reference)
 
 
-def diff(old: str, new: str) -> "PromptDiff":
-    """What changed from `old` to `new` (`NAME@REF` each, `NAME` for the working file), section by section."""
-    from promptops.versioning import diff as prompt_diff
-
-    return prompt_diff(old, new)
 
 
 def run(
@@ -395,21 +296,8 @@ def traces(prompt: str, *, failed: bool = False, needs_review: bool = False, lim
     return search_traces(prompt, failed=failed, needs_review=needs_review, limit=limit)
 
 
-def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str] = None, cache: bool = True,
-           live_tools: bool = False) -> "ReplayResult":
-    """Re-run a traced request (against another version or model if given) and pair its outputs with the original's.
-    An agent's tools return their recorded results unless `live_tools`."""
-    from promptops.runtime import replay as replay_trace
-
-    return replay_trace(trace_id, version=version, model=model, cache=cache, live_tools=live_tools)
 
 
-def add_feedback(trace_id: str, expected: Optional[dict[str, Any]] = None, *, split: str = "dev") -> "FeedbackAdded":
-    """Append a traced request's inputs with its `expected` outputs (or those recorded on the trace) to its prompt's eval
-    set `split`, as one commit."""
-    from promptops.runtime import add_feedback as append
-
-    return append(trace_id, expected, split=split)
 
 
 def add_failed_feedback(prompt: str, *, split: str = "dev", limit: int = 200) -> "FeedbackAdded":
@@ -418,17 +306,3 @@ def add_failed_feedback(prompt: str, *, split: str = "dev", limit: int = 200) ->
 
     return add_failed(prompt, split=split, limit=limit)
 
-
-def ab_report(
-    prompt: str,
-    *,
-    since: "Optional[str | date | datetime]" = None,
-    reference: Optional[str] = None,
-    resamples: int = _DEFAULT_RESAMPLES,
-    confidence: float = _DEFAULT_CONFIDENCE,
-    seed: int = 0,
-) -> "ABReport":
-    """Per-arm outcomes of `prompt`'s A/B split, from its traces and their feedback, with intervals and Fisher's test."""
-    from promptops.runtime import ab_report as report
-
-    return report(prompt, since=since, reference=reference, resamples=resamples, confidence=confidence, seed=seed)

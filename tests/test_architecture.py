@@ -110,12 +110,12 @@ def test_a_lazy_package_exports_what_its_type_checking_block_imports(package: st
     _resolve_each(module, package, declared)
 
 
-def test_the_api_exports_its_result_types_lazily_and_every_api_function() -> None:
+def test_the_api_exports_the_packages_functions_and_result_types_lazily() -> None:
     import promptops
 
     declared = _type_checking_names("promptops")
-    lazy = {module: names & set(promptops._types) for module, names in declared.items()}
-    assert sorted(name for names in lazy.values() for name in names) == sorted(promptops._types)
+    lazy = {module: names & set(promptops._exports) for module, names in declared.items()}
+    assert sorted(name for names in lazy.values() for name in names) == sorted(promptops._exports)
     _resolve_each(promptops, "promptops", lazy)
     for name in promptops.__all__:
         assert getattr(promptops, name) is not None
