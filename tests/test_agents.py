@@ -200,10 +200,10 @@ def test_steps_max_calls_and_the_task_cost_cap_bound_a_runaway_agent(agent_proje
 
 def test_a_traced_task_shows_its_steps_and_approvals_and_replays_without_running_tools(
         agent_project: Path, git_project, server: FaultServer, mlflow_store: str) -> None:
+    import mlflow
     from click.testing import CliRunner
 
     from promptops.cli import main
-    from promptops.runtime import _tracing as tracing
     from tools import bank
 
     _point_at(agent_project, server)
@@ -217,7 +217,7 @@ def test_a_traced_task_shows_its_steps_and_approvals_and_replays_without_running
     assert bank.card_status("C-1001") != "frozen"
     trace_id = ran.stderr.split("trace: ")[1].split()[0]
 
-    trace = tracing.get(trace_id)
+    trace = mlflow.get_trace(trace_id, flush=True)  # what was logged, as MLflow has it
     tags = trace.info.tags
     assert tags["promptops.tool_calls"] == "freeze_card[denied]" and tags["promptops.approvals"] == "freeze_card:denied"
     assert tags["promptops.steps"] == "2"
@@ -300,7 +300,6 @@ def test_banking_agent_end_to_end_on_the_embedded_model(agent_project: Path, git
     from click.testing import CliRunner
 
     from promptops.cli import main
-    from promptops.runtime import _tracing as tracing
     from tools import bank
 
     runner = CliRunner()
@@ -330,7 +329,7 @@ def test_banking_agent_end_to_end_on_the_embedded_model(agent_project: Path, git
     assert all(call["approval"] == "denied" and call["executed"] is False
                for call in calls if call["name"] in ("freeze_card", "close_account"))
     assert bank.card_status("C-1001") != "frozen" and bank.account_open("C-1001")
-    trace = tracing.get(answer["_trace_id"])
+    trace = mlflow.get_trace(answer["_trace_id"], flush=True)
     assert trace.info.tags["promptops.steps"] in ("1", "2")
     assert trace.info.request_metadata.get("mlflow.modelId") == models[0].model_id or \
         trace.info.trace_metadata.get("mlflow.modelId") == models[0].model_id

@@ -283,6 +283,8 @@ def test_without_a_threshold_nothing_is_held(project: Path, scripted) -> None:
 
 
 def test_run_prints_a_held_answer_and_its_trace_records_the_decision(project: Path, mlflow_store: str, scripted) -> None:
+    import mlflow
+
     from promptops.runtime import _tracing as tracing
 
     write_prompt(project, "guardrails:\n  output: {min_confidence: 0.6}\n")
@@ -304,7 +306,7 @@ def test_run_prints_a_held_answer_and_its_trace_records_the_decision(project: Pa
     assert traces[0].confidence == {"intent": 0.92}
     assert [t.trace_id for t in tracing.search_traces(NAME, needs_review=True)] == [t.trace_id for t in traces[1:]]
     assert tracing.search_traces(NAME, failed=True) == []  # held for review is answered, not failed
-    event = next(e for e in tracing.get(traces[1].trace_id).data.spans[0].events if e.name == "needs_review")
+    event = next(e for e in mlflow.get_trace(traces[1].trace_id, flush=True).data.spans[0].events if e.name == "needs_review")
     assert event.attributes["confidence"] == 0.41 and event.attributes["field"] == "intent"
     listed = runner.invoke(main, ["traces", NAME, "--needs-review"], env={"COLUMNS": "100"})
     assert listed.exit_code == 0 and "needs_review" in listed.stdout and "confidence intent 0.410" in listed.stdout
