@@ -225,11 +225,10 @@ def test_a_traced_request_and_its_feedback_are_on_the_tracking_server(git_projec
     assert len(trace.data.spans) > 1  # DSPy's spans under the request's
     assert "sk-test-tracking-server" not in json.dumps(trace.to_dict(), default=str)
 
-    ours = tracking.get_trace(trace_id)  # through promptops
-    verdicts = [(a.name, a.feedback.value if a.feedback else a.expectation.value, a.source.source_type)
-                for a in tracking.assessments(ours)]
+    ours = tracking.get_trace(trace_id)  # through promptops: a plain record
+    verdicts = [(a.name, a.value, a.source_type) for a in ours.assessments]
     assert verdicts == [("correct", False, "HUMAN"), ("intent", "lost_or_stolen_card", "HUMAN")]
-    assert tracking.expectations(ours) == {"intent": "lost_or_stolen_card"}
+    assert ours.expectations() == {"intent": "lost_or_stolen_card"}
 
     # The failure and its correction become an eval row, found by searching the server's traces.
     added = feedback.add_failed(name)

@@ -15,10 +15,13 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from promptops.errors import PromptopsError
 from promptops.evaluation import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, FisherResult, Interval, fisher_exact, percentile, unpaired_bootstrap
+
+if TYPE_CHECKING:
+    from promptops.tracking import TraceRecord
 
 STATUSES = ("ok", "refused", "error", "fallback", "needs_review")
 _TRUE = {"true", "yes", "y", "1", "correct", "right", "pass", "good"}
@@ -218,13 +221,9 @@ def read_outcomes(name: str, *, since_ms: Optional[int] = None) -> tuple[list[Ou
     """The outcome of every traced request of `name` that carries an arm, and how many carry none."""
     from promptops import tracking
 
-    filter_string = f"tags.`promptops.prompt` = '{name}'"
-    if since_ms is not None:
-        filter_string += f" AND trace.timestamp_ms >= {since_ms}"
-    traces = tracking.search_traces(name, filter_string)
     outcomes, unrouted = [], 0
-    for trace in traces:
-        tags = trace.info.tags
+    for trace in tracking.search_traces(name, since_ms=since_ms):
+        tags = trace.tags
         arm = tags.get("promptops.arm")
         if not arm:
             unrouted += 1
@@ -234,23 +233,22 @@ def read_outcomes(name: str, *, since_ms: Optional[int] = None) -> tuple[list[Ou
             version=tags.get("promptops.version", ""),
             status=tags.get("promptops.status", "ok"),
             cost_usd=_number(tags.get("promptops.cost_usd")),
-            latency_s=_number(tags.get("promptops.latency_s")) if "promptops.latency_s" in tags else _duration_s(trace.info),
+            latency_s=_number(tags.get("promptops.latency_s")) if "promptops.latency_s" in tags else _duration_s(trace),
             correct=_correctness(trace),
         ))
     return outcomes, unrouted
 
 
-def _correctness(trace: Any) -> Optional[bool]:
+def _correctness(trace: TraceRecord) -> Optional[bool]:
     """The latest valid `correct` feedback; else whether the answer matched every expectation; else None."""
-    from promptops import tracking
     from promptops.evaluation import normalize
 
-    feedback = [a for a in tracking.assessments(trace) if a.name == "correct" and a.feedback is not None and a.feedback.error is None]
+    feedback = [a for a in trace.assessments if a.name == "correct" and a.kind == "feedback" and a.error is None]
     if feedback:
-        verdict = _truth(feedback[-1].feedback.value)
+        verdict = _truth(feedback[-1].value)
         if verdict is not None:
             return verdict
-    expectations = tracking.expectations(trace)
+    expectations = trace.expectations()
     if not expectations:
         return None
     answer = _response(trace)
@@ -259,23 +257,17 @@ def _correctness(trace: Any) -> Optional[bool]:
     return all(normalize(expected) == normalize(answer.get(field)) for field, expected in expectations.items())
 
 
-def _response(trace: Any) -> Optional[dict[str, Any]]:
+def _response(trace: TraceRecord) -> Optional[dict[str, Any]]:
     """The root span's outputs: from the preview, or from the whole trace when the preview was cut short."""
-    preview = trace.info.response_preview
-    if not preview:
+    if not trace.response_preview:
         return None
     try:
-        value = json.loads(preview)
+        value = json.loads(trace.response_preview)
     except json.JSONDecodeError:
         from promptops import tracking
 
-        full = tracking.get_trace(trace.info.trace_id)
-        value = full.data.response if full is not None else None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                return None
+        full = tracking.get_trace(trace.trace_id)
+        value = full.root_outputs if full is not None else None
     return value if isinstance(value, dict) else None
 
 
@@ -298,9 +290,8 @@ def _number(text: Optional[str]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _duration_s(info: Any) -> Optional[float]:
-    duration_ms = getattr(info, "execution_duration", None)
-    return duration_ms / 1000 if duration_ms is not None else None
+def _duration_s(trace: TraceRecord) -> Optional[float]:
+    return trace.execution_time_ms / 1000 if trace.execution_time_ms is not None else None
 
 
 def _since(since: Optional[str | date | datetime]) -> tuple[Optional[int], Optional[str]]:

@@ -16,10 +16,13 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from promptops._text import read_utf8
 from promptops.errors import DatasetError, PromptopsError
+
+if TYPE_CHECKING:
+    from promptops.tracking import TraceRecord
 
 
 @dataclass(frozen=True)
@@ -50,13 +53,12 @@ def record_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: 
 
 def add_feedback(trace_id: str, expected: Optional[dict[str, Any]] = None, *, split: str = "dev") -> FeedbackAdded:
     """Append the traced request with `expected` outputs (or those recorded on the trace) to the eval set; one commit."""
-    from promptops import tracking
     from promptops.runtime import _tracing as tracing
 
     trace = tracing.get(trace_id)
     name = _prompt_name(trace)
     prompt = _current_prompt(name)
-    corrected = {**tracking.expectations(trace), **_typed(prompt, expected or {})}
+    corrected = {**trace.expectations(), **_typed(prompt, expected or {})}
     row = _row(prompt, trace, corrected)
     if expected:
         record_feedback(trace_id, expected=_typed(prompt, expected))
@@ -65,17 +67,16 @@ def add_feedback(trace_id: str, expected: Optional[dict[str, Any]] = None, *, sp
 
 def add_failed(name: str, *, split: str = "dev", limit: int = 200) -> FeedbackAdded:
     """Every recent failing request of `name` (error status, or feedback `correct` = false) with corrected outputs recorded."""
-    from promptops import tracking
     from promptops.runtime import _tracing as tracing
 
     prompt = _current_prompt(name)
     rows, skipped = [], []
     already = _trace_ids_in(prompt, split)
     for found in tracing.find(name, limit=limit):  # tags and assessments only; spans are read for the rows kept
-        trace_id = found.info.trace_id
+        trace_id = found.trace_id
         if not _failed(found) or trace_id in already:
             continue
-        expected = tracking.expectations(found)  # the newest per output field
+        expected = found.expectations()  # the newest per output field
         missing = [spec.name for spec in prompt.outputs if spec.name not in expected]
         if missing:
             skipped.append((trace_id, f"no expected {missing[0]!r} recorded: promptops feedback add {trace_id}"
@@ -94,10 +95,10 @@ def add_failed(name: str, *, split: str = "dev", limit: int = 200) -> FeedbackAd
 # --- reading traces ----------------------------------------------------------------------
 
 
-def _prompt_name(trace: Any) -> str:
-    name = trace.info.tags.get("promptops.prompt")
+def _prompt_name(trace: TraceRecord) -> str:
+    name = trace.tags.get("promptops.prompt")
     if not name:
-        raise PromptopsError(f"trace {trace.info.trace_id} was not written by a promptops request (no promptops.prompt tag)")
+        raise PromptopsError(f"trace {trace.trace_id} was not written by a promptops request (no promptops.prompt tag)")
     return name
 
 
@@ -107,12 +108,10 @@ def _current_prompt(name: str) -> Any:
     return load_prompt_file(resolve_prompt_path(name))
 
 
-def _failed(trace: Any) -> bool:
-    from promptops import tracking
-
-    if trace.info.tags.get("promptops.status") == "error":
+def _failed(trace: TraceRecord) -> bool:
+    if trace.tags.get("promptops.status") == "error":
         return True
-    verdicts = [a.feedback.value for a in tracking.assessments(trace) if a.name == "correct" and a.feedback is not None]
+    verdicts = [a.value for a in trace.assessments if a.name == "correct" and a.kind == "feedback"]
     return bool(verdicts) and verdicts[-1] is False
 
 
@@ -139,14 +138,14 @@ def _typed(prompt: Any, values: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
-def _row(prompt: Any, trace: Any, expected: dict[str, Any]) -> dict[str, Any]:
+def _row(prompt: Any, trace: TraceRecord, expected: dict[str, Any]) -> dict[str, Any]:
     from promptops.runtime import _tracing as tracing
 
     inputs, _ = tracing.root_inputs_outputs(trace)
-    row = {**{spec.name: inputs.get(spec.name) for spec in prompt.inputs}, **expected, "trace_id": trace.info.trace_id}
+    row = {**{spec.name: inputs.get(spec.name) for spec in prompt.inputs}, **expected, "trace_id": trace.trace_id}
     problem = prompt.check_example(row)
     if problem:
-        raise PromptopsError(f"trace {trace.info.trace_id} cannot become a row of {prompt.name}'s eval set: {problem}")
+        raise PromptopsError(f"trace {trace.trace_id} cannot become a row of {prompt.name}'s eval set: {problem}")
     return row
 
 

@@ -62,7 +62,7 @@ def replay(trace_id: str, *, version: Optional[str] = None, model: Optional[str]
     from promptops.runtime._guarded import _one_line
 
     trace = tracing.get(trace_id)
-    tags = trace.info.tags
+    tags = trace.tags
     name = tags.get("promptops.prompt")
     if not name:
         raise PromptopsError(f"trace {trace_id} was not written by a promptops request (no promptops.prompt tag)")

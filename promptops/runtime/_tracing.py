@@ -20,10 +20,13 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from promptops._secrets import redact, redact_data, redact_mapping
 from promptops.errors import GuardrailError, TrackingError
+
+if TYPE_CHECKING:
+    from promptops.tracking import TraceRecord
 
 
 # Each traced text (an input or output field, a message DSPy sent) is cut to this many characters:
@@ -241,28 +244,23 @@ def search_traces(name: str, *, failed: bool = False, needs_review: bool = False
     return [summarize(trace) for trace in find(name, failed=failed, needs_review=needs_review, limit=limit)]
 
 
-def find(name: str, *, failed: bool = False, needs_review: bool = False, limit: int = 20) -> list[Any]:
-    """Like `search`, as MLflow `Trace` objects: tags and assessments, without spans."""
+def find(name: str, *, failed: bool = False, needs_review: bool = False, limit: int = 20) -> list[TraceRecord]:
+    """Like `search_traces`, as the tracking records: tags and assessments, without spans."""
     from promptops import tracking
 
-    filter_string = f"tags.`promptops.prompt` = '{name}'"
-    if failed:
-        filter_string += " AND " + " AND ".join(f"tags.`promptops.status` != '{status}'" for status in ANSWERED)
-    if needs_review:
-        filter_string += " AND tags.`promptops.status` = 'needs_review'"
-    return tracking.search_traces(name, filter_string, limit=limit, newest_first=True)
+    return tracking.search_traces(name, tags={"promptops.status": "needs_review"} if needs_review else None,
+                                  exclude_statuses=ANSWERED if failed else (), limit=limit, newest_first=True)
 
 
-def summarize(trace: Any) -> TraceSummary:
-    info = trace.info
-    tags = info.tags
+def summarize(trace: TraceRecord) -> TraceSummary:
+    tags = trace.tags
     return TraceSummary(
-        trace_id=info.trace_id, timestamp_ms=info.request_time, prompt=tags.get("promptops.prompt", ""),
+        trace_id=trace.trace_id, timestamp_ms=trace.request_time_ms, prompt=tags.get("promptops.prompt", ""),
         version=tags.get("promptops.version", ""), model=tags.get("promptops.model", ""),
-        status=tags.get("promptops.status", str(info.state)), arm=tags.get("promptops.arm"),
+        status=tags.get("promptops.status", trace.state), arm=tags.get("promptops.arm"),
         decisions=tags.get("promptops.decisions", ""), cost_usd=float(tags.get("promptops.cost_usd", 0) or 0),
         tokens=int(tags.get("promptops.tokens", 0) or 0), latency_s=float(tags.get("promptops.latency_s", 0) or 0),
-        request=info.request_preview or "", response=info.response_preview or "", error=tags.get("promptops.error"),
+        request=trace.request_preview, response=trace.response_preview, error=tags.get("promptops.error"),
         confidence=_confidence_tag(tags.get("promptops.confidence")),
         steps=int(tags["promptops.steps"]) if tags.get("promptops.steps", "").isdigit() else None,
         tool_calls=tags.get("promptops.tool_calls"), approvals=tags.get("promptops.approvals"),
@@ -278,8 +276,8 @@ def _confidence_tag(text: Optional[str]) -> Optional[dict[str, float]]:
     return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float))} if isinstance(value, dict) else None
 
 
-def get(trace_id: str) -> Any:
-    """The whole trace (spans included), or a `TrackingError` naming the id."""
+def get(trace_id: str) -> TraceRecord:
+    """The whole trace (its root span's inputs, outputs and attributes), or a `TrackingError` naming the id."""
     from promptops import tracking
 
     trace = tracking.get_trace(trace_id)
@@ -288,10 +286,9 @@ def get(trace_id: str) -> Any:
     return trace
 
 
-def recorded_tool_calls(trace: Any) -> Optional[list[dict[str, Any]]]:
+def recorded_tool_calls(trace: TraceRecord) -> Optional[list[dict[str, Any]]]:
     """An agent trace's tool calls as the root span recorded them (arguments, approvals, results); None for a prompt's."""
-    root = next(span for span in trace.data.spans if span.parent_id is None)
-    calls = root.attributes.get("promptops.tool_calls")
+    calls = (trace.root_attributes or {}).get("promptops.tool_calls")
     if isinstance(calls, str):
         try:
             calls = json.loads(calls)
@@ -300,7 +297,6 @@ def recorded_tool_calls(trace: Any) -> Optional[list[dict[str, Any]]]:
     return calls if isinstance(calls, list) else None
 
 
-def root_inputs_outputs(trace: Any) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+def root_inputs_outputs(trace: TraceRecord) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
     """The request's inputs and outputs as the root span recorded them."""
-    root = next(span for span in trace.data.spans if span.parent_id is None)
-    return dict(root.inputs or {}), (dict(root.outputs) if isinstance(root.outputs, dict) else None)
+    return dict(trace.root_inputs or {}), (dict(trace.root_outputs) if isinstance(trace.root_outputs, dict) else None)

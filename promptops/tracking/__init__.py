@@ -4,8 +4,8 @@
 - `_runs`: one run per eval, comparison, promotion or rollback; reading eval runs back.
 - `_registry`: Prompt Registry versions and the channel aliases.
 - `_study`: an optimization's parent run and its nested trial runs.
-- `_traces`: the root span of a served request, MLflow's DSPy spans, searching and reading traces.
-- `_assessments`: feedback and expectations on traces.
+- `_traces`: the root span of a served request, MLflow's DSPy spans, searching and reading traces as `TraceRecord`s.
+- `_assessments`: feedback and expectations on traces (`TraceAssessment` records).
 - `_models`: agent versions as LoggedModels (MLflow's Agent versions page), linked to evals and traces.
 - `_judging`: judged evals in MLflow's GenAI views (Judges, Datasets, a trace per example with its
   assessments) and judge checks as runs.
@@ -13,7 +13,7 @@
 MLflow itself is imported inside the functions that use it, so importing this package stays cheap.
 """
 
-from promptops.tracking._assessments import assessments, expectations, log_feedback
+from promptops.tracking._assessments import TraceAssessment, log_feedback
 from promptops.tracking._runs import log_judge_check
 from promptops.tracking._models import agent_model_id, mark_agent_version
 from promptops.tracking._registry import (
@@ -37,6 +37,7 @@ from promptops.tracking._study import (
 )
 from promptops.tracking._traces import (
     RequestSpan,
+    TraceRecord,
     annotate_current_span,
     experiment_id,
     flush_traces,
@@ -48,11 +49,11 @@ from promptops.tracking._traces import (
 
 __all__ = [
     "RequestSpan",
+    "TraceAssessment",
+    "TraceRecord",
     "agent_model_id",
     "annotate_current_span",
-    "assessments",
     "close_trial_run",
-    "expectations",
     "experiment_id",
     "finish_study_run",
     "flush_traces",

@@ -1,8 +1,12 @@
-"""MLflow assessments on traces: what a person said about an answer (feedback) and what it should have been (expectations)."""
+"""MLflow assessments on traces: what a person said about an answer (feedback) and what it should have been (expectations).
+
+Written with `log_feedback`; read back as `TraceAssessment` records on a `TraceRecord`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
 
 from promptops._secrets import redact_data
 from promptops.errors import TrackingError
@@ -25,12 +29,30 @@ def log_feedback(trace_id: str, *, correct: Optional[bool] = None, expected: Opt
         raise TrackingError(f"cannot record feedback on trace {trace_id}: {_first_line(exc)}") from None
 
 
-def assessments(trace: Any) -> list[Any]:
-    """The trace's valid (not overridden) assessments, oldest first; among equal times, in stored order."""
-    valid = [a for a in (trace.info.assessments or ()) if getattr(a, "valid", True) is not False]
-    return sorted(valid, key=lambda a: a.create_time_ms or 0)
+@dataclass(frozen=True)
+class TraceAssessment:
+    """One valid (not overridden) assessment on a trace: feedback on the answer, or an expectation of what it should have been."""
+
+    name: str  # "correct" for feedback; an output field's name for an expectation
+    kind: str  # "feedback" or "expectation"
+    value: Any  # None for feedback that could not be given (`error`)
+    source_type: str  # "HUMAN", "LLM_JUDGE", "CODE"
+    source_id: Optional[str]
+    created_ms: int  # milliseconds since the epoch
+    error: Optional[str] = None  # why the feedback has no value (e.g. a judge that failed)
 
 
-def expectations(trace: Any) -> dict[str, Any]:
-    """The newest valid expectation per name."""
-    return {a.name: a.expectation.value for a in assessments(trace) if a.expectation is not None}
+def trace_assessments(mlflow_assessments: Optional[Iterable[Any]]) -> tuple[TraceAssessment, ...]:
+    """MLflow's feedback and expectations of a trace as records: the valid ones, oldest first (among equal times, in stored order)."""
+    valid = sorted((a for a in (mlflow_assessments or ()) if getattr(a, "valid", True) is not False),
+                   key=lambda a: a.create_time_ms or 0)
+    records = []
+    for a in valid:
+        if a.feedback is not None:
+            error = a.feedback.error
+            records.append(TraceAssessment(a.name, "feedback", a.feedback.value, str(a.source.source_type), a.source.source_id,
+                                           a.create_time_ms or 0, (error.error_message or error.error_code) if error else None))
+        elif a.expectation is not None:
+            records.append(TraceAssessment(a.name, "expectation", a.expectation.value, str(a.source.source_type),
+                                           a.source.source_id, a.create_time_ms or 0))
+    return tuple(records)

@@ -1,16 +1,19 @@
-"""MLflow traces: the root span of a served request, MLflow's DSPy spans under it, and reading traces back.
+"""MLflow traces: the root span of a served request, MLflow's DSPy spans under it, and reading traces back as
+`TraceRecord`s, so no other package reads MLflow's `Trace` or writes its filter strings.
 
 What a trace says (tags, status, attributes) is the runtime's business (`promptops.runtime._tracing`);
-this module only knows how MLflow stores it.
+this module only knows how MLflow stores it, and the two tags a search needs: the prompt's name and the status.
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from promptops.errors import TrackingError
+from promptops.tracking._assessments import TraceAssessment, trace_assessments
 from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
 
 _EXPERIMENTS: dict[tuple[str, str], str] = {}
@@ -141,26 +144,118 @@ def flush_traces() -> None:
         pass
 
 
-def search_traces(prompt_name: str, filter_string: str, *, limit: Optional[int] = None, newest_first: bool = False) -> list[Any]:
-    """MLflow `Trace` objects of the prompt's experiment matching the filter: tags and assessments, without spans."""
+# The two tags a search reads; what the others say is the runtime's business.
+_PROMPT_TAG = "promptops.prompt"
+_STATUS_TAG = "promptops.status"
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """One traced request as promptops reads it back: plain values, not MLflow's `Trace`.
+
+    From `search_traces` the root span is not read (`root_inputs`, `root_outputs`, `root_attributes` are None);
+    `get_trace` reads the trace whole.
+    """
+
+    trace_id: str
+    request_time_ms: int  # when the request started, in milliseconds since the epoch
+    execution_time_ms: Optional[int]  # how long it ran; None while in progress
+    state: str  # MLflow's: "OK", "ERROR", "IN_PROGRESS"; promptops' own status is the `promptops.status` tag
+    tags: dict[str, str]
+    request_preview: str  # the root span's inputs as JSON, cut short by MLflow; "" when none
+    response_preview: str  # the root span's outputs likewise
+    assessments: tuple[TraceAssessment, ...] = ()  # valid feedback and expectations, oldest first
+    root_inputs: Optional[dict[str, Any]] = None  # the request's inputs
+    root_outputs: Any = None  # the whole response (the preview may be cut)
+    root_attributes: Optional[dict[str, Any]] = None  # promptops' and MLflow's: tool calls, sizes, usage
+
+    def expectations(self) -> dict[str, Any]:
+        """The newest valid expectation per name (an output field)."""
+        return {a.name: a.value for a in self.assessments if a.kind == "expectation"}
+
+
+def search_traces(
+    prompt_name: str,
+    *,
+    tags: Optional[Mapping[str, str]] = None,
+    exclude_statuses: Iterable[str] = (),
+    since_ms: Optional[int] = None,
+    limit: Optional[int] = None,
+    newest_first: bool = False,
+) -> list[TraceRecord]:
+    """The traced requests of the prompt (tag `promptops.prompt` = its name) in its experiment, without their spans.
+
+    Only those whose `tags` have exactly the values given, whose `promptops.status` is none of `exclude_statuses`
+    and that started at or after `since_ms` (milliseconds since the epoch); at most `limit`, oldest or newest first.
+    """
+    conditions = [(_PROMPT_TAG, "=", prompt_name), *((key, "=", value) for key, value in (tags or {}).items()),
+                  *((_STATUS_TAG, "!=", status) for status in exclude_statuses)]
+    filter_string, exact = _trace_filter(conditions, since_ms=since_ms)
     mlflow = _mlflow()
     if mlflow.get_experiment_by_name(prompt_name) is None:
         return []
     try:
-        return mlflow.search_traces(locations=[experiment_id(prompt_name)], filter_string=filter_string, max_results=limit,
-                                    order_by=["timestamp_ms DESC"] if newest_first else None, return_type="list",
-                                    include_spans=False, flush=True)
+        found = mlflow.search_traces(locations=[experiment_id(prompt_name)], filter_string=filter_string,
+                                     max_results=limit if exact else None,
+                                     order_by=["timestamp_ms DESC"] if newest_first else None, return_type="list",
+                                     include_spans=False, flush=True)
     except Exception as exc:
         raise TrackingError(f"cannot search traces of {prompt_name!r} in MLflow at {tracking_uri()}: {_first_line(exc)}") from None
+    # MLflow's filter said the same unless a value could not be written in it (or the store compares without case).
+    records = [record for record in map(_record, found)
+               if all(_holds(record.tags.get(key), op, value) for key, op, value in conditions)]
+    return records[:limit] if limit is not None else records
 
 
-def get_trace(trace_id: str) -> Optional[Any]:
-    """The whole MLflow `Trace` (spans included), or None if the store has no such trace."""
+def _trace_filter(conditions: Iterable[tuple[str, str, str]], *, since_ms: Optional[int] = None) -> tuple[str, bool]:
+    """MLflow's filter string for tag conditions (key, "=" or "!=", value) and a start time, and whether it says all of them.
+
+    MLflow's parser takes a quoted value as written, with no escapes: a value is put in single quotes, or in double
+    quotes when it holds a single quote. A value holding both cannot be written; its condition is left out (the
+    caller checks it on the records), so the search may be wider than asked, never narrower.
+    """
+    clauses, exact = [], True
+    for key, op, value in conditions:
+        if "`" in key or op not in ("=", "!="):
+            raise ValueError(f"cannot search traces by tag {key!r} {op} ...")
+        quote = "'" if "'" not in value else '"' if '"' not in value else None
+        if quote is None:
+            exact = False
+            continue
+        clauses.append(f"tags.`{key}` {op} {quote}{value}{quote}")
+    if since_ms is not None:
+        clauses.append(f"trace.timestamp_ms >= {int(since_ms)}")
+    return " AND ".join(clauses), exact
+
+
+def _holds(actual: Optional[str], op: str, value: str) -> bool:
+    """A tag condition as MLflow reads it: a trace without the tag matches neither `=` nor `!=`."""
+    return actual is not None and (actual == value if op == "=" else actual != value)
+
+
+def get_trace(trace_id: str) -> Optional[TraceRecord]:
+    """The whole trace, its root span's inputs, outputs and attributes included; None if the store has no such trace."""
     mlflow = _mlflow()
     try:
-        return mlflow.get_trace(trace_id, silent=True, flush=True)
+        trace = mlflow.get_trace(trace_id, silent=True, flush=True)
     except Exception:
         return None
+    return _record(trace) if trace is not None else None
+
+
+def _record(trace: Any) -> TraceRecord:
+    info = trace.info
+    root = next((span for span in trace.data.spans if span.parent_id is None), None)  # none without spans
+    inputs = root.inputs if root is not None else None
+    return TraceRecord(
+        trace_id=info.trace_id, request_time_ms=info.request_time, execution_time_ms=info.execution_duration,
+        state=str(info.state), tags=dict(info.tags or {}),
+        request_preview=info.request_preview or "", response_preview=info.response_preview or "",
+        assessments=trace_assessments(info.assessments),
+        root_inputs=dict(inputs) if isinstance(inputs, dict) else None,
+        root_outputs=root.outputs if root is not None else None,
+        root_attributes=dict(root.attributes) if root is not None else None,
+    )
 
 
 def _attribute(value: Any) -> Any:
