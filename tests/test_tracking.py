@@ -143,3 +143,62 @@ def test_the_digest_reads_values_not_key_order() -> None:
     same = Dataset(Path("other.jsonl"), "dev", (Example({"b": [1, 2], "a": 1}, {"intent": "x"}, "other.jsonl:9"),))
     other = Dataset(Path("dev.jsonl"), "dev", (Example({"a": 1, "b": [2, 1]}, {"intent": "x"}, "dev.jsonl:1"),))
     assert one.digest == same.digest != other.digest
+
+
+# --- searching traces: the filter is built here, from what the caller means ----------------------
+
+
+def traced(experiment: str, prompt: str, status: str = "ok") -> str:
+    """A request traced into `experiment`'s MLflow experiment, tagged as the runtime tags one of `prompt`."""
+    import time
+
+    from promptops import tracking
+
+    with tracking.request_span(experiment, {"text": "where is my card?"}) as span:
+        span.finish(events=[], outputs={"intent": "card_arrival"}, input_tokens=3, output_tokens=2, cost_usd=0.0,
+                    attributes={}, tags={"promptops.prompt": prompt, "promptops.status": status})
+    time.sleep(0.005)  # a distinct start time per trace, so newest-first is one order
+    return span.trace_id
+
+
+@pytest.mark.parametrize("name", [
+    "it's",
+    'the "new" card',
+    "x' OR tags.`promptops.status` = 'ok",  # would widen a filter that pasted the name between quotes
+    """both ' and " quotes""",  # no MLflow string can hold it: searched wider, then checked on the records
+])
+def test_a_quote_in_a_prompt_name_neither_breaks_nor_widens_a_trace_search(name: str, mlflow_store: str) -> None:
+    from promptops import tracking
+
+    ok = traced(name, name)
+    failed = traced(name, name, status="error")
+    for other in ("its", "it", "x", "both", name + "x", name.replace("'", '"'), name.replace('"', "'")):
+        if other != name:
+            traced(name, other)  # the same experiment: only the tag tells them apart
+    held = traced(name, name, status="needs_review")
+
+    found = tracking.search_traces(name, newest_first=True)
+    assert [record.trace_id for record in found] == [held, failed, ok]
+    assert all(record.tags["promptops.prompt"] == name for record in found)
+    assert [r.trace_id for r in tracking.search_traces(name, exclude_statuses=("ok", "needs_review"))] == [failed]
+    assert [r.trace_id for r in tracking.search_traces(name, tags={"promptops.status": "error"})] == [failed]
+    assert [r.trace_id for r in tracking.search_traces(name, limit=2, newest_first=True)] == [held, failed]
+    assert tracking.search_traces(name, since_ms=found[0].request_time_ms + 60_000) == []
+
+
+def test_a_trace_reads_back_as_a_plain_record(mlflow_store: str) -> None:
+    from promptops import tracking
+
+    trace_id = traced("banking_intent", "banking_intent")
+    tracking.flush_traces()  # written in the background: feedback needs the trace stored
+    tracking.log_feedback(trace_id, correct=False, expected={"intent": "lost_or_stolen_card"})
+    [searched] = tracking.search_traces("banking_intent")
+    whole = tracking.get_trace(trace_id)
+    assert searched.trace_id == whole.trace_id == trace_id and searched.state == "OK"
+    assert searched.root_inputs is None and searched.request_preview  # a search reads no spans
+    assert whole.root_inputs == {"text": "where is my card?"} and whole.root_outputs == {"intent": "card_arrival"}
+    assert whole.root_attributes["mlflow.spanType"] == "CHAIN"
+    assert [(a.name, a.kind, a.value) for a in whole.assessments] == [
+        ("correct", "feedback", False), ("intent", "expectation", "lost_or_stolen_card")]
+    assert whole.expectations() == searched.expectations() == {"intent": "lost_or_stolen_card"}
+    assert tracking.get_trace("tr-0123456789abcdef0123456789abcdef") is None
