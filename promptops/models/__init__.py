@@ -3,6 +3,7 @@
 - `local/smollm2-135m` (the default), `local/gemma3-270m`: GGUF files shipped in PyPI packages,
   run in-process by llama.cpp (`_llama_engine`, `_decoder`: the only llama.cpp code).
 - `gguf:PATH`: any GGUF file of your own, run the same way.
+- `PREFIX/NAME` for a prefix given to `register_engine`: that engine, e.g. a test's `scripted/NAME`.
 - anything else with a provider prefix (`openai/...`, `anthropic/...`, `ollama/...`, or an
   OpenAI-compatible server through `api_base`): DSPy's own engine.
 
@@ -18,11 +19,13 @@ from promptops.models._budget import (
 from promptops.models._catalog import LOCAL_MODELS, LocalModel, local_model
 from promptops.models._confidence import least_sure
 from promptops.models._doctor import ModelHealth, diagnose
+from promptops.models._engines import register_engine, registered_engine
 from promptops.models._lm import LocalModelListing, build_lm, check_model_id, engine_model_name, is_local, list_local_models, price_of
 from promptops.models._metered import metering
 
 __all__ = [
     "Budget", "BudgetExhausted", "LOCAL_MODELS", "LocalModel", "LocalModelListing", "ModelHealth", "Reservation",
     "active_budgets", "admit_all", "build_lm", "check_model_id", "diagnose", "engine_model_name", "is_local",
-    "least_sure", "list_local_models", "local_model", "metering", "price_of", "request_limits", "spending_limit",
+    "least_sure", "list_local_models", "local_model", "metering", "price_of", "register_engine", "registered_engine",
+    "request_limits", "spending_limit",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from promptops.artifact import ModelSpec
 from promptops.errors import PromptopsError, UnknownModelError
 from promptops.models._catalog import LOCAL_MODELS, local_model
+from promptops.models._engines import registered_engine
 
 
 
@@ -93,7 +94,7 @@ def build_lm(spec: ModelSpec, *, cache: bool = True, num_retries: Optional[int] 
     """A `MeteredLM` for `spec`; DSPy's cache keys on model, messages and parameters, so any change misses.
 
     `num_retries` overrides how often the provider client retries a failed request by itself
-    (LiteLLM's default otherwise); local models never retry.
+    (LiteLLM's default otherwise); local models and registered engines never retry.
     """
     from promptops.models._metered import MeteredLM, UsdPerMillion
 
@@ -118,6 +119,12 @@ def build_lm(spec: ModelSpec, *, cache: bool = True, num_retries: Optional[int] 
     unsupported = sorted(set(ENGINE_OPTIONS) & set(options))
     if unsupported:
         raise PromptopsError(f"model {spec.id!r}: params {', '.join(unsupported)} apply to the embedded engine only (local/... or gguf:PATH)")
+    factory = registered_engine(spec.id)
+    if factory is not None:
+        engine = factory(spec)
+        if price is None and getattr(engine, "usd_per_million", None):
+            options["price"] = UsdPerMillion(*engine.usd_per_million)
+        return MeteredLM(spec.id, engine=engine, num_retries=0, **options)
     if spec.api_base:
         options["api_base"] = spec.api_base
     if num_retries is not None:
