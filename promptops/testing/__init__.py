@@ -1,7 +1,11 @@
-"""Test doubles for what promptops talks to: a fault-injecting OpenAI-compatible server, and a
-scripted agent it can serve (ReAct steps from a plan per task).
+"""Test doubles for what promptops talks to: a scripted model behind the model string `scripted/NAME`
+(DSPy's adapter, cache and promptops' metering run as for any model), a fault-injecting OpenAI-compatible
+server, and a scripted agent it can serve (ReAct steps from a plan per task).
 
-    from promptops.testing import FaultRates, FaultServer
+    from promptops.testing import FaultRates, FaultServer, ScriptedModel
+
+    with ScriptedModel("labels", {"lost my card": {"intent": "lost_or_stolen_card"}}) as model:
+        ...  # a prompt whose model.id is model.model_id, "scripted/labels"
 
     with FaultServer(FaultRates(server_error=0.1, timeout=0.05), seed=1) as server:
         ...  # point a prompt's `model.api_base` at server.base_url
@@ -18,6 +22,7 @@ from promptops.testing.fault_server import (
     request_schema,
 )
 from promptops.testing.scripted_agent import AgentPlan, ScriptedAgent, plan
+from promptops.testing.scripted_model import Reply, ScriptedModel, ScriptedRequest
 
 __all__ = [
     "AgentPlan",
@@ -25,7 +30,10 @@ __all__ = [
     "FAULTS",
     "FaultRates",
     "FaultServer",
+    "Reply",
     "ScriptedAgent",
+    "ScriptedModel",
+    "ScriptedRequest",
     "ServedRequest",
     "default_answer",
     "last_user_message",
