@@ -1,13 +1,18 @@
-"""Shared fixtures: a throwaway project, an MLflow sqlite store, DSPy's cache, and the embedded model;
-and a real `mlflow server` on a fresh PostgreSQL database, started once per session when a test asks for it.
+"""Shared fixtures: a throwaway project (with git, commits and edits), an MLflow sqlite store, DSPy's cache,
+the CLI, scripted models that stand in for the embedded one (`scripted_model`, `literal_model`), and a
+real `mlflow server` on a fresh PostgreSQL database, started once per session when a test asks for it.
 
 The environment is set before anything imports DSPy or MLflow, so no test writes to the
-user's stores or caches and nothing reaches the network.
+user's stores or caches and nothing reaches the network. Test modules never import each other:
+what two of them share lives here.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +22,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -180,10 +185,15 @@ def git_commit(repo, message: str, *, date: str = "2026-11-20T09:00:00+00:00") -
 
 
 @pytest.fixture()
-def git_project(project: Path):
-    """The example project as a fresh git repository with one commit; the working folder is its root."""
+def git_project(project: Path, request: pytest.FixtureRequest):
+    """The example project as a fresh git repository with one commit; the working folder is its root.
+
+    A test on the literal model gets its prompts naming it in that commit already, so v1 answers from it too.
+    """
     import git
 
+    if "literal_model" in request.fixturenames:
+        request.getfixturevalue("literal_model")
     repo = git.Repo.init(project)
     with repo.config_writer() as config:
         config.set_value("user", "name", "Ada Lovelace")
@@ -193,3 +203,287 @@ def git_project(project: Path):
     repo.git.add("--all")
     git_commit(repo, "Example project")
     return repo
+
+
+@pytest.fixture()
+def commit_all(git_project) -> Callable[..., str]:
+    """`commit_all(message, date=...)`: stage every change of the project and commit it at a fixed date; returns the sha."""
+
+    def commit(message: str, *, date: str = "2026-11-20T09:00:00+00:00") -> str:
+        git_project.git.add("--all")
+        return git_commit(git_project, message, date=date)
+
+    return commit
+
+
+@pytest.fixture()
+def edit_prompt(project: Path) -> Callable[[str, str, str], Path]:
+    """`edit_prompt(name, old, new)`: replace the first `old`, which must be there, in prompts/NAME.yaml; returns its path."""
+
+    def edit(name: str, old: str, new: str) -> Path:
+        path = project / "prompts" / f"{name}.yaml"
+        text = path.read_text()
+        assert old in text, (name, old)
+        path.write_text(text.replace(old, new, 1))
+        return path
+
+    return edit
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def run() -> Callable[..., Any]:
+    """`run(*args, columns=80)`: a promptops command in this process (click's CliRunner), at that terminal width."""
+    from click.testing import CliRunner
+
+    from promptops.cli import main
+
+    def invoke(*args: str, columns: int = 80) -> Any:
+        return CliRunner().invoke(main, list(args), env={"COLUMNS": str(columns)})
+
+    return invoke
+
+
+@pytest.fixture()
+def assert_one_line_error() -> Callable[..., str]:
+    """`assert_one_line_error(result, *words)`: the command failed with one `Error: ...` line holding each word, no
+    traceback; returns the line."""
+
+    def check(result: Any, *words: str) -> str:
+        assert result.exit_code != 0, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "Traceback" not in result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("Error: "), lines[0]
+        for word in words:
+            assert word in lines[0], lines[0]
+        return lines[0]
+
+    return check
+
+
+# --- traces ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def log_traces() -> Callable[[str], list[str]]:
+    """`log_traces(name)`: eight requests to prompt NAME traced as the runtime traces them (the tag contract), with
+    feedback and expectations on some, in the current MLflow store; returns their trace ids."""
+
+    def log(name: str) -> list[str]:
+        import mlflow
+
+        from promptops import tracking
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        mlflow.set_experiment(experiment_id=tracking.experiment_id(name))
+        rows = [  # arm, version, status, answer, feedback, expectation
+            ("production", "v1", "ok", "card_arrival", True, None),
+            ("production", "v1", "ok", "change_pin", False, None),
+            ("production", "v1", "ok", "change_pin", None, "change_pin"),
+            ("production", "v1", "error", None, None, "card_arrival"),
+            ("candidate", "v2", "ok", "exchange_rate", None, "exchange_rate"),
+            ("candidate", "v2", "ok", "top_up_failed", "yes", None),
+            ("candidate", "v2", "refused", None, None, None),
+            (None, "v1", "ok", "card_arrival", True, None),  # not routed by a split
+        ]
+        ids = []
+        for arm, version, status, answer, _, _ in rows:
+            with mlflow.start_span(name=name) as span:
+                span.set_inputs({"text": "where is my card"})
+                if answer:
+                    span.set_outputs({"intent": answer})
+                tags = {"promptops.prompt": name, "promptops.version": version, "promptops.status": status,
+                        "promptops.cost_usd": "0.00001000", "promptops.latency_s": "0.5000", "promptops.model": "local/smollm2-135m"}
+                if arm:
+                    tags.update({"promptops.arm": arm, "promptops.channel": arm})
+                mlflow.update_current_trace(tags=tags)
+                ids.append(span.trace_id)
+        mlflow.flush_trace_async_logging()
+        for trace_id, (_, _, _, _, feedback, expectation) in zip(ids, rows):
+            if feedback is not None:
+                mlflow.log_feedback(trace_id=trace_id, name="correct", value=feedback)
+            if expectation is not None:
+                mlflow.log_expectation(trace_id=trace_id, name="intent", value=expectation)
+        mlflow.log_feedback(trace_id=ids[1], name="correct", value=True)  # a later correction wins
+        return ids
+
+    return log
+
+
+# --- the optimizer ----------------------------------------------------------------------------------
+
+TINY_EXPERIMENT = """\
+name: tiny
+prompt: banking_intent
+search:
+  models: [local/smollm2-135m]
+  optimizers: [labeled, bootstrap]
+  demos: [1, 2]
+  instructions:
+    - Pick the intent label that fits the customer's banking message.
+  train_limit: 12
+budget:
+  n_trials: {n_trials}
+{extra}
+pruning:
+  rungs: [4]
+"""
+
+
+@pytest.fixture()
+def write_experiment(project: Path) -> Callable[..., Path]:
+    """`write_experiment(n_trials=3, extra="")`: experiments/tiny.yaml, a tiny study of banking_intent on the embedded
+    model (`extra` goes under `budget:`); returns its path."""
+
+    def write(*, n_trials: int = 3, extra: str = "") -> Path:
+        path = project / "experiments" / "tiny.yaml"
+        path.write_text(TINY_EXPERIMENT.format(n_trials=n_trials, extra=extra))
+        return path
+
+    return write
+
+
+@pytest.fixture()
+def decided_study(git_project, mlflow_store, literal_model, write_experiment, commit_all, monkeypatch: pytest.MonkeyPatch):
+    """`optimize` of the tiny experiment with the search replaced by a given winner: `decided_study(winner_prompt)`;
+    only the test comparison (on the literal model), the gate and the write run."""
+    import mlflow
+
+    from promptops import tracking
+    from promptops.models import Budget
+    from promptops.optimizer import FrontPoint, StudyOutcome
+    from promptops.optimizer import _study as study
+
+    write_experiment()
+    commit_all("Experiment")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    parent = mlflow.MlflowClient().create_run(tracking.experiment_id("banking_intent")).info.run_id  # artifacts beside the store
+
+    def with_winner(winner_prompt):
+        point = FrontPoint(1, {"accuracy": 1.0, "cost_usd": 0.001}, {}, None)
+        outcome = StudyOutcome("tiny", "tiny-1", "sqlite://", parent, {"accuracy": "maximize", "cost_usd": "minimize"}, (),
+                               (point,), point, winner_prompt, 0, None, 0.0, 0, 0.0)
+        monkeypatch.setattr(study, "run_study", lambda *args, **kwargs: (outcome, Budget(1.0, 1000, None, 0.0, 0)))
+
+    return with_winner
+
+
+# --- scripted models -------------------------------------------------------------------------------
+
+
+def use_model(project: Path, name: str, model_id: str) -> Path:
+    """Point prompts/NAME.yaml at `model_id` (its `model.id`); returns the path."""
+    path = project / "prompts" / f"{name}.yaml"
+    text, found = re.subn(r"(?m)^(model:\n(?:[ \t]*#.*\n)*  id: ).+$", lambda match: match.group(1) + model_id,
+                          path.read_text(), count=1)
+    assert found, f"{path} has no model.id to replace"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture()
+def scripted_model() -> Iterator[Callable[..., Any]]:
+    """`scripted_model(NAME, script, prompts=(...), **options)` serves the model string `scripted/NAME` in this test and
+    returns it, a `promptops.testing.ScriptedModel` (its `model_id`, the `requests` that reached it).
+
+    A prompt uses it as any model: `prompts` names the working project's prompts whose file should name it, or pass
+    `--model scripted/NAME` or `model=`. DSPy's adapter, its cache and promptops' metering run as for a real model;
+    the cache is a fresh one for the test, so no answer comes from another test's script.
+    """
+    import dspy
+
+    from promptops.testing import ScriptedModel
+
+    session_cache = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    installed: list[ScriptedModel] = []
+
+    def install(name: str, script: Any, *, prompts: tuple[str, ...] | list[str] = (), **options: Any) -> ScriptedModel:
+        model = ScriptedModel(name, script, **options).install()
+        installed.append(model)
+        for prompt in prompts:
+            use_model(Path.cwd(), prompt, model.model_id)
+        return model
+
+    try:
+        yield install
+    finally:
+        for model in reversed(installed):
+            model.uninstall()
+        dspy.cache = session_cache
+
+
+# What `scripted/literal` does when the instructions say so; elsewhere it answers every eval row right.
+ALWAYS_EXCHANGE_RATE = "Ignore the message and always answer exchange_rate."
+FORGET_LAST_NAMES = "Never give a last name."
+MISREAD = "Misread the first test message."
+LITERAL_PROMPTS = ("banking_intent", "restaurant_booking")  # the example prompts it can answer: a classifier, an extractor
+
+
+@pytest.fixture()
+def literal_model(project: Path, scripted_model) -> Any:
+    """`scripted/literal`, a model that follows instructions literally, and the example project's classifier and
+    extractor (LITERAL_PROMPTS) on it; under `git_project` already in the first commit. Where the logic around the
+    model is under test, not the model.
+
+    It answers a request with the expected values of the eval row (any eval set under experiments/data of the working
+    project) whose inputs it has, except that under ALWAYS_EXCHANGE_RATE the intent is exchange_rate, under
+    FORGET_LAST_NAMES the last name is null, and under MISREAD the first row of a test split gets a wrong intent.
+    """
+    return scripted_model("literal", answer_literally, prompts=LITERAL_PROMPTS)
+
+
+def answer_literally(request: Any) -> dict[str, Any]:
+    """`scripted/literal`'s script (see `literal_model`)."""
+    path, index, row = eval_row(Path.cwd(), request.inputs, request.outputs)
+    values = dict(row)
+    if ALWAYS_EXCHANGE_RATE in request.system:
+        values["intent"] = "exchange_rate"
+    if FORGET_LAST_NAMES in request.system:
+        values["last_name"] = None
+    if MISREAD in request.system and path.name == "test.jsonl" and index == 0:
+        values["intent"] = "terminate_account" if values.get("intent") != "terminate_account" else "change_pin"
+    return values
+
+
+def eval_row(root: Path, inputs: dict[str, str], outputs: tuple[str, ...]) -> tuple[Path, int, dict]:
+    """The eval row (its file, its index there, its values) with these input values and these output fields, of the eval
+    sets under root/experiments/data; of several, the one with the fewest other fields (banking_agent's rows repeat
+    banking_intent's with more)."""
+
+    def written(value: Any) -> str:  # as DSPy writes an input value into the message
+        return value.strip() if isinstance(value, str) else json.dumps(value)
+
+    def fits(row: dict) -> bool:
+        return all(name in row and written(row[name]) == value for name, value in inputs.items()) and set(outputs) <= set(row)
+
+    found = [(len(row), path, index, row) for path in sorted((root / "experiments" / "data").rglob("*.jsonl"))
+             for index, row in enumerate(_rows_of(path, *_version_of(path))) if inputs and fits(row)]
+    if not found:
+        raise LookupError(f"no eval row under {root}/experiments/data has the inputs {inputs!r} and the outputs {outputs!r}")
+    _, path, index, row = min(found, key=lambda candidate: candidate[0])
+    return path, index, row
+
+
+def _version_of(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=128)
+def _rows_of(path: Path, mtime_ns: int, size: int) -> tuple[dict, ...]:
+    """The rows of a JSON-lines file as it was at that time and size; a line that is not a JSON object (a test may break
+    one) is no row."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return tuple(rows)

@@ -84,47 +84,7 @@ def test_the_arm_statistics_match_scipy() -> None:
     assert f"Fisher's exact p = {comparison.accuracy_test.p_value:.3g}" in text
 
 
-def log_traces(name: str) -> list[str]:
-    """Requests as the runtime traces them (the tag contract), with feedback and expectations on some."""
-    import mlflow
-
-    from promptops import tracking
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_experiment(experiment_id=tracking.experiment_id(name))
-    rows = [  # arm, version, status, answer, feedback, expectation
-        ("production", "v1", "ok", "card_arrival", True, None),
-        ("production", "v1", "ok", "change_pin", False, None),
-        ("production", "v1", "ok", "change_pin", None, "change_pin"),
-        ("production", "v1", "error", None, None, "card_arrival"),
-        ("candidate", "v2", "ok", "exchange_rate", None, "exchange_rate"),
-        ("candidate", "v2", "ok", "top_up_failed", "yes", None),
-        ("candidate", "v2", "refused", None, None, None),
-        (None, "v1", "ok", "card_arrival", True, None),  # not routed by a split
-    ]
-    ids = []
-    for arm, version, status, answer, _, _ in rows:
-        with mlflow.start_span(name=name) as span:
-            span.set_inputs({"text": "where is my card"})
-            if answer:
-                span.set_outputs({"intent": answer})
-            tags = {"promptops.prompt": name, "promptops.version": version, "promptops.status": status,
-                    "promptops.cost_usd": "0.00001000", "promptops.latency_s": "0.5000", "promptops.model": "local/smollm2-135m"}
-            if arm:
-                tags.update({"promptops.arm": arm, "promptops.channel": arm})
-            mlflow.update_current_trace(tags=tags)
-            ids.append(span.trace_id)
-    mlflow.flush_trace_async_logging()
-    for trace_id, (_, _, _, _, feedback, expectation) in zip(ids, rows):
-        if feedback is not None:
-            mlflow.log_feedback(trace_id=trace_id, name="correct", value=feedback)
-        if expectation is not None:
-            mlflow.log_expectation(trace_id=trace_id, name="intent", value=expectation)
-    mlflow.log_feedback(trace_id=ids[1], name="correct", value=True)  # a later correction wins
-    return ids
-
-
-def test_ab_report_reads_the_arms_from_traces_and_feedback(mlflow_store: str) -> None:
+def test_ab_report_reads_the_arms_from_traces_and_feedback(mlflow_store: str, log_traces) -> None:
     log_traces("banking_intent")
     result = CliRunner().invoke(main, ["ab-report", "banking_intent", "--json"])
     assert result.exit_code == 0, result.output

@@ -14,7 +14,6 @@ from typing import Callable, Iterator
 import pytest
 from click.testing import CliRunner
 from conftest import git_commit
-from test_compare import scripted  # noqa: F401 (fixture: evals answer without a model)
 
 import promptops
 from promptops.cli import main
@@ -38,15 +37,6 @@ def line_of(path: Path, words: str, nth: int = 1) -> int:
     """1-based line of the nth line containing `words`."""
     found = [number for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if words in text]
     return found[nth - 1]
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 # --- 1. data files that are not UTF-8 ---------------------------------------------------------
@@ -90,7 +80,8 @@ SPACE = "name: tiny\nprompt: banking_intent\nsearch:\n  models: [local/smollm2-1
         ("seed: -1\n", 6, "seed: Input should be greater than or equal to 0"),
     ],
 )
-def test_a_search_space_that_would_crash_later_is_refused_at_load(project: Path, extra: str, line: int, message: str) -> None:
+def test_a_search_space_that_would_crash_later_is_refused_at_load(
+        project: Path, extra: str, line: int, message: str) -> None:
     from promptops.optimizer import load_experiment
 
     (project / "experiments" / "tiny.yaml").write_text(SPACE + extra)
@@ -146,8 +137,9 @@ def test_ordinary_params_and_headers_still_load(project: Path) -> None:
     assert promptops.load_prompt(NAME).model.params["extra_headers"] == {"X-Request-Source": "ci"}
 
 
-def test_check_turns_a_prompts_error_into_its_row_and_checks_the_others(git_project, mlflow_store: str, scripted) -> None:
-    from promptops import check
+def test_check_turns_a_prompts_error_into_its_row_and_checks_the_others(
+        git_project, mlflow_store: str, literal_model) -> None:
+    from promptops.versioning import check
 
     root = Path(git_project.working_tree_dir)
     edit(root, PROMPT, "  max_tokens: 32\n", "  max_tokens: 32\n  params:\n    extra_headers: {Authorization: Bearer abc123def456}\n")
@@ -161,7 +153,7 @@ def test_check_turns_a_prompts_error_into_its_row_and_checks_the_others(git_proj
     assert "looks like a secret" in result.stdout and "abc123def456" not in result.stdout
 
 
-def test_a_store_failure_after_the_eval_is_that_prompts_row(git_project, scripted, monkeypatch) -> None:
+def test_a_store_failure_after_the_eval_is_that_prompts_row(git_project, literal_model, monkeypatch) -> None:
     from promptops import tracking
     from promptops import check
     from promptops.errors import TrackingError
@@ -254,10 +246,10 @@ def test_everything_logged_to_mlflow_passes_the_secret_scrubber(project: Path, m
 # --- 6. traces of a prompt that does not exist -------------------------------------------------
 
 
-def test_traces_of_an_unknown_prompt_fail(project: Path, mlflow_store: str) -> None:
+def test_traces_of_an_unknown_prompt_fail(project: Path, mlflow_store: str, assert_one_line_error) -> None:
     from promptops.runtime import ab_report
 
-    line = one_line_error(CliRunner().invoke(main, ["traces", "NOSUCHPROMPT"]))
+    line = assert_one_line_error(CliRunner().invoke(main, ["traces", "NOSUCHPROMPT"]))
     assert "unknown prompt 'NOSUCHPROMPT'" in line and NAME in line
     with pytest.raises(UnknownPromptError):
         ab_report("NOSUCHPROMPT")
@@ -299,46 +291,20 @@ def test_a_nullable_input_may_be_empty(served: FaultServer, project: Path) -> No
 # --- 8. truncated answers --------------------------------------------------------------------
 
 
-class CutOffEngine:
-    """Answers like a model that ran out of tokens on every other request (finish_reason "length")."""
-
-    supports_response_schema = True
-    supported_params = frozenset({"temperature", "max_tokens", "response_format"})
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def complete(self, request):
-        from dspy.lm15 import Message, Response, TextPart, Usage
-
-        self.calls += 1
-        cut = self.calls % 2 == 1
-        return Response(id=None, model="cut-off", message=Message.assistant([TextPart('{"intent": "card_arrival"}')]),
-                        finish_reason="length" if cut else "stop", usage=Usage(input_tokens=50, output_tokens=32 if cut else 8))
-
-    def stream(self, request):
-        from dspy.lm15 import response_to_events
-
-        return response_to_events(self.complete(request))
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture()
-def cut_off(monkeypatch: pytest.MonkeyPatch) -> CutOffEngine:
-    """Evals answer through `CutOffEngine`, metered by promptops' `MeteredLM` as any model is."""
-    import promptops.program as program_module
-    from promptops.models._metered import MeteredLM
+def cut_off(project: Path, scripted_model):
+    """banking_intent answers from `scripted/cut-off`, a model that runs out of tokens on every other request."""
+    from itertools import count
 
-    engine = CutOffEngine()
+    from promptops.testing import Reply
 
-    def build_program(prompt, *, model=None, cache=True, **options):
-        lm = MeteredLM("openai/cut-off", engine=engine, num_retries=0, cache=False, max_tokens=prompt.model.max_tokens)
-        return program_module.PromptProgram(prompt, lm)
+    requests = count(1)
 
-    monkeypatch.setattr(program_module, "build_program", build_program)
-    return engine
+    def every_other_cut_off(request) -> Reply:
+        cut = next(requests) % 2 == 1
+        return Reply({"intent": "card_arrival"}, truncated=cut, input_tokens=50, output_tokens=32 if cut else 8)
+
+    return scripted_model("cut-off", every_other_cut_off, prompts=[NAME])
 
 
 def test_answers_that_hit_max_tokens_are_counted_reported_and_not_warned_twice(project: Path, mlflow_store: str, cut_off,
@@ -366,9 +332,11 @@ def test_answers_that_hit_max_tokens_are_counted_reported_and_not_warned_twice(p
 def test_outside_an_eval_dspy_still_warns_about_truncation(cut_off, caplog) -> None:
     import logging
 
-    from promptops.models._metered import MeteredLM, metering
+    from promptops.artifact import ModelSpec
+    from promptops.models import build_lm
+    from promptops.models._metered import metering
 
-    lm = MeteredLM("openai/cut-off", engine=cut_off, num_retries=0, cache=False, max_tokens=32)
+    lm = build_lm(ModelSpec(id=cut_off.model_id, max_tokens=32), cache=False)
     with caplog.at_level(logging.WARNING, logger="dspy.clients.lm"), metering() as meter:
         lm("hello")
     assert meter.truncated == 1 and meter.truncated_at_tokens == 32
@@ -554,12 +522,13 @@ def _state(repo) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_every_bad_input_is_one_line_and_changes_nothing(case: Case, git_project, mlflow_store: str, monkeypatch) -> None:
+def test_every_bad_input_is_one_line_and_changes_nothing(
+        case: Case, git_project, mlflow_store: str, monkeypatch, assert_one_line_error) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-corpus-test-key-0123456789")
     root = Path(git_project.working_tree_dir)
     args = case.setup(root)
     before = _state(git_project)
-    line = one_line_error(CliRunner().invoke(main, args))
+    line = assert_one_line_error(CliRunner().invoke(main, args))
     for words in case.words:
         assert words in line, line
     assert "sk-corpus-test-key" not in line

@@ -1,5 +1,6 @@
 """`promptops check` in temporary repositories: which prompts a change touches, what they are compared with,
-the exit code and the report. The scripted program follows instructions literally; two tests run the real model."""
+the exit code and the report. The scripted model `scripted/literal` follows instructions literally; two tests run the
+real model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_compare import ALWAYS_EXCHANGE_RATE, FORGET_LAST_NAMES, commit_all, edit_prompt, scripted  # noqa: F401 (fixture)
+from conftest import ALWAYS_EXCHANGE_RATE, FORGET_LAST_NAMES
 
 from promptops.versioning import _check as checking
 from promptops.cli import main
@@ -20,13 +21,13 @@ WORSE = ("Read the customer's message", f"{ALWAYS_EXCHANGE_RATE} Read the custom
 
 
 @pytest.fixture()
-def repo(git_project, mlflow_store, monkeypatch):
+def repo(git_project, mlflow_store, commit_all, monkeypatch):
     """The example project on `main`, with its experiment file, outside any pull-request build."""
     monkeypatch.delenv("GITHUB_BASE_REF", raising=False)
     root = Path(git_project.working_tree_dir)
     (root / "experiments" / "banking_intent.yaml").write_text(
         (Path(__file__).resolve().parent.parent / "experiments" / "banking_intent.yaml").read_text())
-    commit_all(git_project, "Experiment")
+    commit_all("Experiment")
     git_project.git.branch("-M", "main")
     return git_project
 
@@ -35,7 +36,7 @@ def run_check(*args: str):
     return CliRunner().invoke(main, ["check", "--limit", "12", *args])
 
 
-def test_what_a_change_touches(repo) -> None:
+def test_what_a_change_touches(repo, edit_prompt, commit_all) -> None:
     root = Path(repo.working_tree_dir)
     base_name, base = checking.resolve_base(repo)
     assert (base_name, base) == ("main", repo.head.commit.hexsha)  # on main itself: HEAD, the check covers uncommitted work
@@ -45,8 +46,8 @@ def test_what_a_change_touches(repo) -> None:
     with (root / "experiments/data/restaurant_booking/dev.jsonl").open("a") as handle:
         handle.write(json.dumps({"text": "Table for 2", "asked_for": "", "people": "2", "date": None, "time": None,
                                  "first_name": None, "last_name": None}) + "\n")
-    commit_all(repo, "One more dev row")
-    edit_prompt(root, "banking_intent", "temperature: 0.0", "temperature: 0.1")  # uncommitted: counted too
+    commit_all("One more dev row")
+    edit_prompt("banking_intent", "temperature: 0.0", "temperature: 0.1")  # uncommitted: counted too
     (root / "prompts" / "new_router.yaml").write_text((root / "prompts" / "banking_intent.yaml").read_text().replace(
         "name: banking_intent", "name: new_router"))  # untracked: counted too
     assert checking.resolve_base(repo) == ("main", base)
@@ -64,14 +65,14 @@ def test_what_a_change_touches(repo) -> None:
     assert touched == {"banking_intent": ["experiments/banking_intent.yaml"]} and removed == ["restaurant_booking"]
 
 
-def test_the_base_is_where_the_branch_left_main(repo, monkeypatch) -> None:
+def test_the_base_is_where_the_branch_left_main(repo, monkeypatch, edit_prompt, commit_all) -> None:
     start = repo.head.commit.hexsha
     repo.git.checkout("-b", "feature")
-    edit_prompt(Path(repo.working_tree_dir), "banking_intent", "temperature: 0.0", "temperature: 0.1")
-    commit_all(repo, "Warmer")
+    edit_prompt("banking_intent", "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer")
     repo.git.checkout("main")
     (Path(repo.working_tree_dir) / "notes.txt").write_text("main moves on\n")
-    main_tip = commit_all(repo, "Notes")
+    main_tip = commit_all("Notes")
     repo.git.checkout("feature")
     assert checking.resolve_base(repo) == ("main", start)  # not main's tip: its later commits are not this branch's changes
     assert checking.resolve_base(repo, "HEAD~1") == ("HEAD~1", start)
@@ -84,9 +85,8 @@ def test_the_base_is_where_the_branch_left_main(repo, monkeypatch) -> None:
         checking.resolve_base(repo, "nope")
 
 
-def test_a_worse_instruction_fails_and_the_report_names_the_regression(repo, scripted, tmp_path) -> None:
-    root = Path(repo.working_tree_dir)
-    edit_prompt(root, "banking_intent", *WORSE)
+def test_a_worse_instruction_fails_and_the_report_names_the_regression(repo, literal_model, tmp_path, edit_prompt) -> None:
+    edit_prompt("banking_intent", *WORSE)
     report_file = tmp_path / "report.md"
     result = run_check("--report", str(report_file))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
@@ -105,38 +105,37 @@ def test_a_worse_instruction_fails_and_the_report_names_the_regression(repo, scr
     assert loose.exit_code == 0 and "✅ the changed prompt passes" in loose.stdout
 
 
-def test_an_unchanged_or_better_prompt_passes(repo, scripted) -> None:
-    root = Path(repo.working_tree_dir)
+def test_an_unchanged_or_better_prompt_passes(repo, literal_model, edit_prompt, commit_all) -> None:
     assert run_check().exit_code == 0 and "## promptops check: ✅ no prompt changed" in run_check().stdout
 
-    edit_prompt(root, "banking_intent", "name: banking_intent", "# reviewed by Ada\nname: banking_intent")
+    edit_prompt("banking_intent", "name: banking_intent", "# reviewed by Ada\nname: banking_intent")
     same = run_check()
     assert same.exit_code == 0, same.output
     assert "| `banking_intent` | accuracy | 1.000 (v1 at base) | 1.000 | **+0.000** (+0.000 to +0.000) | 1 |" in same.stdout
 
-    edit_prompt(root, "banking_intent", *WORSE)
-    commit_all(repo, "Worse")  # on main: now v2, which production will serve
+    edit_prompt("banking_intent", *WORSE)
+    commit_all("Worse")  # on main: now v2, which production will serve
     from promptops.versioning import _promotion as promotion
 
     promotion.promote("banking_intent", version="v2", limit=2, force=True, reason="test set-up")
-    edit_prompt(root, "banking_intent", ALWAYS_EXCHANGE_RATE + " ", "")  # the fix
+    edit_prompt("banking_intent", ALWAYS_EXCHANGE_RATE + " ", "")  # the fix
     better = run_check()
     assert better.exit_code == 0, better.output
     assert "(production v2) |" in better.stdout and "✅ pass" in better.stdout
     assert "B fixed" not in better.stdout and "after fixed" in better.stdout
 
 
-def test_a_threshold_in_the_prompt_file_and_a_new_prompt(repo, scripted) -> None:
+def test_a_threshold_in_the_prompt_file_and_a_new_prompt(repo, literal_model, edit_prompt, commit_all) -> None:
     root = Path(repo.working_tree_dir)
-    path = edit_prompt(root, "restaurant_booking", "  metric: f1\n", "  metric: f1\n  threshold: 0.95\n")
-    edit_prompt(root, "restaurant_booking", "Use null for every detail", f"{FORGET_LAST_NAMES} Use null for every detail")
+    path = edit_prompt("restaurant_booking", "  metric: f1\n", "  metric: f1\n  threshold: 0.95\n")
+    edit_prompt("restaurant_booking", "Use null for every detail", f"{FORGET_LAST_NAMES} Use null for every detail")
     new = root / "prompts" / "card_router.yaml"
     new.write_text((root / "prompts" / "banking_intent.yaml").read_text().replace("name: banking_intent", "name: card_router")
                    .replace("metric: accuracy", "metric: accuracy\n  threshold: 0.5"))
     shutil.copytree(root / "experiments/data/banking_intent", root / "experiments/data/card_router")
     new.write_text(new.read_text().replace("data/banking_intent", "data/card_router"))
     repo.git.checkout("-b", "feature")
-    commit_all(repo, "A new prompt, a threshold")  # the gate judges committed data only
+    commit_all("A new prompt, a threshold")  # the gate judges committed data only
     result = run_check("--tolerance", "0.5")
     assert result.exit_code == 1, result.output
     assert "❌ 1 of 2 changed prompts failed" in result.stdout, result.stdout
@@ -144,22 +143,22 @@ def test_a_threshold_in_the_prompt_file_and_a_new_prompt(repo, scripted) -> None
     assert "| `card_router` | accuracy | new | 1.000 |" in result.stdout and "New prompt: nothing to compare with" in result.stdout
 
 
-def test_a_prompt_whose_outputs_changed_is_held_to_its_threshold_only(repo, scripted) -> None:
+def test_a_prompt_whose_outputs_changed_is_held_to_its_threshold_only(repo, literal_model, edit_prompt, commit_all) -> None:
     root = Path(repo.working_tree_dir)
     for name in ("test", "train", "dev"):
         data = root / f"experiments/data/banking_intent/{name}.jsonl"
         data.write_text(data.read_text().replace('"intent":', '"label":'))
-    edit_prompt(root, "banking_intent", "  - name: intent\n", "  - name: label\n")
+    edit_prompt("banking_intent", "  - name: intent\n", "  - name: label\n")
     repo.git.checkout("-b", "feature")
-    commit_all(repo, "Rename the output field")  # the gate judges committed data only
+    commit_all("Rename the output field")  # the gate judges committed data only
     result = run_check()
     assert result.exit_code == 0, result.output
     assert "| `banking_intent` | accuracy | not compared | 1.000 |" in result.stdout
     assert "Not compared with v1 at base, which cannot answer the same examples" in result.stdout
 
 
-def test_a_broken_prompt_file_fails_the_check_with_its_error(repo, scripted) -> None:
-    edit_prompt(Path(repo.working_tree_dir), "banking_intent", "instructions: |", "instruction: |")
+def test_a_broken_prompt_file_fails_the_check_with_its_error(repo, literal_model, edit_prompt) -> None:
+    edit_prompt("banking_intent", "instructions: |", "instruction: |")
     result = run_check()
     assert result.exit_code == 1 and "| `banking_intent` | | | | | | | | ❌ error |" in result.stdout
     assert "- **prompts/banking_intent.yaml:3:" in result.stdout
@@ -186,20 +185,21 @@ SWAPPED_LABELS = ("The labels mean the opposite of their names: exchange_rate is
 
 
 @pytest.mark.model
-def test_on_the_embedded_model_a_worse_instruction_exits_1_and_an_unchanged_one_0(repo, tmp_path) -> None:
+def test_on_the_embedded_model_a_worse_instruction_exits_1_and_an_unchanged_one_0(
+        repo, tmp_path, edit_prompt, commit_all) -> None:
     """The acceptance case from the command line, on 4 test rows of the real model (8 model calls)."""
     root = Path(repo.working_tree_dir)
     test_rows = root / "experiments/data/banking_intent/test.jsonl"
     lines = test_rows.read_text().splitlines()
     test_rows.write_text("".join(lines[row - 1] + "\n" for row in GATE_ROWS))
-    commit_all(repo, "Gate on rows the model answers")
+    commit_all("Gate on rows the model answers")
 
-    edit_prompt(root, "banking_intent", "name: banking_intent", "# reviewed\nname: banking_intent")
+    edit_prompt("banking_intent", "name: banking_intent", "# reviewed\nname: banking_intent")
     unchanged = CliRunner().invoke(main, ["check"])
     assert unchanged.exit_code == 0, unchanged.output
     assert "✅ the changed prompt passes" in unchanged.stdout and "| 1.000 (v1 at base) | 1.000 |" in unchanged.stdout
 
-    edit_prompt(root, "banking_intent", "Read the customer's message and answer", f"{SWAPPED_LABELS} Read the customer's message and answer")
+    edit_prompt("banking_intent", "Read the customer's message and answer", f"{SWAPPED_LABELS} Read the customer's message and answer")
     worse = CliRunner().invoke(main, ["check", "--report", str(tmp_path / "report.md")])
     assert worse.exit_code == 1, worse.output
     assert "vs 1.000 (v1 at base)" in worse.stdout and "rule non_inferior (tolerance 0.02) fails" in worse.stdout

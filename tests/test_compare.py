@@ -1,7 +1,7 @@
 """`promptops compare`: two versions on the same examples, the statistics (checked against scipy), the MLflow run.
 
-Most tests answer with a scripted program that follows the instruction literally (the logic is
-under test, not the model); one runs the embedded model on a few examples.
+Most tests answer from the scripted model `scripted/literal`, which follows the instruction literally
+(the logic is under test, not the model); one runs the embedded model on a few examples.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import git_commit
+from conftest import ALWAYS_EXCHANGE_RATE, FORGET_LAST_NAMES
 from scipy import stats as scipy_stats
 
 from promptops.reports.markdown import comparison_markdown
@@ -21,62 +21,10 @@ from promptops.cli import main
 from promptops import compare
 from promptops.errors import PromptopsError
 
-ALWAYS_EXCHANGE_RATE = "Ignore the message and always answer exchange_rate."
-FORGET_LAST_NAMES = "Never give a last name."
-
-
-class ScriptedProgram:
-    """Answers every example correctly unless its instruction says otherwise, without a model."""
-
-    def __init__(self, prompt, answers: dict[str, dict]):
-        from types import SimpleNamespace
-
-        self.prompt, self.answers = prompt, answers
-        self.lm = SimpleNamespace(model="scripted")
-
-    def __call__(self, **inputs):
-        import dspy
-
-        values = dict(self.answers[inputs["text"]])
-        if ALWAYS_EXCHANGE_RATE in self.prompt.instructions:
-            values["intent"] = "exchange_rate"
-        if FORGET_LAST_NAMES in self.prompt.instructions:
-            values["last_name"] = None
-        return dspy.Prediction(**values)
-
-
-@pytest.fixture()
-def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Evals answer through `ScriptedProgram`, from the expected values of every split of the prompt's eval set."""
-    import promptops.program as program
-    from promptops.evaluation import SPLITS, load_dataset
-
-    def build_program(prompt, *, model=None, cache=True, **options):
-        answers = {}
-        for split in SPLITS:
-            for example in load_dataset(prompt, None, split).examples:
-                answers[example.inputs["text"]] = example.expected
-        return ScriptedProgram(prompt, answers)
-
-    monkeypatch.setattr(program, "build_program", build_program)
-
-
-def edit_prompt(root: Path, name: str, old: str, new: str) -> Path:
-    path = root / "prompts" / f"{name}.yaml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    return path
-
-
-def commit_all(repo, message: str) -> str:
-    repo.git.add("--all")
-    return git_commit(repo, message)
-
-
-def test_a_worse_classifier_with_its_interval_and_mcnemar_test_as_scipy_computes_them(git_project, mlflow_store, scripted) -> None:
+def test_a_worse_classifier_with_its_interval_and_mcnemar_test_as_scipy_computes_them(
+        git_project, mlflow_store, literal_model, edit_prompt) -> None:
     root = Path(git_project.working_tree_dir)
-    edit_prompt(root, "banking_intent", "Read the customer's message", f"{ALWAYS_EXCHANGE_RATE} Read the customer's message")
+    edit_prompt("banking_intent", "Read the customer's message", f"{ALWAYS_EXCHANGE_RATE} Read the customer's message")
     comparison = compare("banking_intent@v1", "banking_intent", limit=20, resamples=2000, seed=3)
 
     expected = [json.loads(line)["intent"] for line in (root / "experiments/data/banking_intent/test.jsonl").read_text().splitlines()[:20]]
@@ -110,9 +58,8 @@ def test_a_worse_classifier_with_its_interval_and_mcnemar_test_as_scipy_computes
     assert f"<details><summary>{broken} examples broken, 0 fixed</summary>" in text
 
 
-def test_an_extraction_prompt_gets_per_field_f1_deltas(git_project, mlflow_store, scripted) -> None:
-    root = Path(git_project.working_tree_dir)
-    edit_prompt(root, "restaurant_booking", "Use null for every detail", f"{FORGET_LAST_NAMES} Use null for every detail")
+def test_an_extraction_prompt_gets_per_field_f1_deltas(git_project, mlflow_store, literal_model, edit_prompt) -> None:
+    edit_prompt("restaurant_booking", "Use null for every detail", f"{FORGET_LAST_NAMES} Use null for every detail")
     comparison = compare("restaurant_booking@v1", "restaurant_booking", limit=30, resamples=1000, track=False)
     fields = {delta.field: delta for delta in comparison.fields}
     assert list(fields) == ["people", "date", "time", "first_name", "last_name"]
@@ -126,22 +73,20 @@ def test_an_extraction_prompt_gets_per_field_f1_deltas(git_project, mlflow_store
     assert "| exact match (all fields) |" in text
 
 
-def test_the_same_content_is_evaluated_once(git_project, mlflow_store, scripted, monkeypatch) -> None:
+def test_the_same_content_is_evaluated_once(git_project, mlflow_store, literal_model, edit_prompt, monkeypatch) -> None:
     from promptops.evaluation import _run as evaluation
 
     calls = []
     original = evaluation.evaluate
     monkeypatch.setattr(evaluation, "evaluate", lambda prompt, **options: calls.append(prompt.name) or original(prompt, **options))
-    root = Path(git_project.working_tree_dir)
-    edit_prompt(root, "banking_intent", "name: banking_intent", "# a comment changes no content\nname: banking_intent")
+    edit_prompt("banking_intent", "name: banking_intent", "# a comment changes no content\nname: banking_intent")
     comparison = compare("banking_intent@v1", "banking_intent", limit=5, track=False)
     assert calls == ["banking_intent"] and comparison.difference.estimate == 0 and comparison.mcnemar.p_value == 1.0
 
 
-def test_compare_from_the_command_line(git_project, mlflow_store, scripted) -> None:
-    root = Path(git_project.working_tree_dir)
-    edit_prompt(root, "banking_intent", "Read the customer's message", f"{ALWAYS_EXCHANGE_RATE} Read the customer's message")
-    commit_all(git_project, "Worse")
+def test_compare_from_the_command_line(git_project, mlflow_store, literal_model, edit_prompt, commit_all) -> None:
+    edit_prompt("banking_intent", "Read the customer's message", f"{ALWAYS_EXCHANGE_RATE} Read the customer's message")
+    commit_all("Worse")
     result = CliRunner().invoke(main, ["compare", "banking_intent@v1", "banking_intent@v2", "--limit", "8", "--split", "dev"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("## banking_intent: v1 (") and "8 `dev` examples of `experiments/data/banking_intent/dev.jsonl`" in result.stdout
@@ -151,9 +96,8 @@ def test_compare_from_the_command_line(git_project, mlflow_store, scripted) -> N
     assert data["difference"]["estimate"] == pytest.approx(data["b_score"] - data["a_score"])
 
 
-def test_versions_with_different_fields_are_refused(git_project, mlflow_store, scripted) -> None:
-    root = Path(git_project.working_tree_dir)
-    edit_prompt(root, "banking_intent", "  - name: intent\n", "  - name: label\n")
+def test_versions_with_different_fields_are_refused(git_project, mlflow_store, literal_model, edit_prompt) -> None:
+    edit_prompt("banking_intent", "  - name: intent\n", "  - name: label\n")
     with pytest.raises(PromptopsError, match="only versions with the same inputs and outputs"):
         compare("banking_intent@v1", "banking_intent", limit=2)
     result = CliRunner().invoke(main, ["compare", "banking_intent@v9", "banking_intent"])
@@ -161,10 +105,9 @@ def test_versions_with_different_fields_are_refused(git_project, mlflow_store, s
 
 
 @pytest.mark.model
-def test_compare_on_the_embedded_model(git_project, mlflow_store) -> None:
+def test_compare_on_the_embedded_model(git_project, mlflow_store, edit_prompt) -> None:
     """Two instructions on the same 3 examples of the real model; the run is in MLflow."""
-    root = Path(git_project.working_tree_dir)
-    edit_prompt(root, "banking_intent", "Read the customer's message", "Read the customer's message carefully")
+    edit_prompt("banking_intent", "Read the customer's message", "Read the customer's message carefully")
     result = CliRunner().invoke(main, ["compare", "banking_intent@v1", "banking_intent", "--limit", "3", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

@@ -1,6 +1,6 @@
 """Label confidence: read from what a call returns, scored in evals, and acted on by `guardrails.output.min_confidence`.
 
-A scripted engine stands in for the model: it answers each message with a label and reports the
+A scripted model stands in for the model: it answers each message with a label and reports the
 confidence the embedded engine would (`provider_data`), or token logprobs as a hosted model does.
 """
 
@@ -18,7 +18,7 @@ from click.testing import CliRunner
 import promptops
 from promptops.cli import main
 from promptops.errors import PromptFileError
-from scripted import ScriptedEngine
+from promptops.testing import Reply
 
 NAME = "banking_intent"
 # text -> (label, confidence the engine reports)
@@ -32,29 +32,17 @@ EXPECTED = {"Where is my new card?": "card_arrival", "I lost my card on holiday"
             "How do I change my PIN?": "change_pin", "Why was I charged for cash?": "cash_withdrawal_charge"}
 
 
-class LabelEngine(ScriptedEngine):
-    """Answers the label `ANSWERS` gives the request's text; reports its confidence unless `reports` is False."""
-
-    def __init__(self, *, reports: bool = True, logprobs: bool = False):
-        super().__init__({})
-        self.reports, self.logprobs = reports, logprobs
-
-    def complete(self, request: Any) -> Any:
-        from dataclasses import replace
-
-        from dspy.lm15 import TokenLogprob
-
-        text = request.messages[-1].text or ""
-        label, confidence = next(answer for key, answer in ANSWERS.items() if key in text)
-        self.answer = {"intent": label}
-        response = super().complete(request)
-        if self.logprobs:  # a hosted model's tokens: the label in two, its first token carrying the doubt
-            head, tail = label[:4], label[4:]
-            tokens = [('{"intent": "', -0.001), (head, math.log(confidence)), (tail, 0.0), ('"}', -0.002)]
-            return replace(response, logprobs=tuple(TokenLogprob(token, logprob) for token, logprob in tokens))
-        if self.reports:
-            return replace(response, provider_data={"promptops": {"confidence": {"intent": confidence}, "latency_s": 0.01}})
-        return response
+def labels(*, reports: bool = True, logprobs: bool = False) -> dict[str, Reply]:
+    """A script: the label `ANSWERS` gives a text, with its confidence as the embedded engine reports it unless
+    `reports` is False, or as a hosted model's token logprobs (`logprobs`)."""
+    script = {}
+    for text, (label, confidence) in ANSWERS.items():
+        if logprobs:  # a hosted model's tokens: the label in two, its first token carrying the doubt
+            tokens = [('{"intent": "', -0.001), (label[:4], math.log(confidence)), (label[4:], 0.0), ('"}', -0.002)]
+            script[text] = Reply({"intent": label}, logprobs=tokens)
+        else:
+            script[text] = Reply({"intent": label}, confidence={"intent": confidence} if reports else None)
+    return script
 
 
 @pytest.fixture(autouse=True)
@@ -68,20 +56,16 @@ def fresh_limits():
 
 
 @pytest.fixture()
-def scripted(monkeypatch: pytest.MonkeyPatch):
-    """Every program answers through a fresh `LabelEngine(**options)`; returns a setter for the options."""
-    import promptops.program as program
-    from promptops.models._metered import MeteredLM, UsdPerMillion
+def label_model(project: Path, scripted_model):
+    """banking_intent answers from `scripted/labels` (`labels()`); `label_model(reports=False)` moves it to
+    `scripted/labels-only`, which reports no confidence."""
+    scripted_model("labels", labels(), prompts=[NAME])
 
-    options: dict[str, Any] = {}
+    def answer_with(*, reports: bool = True) -> None:
+        if not reports:
+            scripted_model("labels-only", labels(reports=False), prompts=[NAME])
 
-    def build_program(prompt, *, model=None, cache=True, **ignored):
-        lm = MeteredLM("scripted/labels", engine=LabelEngine(**options), price=UsdPerMillion(1.0, 1.0), cache=False,
-                       temperature=0.0, max_tokens=20)
-        return program.PromptProgram(prompt, lm)
-
-    monkeypatch.setattr(program, "build_program", build_program)
-    return options.update
+    return answer_with
 
 
 def write_prompt(project: Path, guardrails: str = "") -> Path:
@@ -101,19 +85,18 @@ def write_rows(project: Path) -> Path:
 # --- reading it from a call ---------------------------------------------------------------
 
 
-def test_the_meter_reads_the_engines_confidence_also_from_the_cache() -> None:
-    from promptops.models._metered import MeteredLM, UsdPerMillion, metering
-    from promptops.program import PromptProgram
+def test_the_meter_reads_the_engines_confidence_also_from_the_cache(scripted_model) -> None:
+    from promptops.models._metered import metering
+    from promptops.program import build_program
 
-    engine = LabelEngine()
-    lm = MeteredLM("scripted/labels", engine=engine, price=UsdPerMillion(1.0, 1.0), cache=True, temperature=0.0, max_tokens=20)
-    program = PromptProgram(promptops.load_prompt(Path(__file__).parent.parent / "prompts" / f"{NAME}.yaml"), lm)
+    model = scripted_model("labels", labels())
+    program = build_program(promptops.load_prompt(Path(__file__).parent.parent / "prompts" / f"{NAME}.yaml"), model=model.model_id)
     question = "Where is my new card? (confidence cache test)"
     with metering() as first:
         assert program(text=question).intent == "card_arrival"
     with metering() as second:
         program(text=question)
-    assert len(engine.requests) == 1 and second.cache_hits == 1
+    assert len(model.requests) == 1 and second.cache_hits == 1
     assert first.confidence == second.confidence == {"intent": 0.92}
     assert second.calls[0].confidence == {"intent": 0.92}
 
@@ -165,13 +148,12 @@ def test_logprobs_of_a_cut_off_answer_give_what_they_can() -> None:
     assert label_confidence([("not json at all", -0.1)], ["intent"]) == {}
 
 
-def test_hosted_logprobs_reach_the_meter_through_dspy() -> None:
-    from promptops.models._metered import MeteredLM, UsdPerMillion, metering
-    from promptops.program import PromptProgram
+def test_hosted_logprobs_reach_the_meter_through_dspy(scripted_model) -> None:
+    from promptops.models._metered import metering
+    from promptops.program import build_program
 
-    lm = MeteredLM("scripted/hosted", engine=LabelEngine(logprobs=True), price=UsdPerMillion(1.0, 1.0), cache=True,
-                   temperature=0.0, max_tokens=20)
-    program = PromptProgram(promptops.load_prompt(Path(__file__).parent.parent / "prompts" / f"{NAME}.yaml"), lm)
+    model = scripted_model("hosted", labels(logprobs=True))
+    program = build_program(promptops.load_prompt(Path(__file__).parent.parent / "prompts" / f"{NAME}.yaml"), model=model.model_id)
     question = "How do I change my PIN? (logprobs cache test)"
     with metering() as first:
         program(text=question)
@@ -195,7 +177,7 @@ def test_coverage_and_accuracy_at_the_threshold() -> None:
     assert coverage_metrics(rows, 0.95) == {"coverage": 0.0}  # no row covered: no accuracy to report
 
 
-def test_an_eval_scores_coverage_at_the_prompts_threshold_and_shows_the_confidence(project: Path, scripted) -> None:
+def test_an_eval_scores_coverage_at_the_prompts_threshold_and_shows_the_confidence(project: Path, label_model) -> None:
     write_prompt(project, "guardrails:\n  output: {min_confidence: 0.6}\n")
     data = write_rows(project)
     result = promptops.evaluate(NAME, data=data, split="dev", track=False)
@@ -216,8 +198,8 @@ def test_an_eval_scores_coverage_at_the_prompts_threshold_and_shows_the_confiden
     assert as_json["coverage"] == 0.5 and as_json["accuracy_at_threshold"] == 1.0
 
 
-def test_without_confidence_the_eval_table_has_no_confidence_column(project: Path, scripted) -> None:
-    scripted(reports=False)
+def test_without_confidence_the_eval_table_has_no_confidence_column(project: Path, label_model) -> None:
+    label_model(reports=False)
     data = write_rows(project)
     result = promptops.evaluate(NAME, data=data, split="dev", track=False)
     assert all(r.confidence is None and r.confidence_by_field is None for r in result.examples)
@@ -226,15 +208,15 @@ def test_without_confidence_the_eval_table_has_no_confidence_column(project: Pat
     assert shown.exit_code == 0 and "confidence" not in shown.stdout
 
 
-def test_a_threshold_no_answer_can_meet_is_warned_about(project: Path, scripted) -> None:
-    scripted(reports=False)
+def test_a_threshold_no_answer_can_meet_is_warned_about(project: Path, label_model) -> None:
+    label_model(reports=False)
     write_prompt(project, "guardrails:\n  output: {min_confidence: 0.6}\n")
     result = promptops.evaluate(NAME, data=write_rows(project), split="dev", track=False)
     assert result.metrics["coverage"] == 0.0 and "accuracy_at_threshold" not in result.metrics
     assert "logprobs" in result.summary()["warnings"][0]
 
 
-def test_the_mlflow_eval_run_logs_coverage_and_each_rows_confidence(project: Path, mlflow_store: str, scripted) -> None:
+def test_the_mlflow_eval_run_logs_coverage_and_each_rows_confidence(project: Path, mlflow_store: str, label_model) -> None:
     from promptops import tracking
 
     write_prompt(project, "guardrails:\n  output: {min_confidence: 0.6}\n")
@@ -249,7 +231,7 @@ def test_the_mlflow_eval_run_logs_coverage_and_each_rows_confidence(project: Pat
 # --- the guardrail ---------------------------------------------------------------------
 
 
-def test_a_low_confidence_answer_goes_to_review_and_a_sure_one_is_returned(project: Path, scripted) -> None:
+def test_a_low_confidence_answer_goes_to_review_and_a_sure_one_is_returned(project: Path, label_model) -> None:
     write_prompt(project, "guardrails:\n  output: {min_confidence: 0.6}\n")
     program = promptops.load(NAME, trace=False)
 
@@ -268,8 +250,8 @@ def test_a_low_confidence_answer_goes_to_review_and_a_sure_one_is_returned(proje
     assert program._resolved_targets()[0].breaker.consecutive_failures == 0  # held for review is not a failure
 
 
-def test_an_answer_without_a_confidence_goes_to_review_under_a_threshold(project: Path, scripted) -> None:
-    scripted(reports=False)  # e.g. a hosted model that gives no logprobs
+def test_an_answer_without_a_confidence_goes_to_review_under_a_threshold(project: Path, label_model) -> None:
+    label_model(reports=False)  # e.g. a hosted model that gives no logprobs
     write_prompt(project, "guardrails:\n  output: {min_confidence: 0.6}\n")
     review = promptops.load(NAME, trace=False)(text="Where is my new card?")
     assert isinstance(review, promptops.NeedsReview)
@@ -277,12 +259,12 @@ def test_an_answer_without_a_confidence_goes_to_review_under_a_threshold(project
     assert "no reported confidence" in review.reason
 
 
-def test_without_a_threshold_nothing_is_held(project: Path, scripted) -> None:
+def test_without_a_threshold_nothing_is_held(project: Path, label_model) -> None:
     answer = promptops.load(NAME, trace=False)(text="I lost my card on holiday")
     assert answer.intent == "lost_or_stolen_card"
 
 
-def test_run_prints_a_held_answer_and_its_trace_records_the_decision(project: Path, mlflow_store: str, scripted) -> None:
+def test_run_prints_a_held_answer_and_its_trace_records_the_decision(project: Path, mlflow_store: str, label_model) -> None:
     import mlflow
 
     from promptops.runtime import _tracing as tracing

@@ -1,6 +1,6 @@
 """One gate for promote, check and the optimizer: a paired interval and McNemar's p, a documented rule,
-the same numbers everywhere, and what decided kept in the audit trail. A scripted program answers
-(the logic is under test, not the model)."""
+the same numbers everywhere, and what decided kept in the audit trail. The scripted model `scripted/literal`
+answers (the logic is under test, not the model)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
-from test_compare import ALWAYS_EXCHANGE_RATE, ScriptedProgram, commit_all, edit_prompt
+from conftest import ALWAYS_EXCHANGE_RATE, MISREAD
 
 import promptops
 from promptops import tracking
@@ -18,32 +17,6 @@ from promptops.versioning import read_channels
 from promptops.cli import main
 
 NAME = "banking_intent"
-MISREAD = "Misread the first test message."
-
-
-@pytest.fixture()
-def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Answers every example right, except the first test row when the instruction says MISREAD."""
-    import promptops.program as program
-    from promptops.evaluation import SPLITS, load_dataset
-
-    class OneWrong(ScriptedProgram):
-        def __call__(self, **inputs):
-            prediction = super().__call__(**inputs)
-            if MISREAD in self.prompt.instructions and inputs["text"] == self.first_test_text:
-                prediction["intent"] = "terminate_account" if prediction["intent"] != "terminate_account" else "change_pin"
-            return prediction
-
-    def build_program(prompt, *, model=None, cache=True, **options):
-        answers = {}
-        for split in SPLITS:
-            for example in load_dataset(prompt, None, split).examples:
-                answers[example.inputs["text"]] = example.expected
-        built = OneWrong(prompt, answers)
-        built.first_test_text = load_dataset(prompt, None, "test").examples[0].inputs["text"]
-        return built
-
-    monkeypatch.setattr(program, "build_program", build_program)
 
 
 def verdict_numbers(text: str) -> str:
@@ -53,14 +26,14 @@ def verdict_numbers(text: str) -> str:
     return found.group(0)
 
 
-def test_one_answer_worse_on_40_rows_fails_non_inferiority_and_check_prints_the_same_numbers(git_project, mlflow_store, scripted) -> None:
-    repo = git_project
+def test_one_answer_worse_on_40_rows_fails_non_inferiority_and_check_prints_the_same_numbers(
+        git_project, mlflow_store, literal_model, edit_prompt, commit_all) -> None:
     first = CliRunner().invoke(main, ["promote", NAME])
     assert first.exit_code == 0, first.output
     assert "accuracy 1.000 on n = 40, nothing to compare with; rule non_inferior (tolerance 0.02) passes" in first.stdout
 
-    edit_prompt(Path(repo.working_tree_dir), NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
-    commit_all(repo, "One misread")
+    edit_prompt(NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
+    commit_all("One misread")
     refused = CliRunner().invoke(main, ["promote", NAME])
     assert refused.exit_code == 1 and refused.stdout == ""
     [line] = refused.stderr.strip().splitlines()
@@ -95,47 +68,19 @@ def test_one_answer_worse_on_40_rows_fails_non_inferiority_and_check_prints_the_
     assert comparison.data.tags["promptops.gate.rule"] == "not_worse" and comparison.data.tags["promptops.gate.passed"] == "true"
 
 
-def test_a_gate_rule_in_the_prompt_file_decides(git_project, mlflow_store, scripted) -> None:
-    repo = git_project
-    root = Path(repo.working_tree_dir)
+def test_a_gate_rule_in_the_prompt_file_decides(git_project, mlflow_store, literal_model, edit_prompt, commit_all) -> None:
     promptops.promote(NAME)
-    edit_prompt(root, NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
-    edit_prompt(root, NAME, "  metric: accuracy\n", "  metric: accuracy\n  gate: {rule: not_worse, tolerance: 0.03}\n")
-    commit_all(repo, "One misread, a looser gate")
+    edit_prompt(NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
+    edit_prompt(NAME, "  metric: accuracy\n", "  metric: accuracy\n  gate: {rule: not_worse, tolerance: 0.03}\n")
+    commit_all("One misread, a looser gate")
     move = promptops.promote(NAME)
     assert move.to_label == "v2" and move.gate.passed and move.gate.decided_by == "not_worse (tolerance 0.03)"
-    edit_prompt(root, NAME, "gate: {rule: not_worse, tolerance: 0.03}", "gate: {rule: sometimes}")
+    edit_prompt(NAME, "gate: {rule: not_worse, tolerance: 0.03}", "gate: {rule: sometimes}")
     result = CliRunner().invoke(main, ["eval", NAME, "--limit", "1", "--no-track"])
     assert result.exit_code == 1 and "prompts/banking_intent.yaml:" in result.stderr and "rule" in result.stderr
 
 
 # --- the optimizer's winner ---------------------------------------------------------------------
-
-
-@pytest.fixture()
-def decided_study(git_project, mlflow_store, scripted, monkeypatch):
-    """`optimize` with the search replaced by a given winner: only the test comparison, the gate and the write run."""
-    import mlflow
-
-    from promptops.models import Budget
-    from promptops.optimizer import _study as study
-    from promptops.optimizer import FrontPoint
-    from promptops.optimizer import StudyOutcome
-    from test_optimizer import write_experiment
-
-    root = Path(git_project.working_tree_dir)
-    write_experiment(root)
-    commit_all(git_project, "Experiment")
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    parent = mlflow.MlflowClient().create_run(tracking.experiment_id(NAME)).info.run_id  # artifacts beside the store
-
-    def with_winner(winner_prompt):
-        point = FrontPoint(1, {"accuracy": 1.0, "cost_usd": 0.001}, {}, None)
-        outcome = StudyOutcome("tiny", "tiny-1", "sqlite://", parent, {"accuracy": "maximize", "cost_usd": "minimize"}, (),
-                               (point,), point, winner_prompt, 0, None, 0.0, 0, 0.0)
-        monkeypatch.setattr(study, "run_study", lambda *args, **kwargs: (outcome, Budget(1.0, 1000, None, 0.0, 0)))
-
-    return with_winner
 
 
 def test_a_winner_that_loses_on_test_writes_nothing_and_says_why(git_project, decided_study) -> None:
@@ -162,12 +107,13 @@ def test_a_winner_that_holds_up_on_test_is_written_as_the_candidate(git_project,
     assert read_channels(NAME)["history"][-1]["gate"]["passed"] is True
 
 
-def test_an_adopted_winner_with_new_demos_commits_only_the_demos_lines(git_project, decided_study) -> None:
+def test_an_adopted_winner_with_new_demos_commits_only_the_demos_lines(
+        git_project, decided_study, edit_prompt, commit_all) -> None:
     root = Path(git_project.working_tree_dir)
-    edit_prompt(root, NAME, "name: banking_intent\n", "# Owned by the support team.\nname: banking_intent\n")
-    edit_prompt(root, NAME, "model:\n", "# Greedy decoding, a tiny model.\nmodel:\n")
-    edit_prompt(root, NAME, "  temperature: 0.0\n", "  temperature: 0.0  # keep\n")
-    commit_all(git_project, "Comments")
+    edit_prompt(NAME, "name: banking_intent\n", "# Owned by the support team.\nname: banking_intent\n")
+    edit_prompt(NAME, "model:\n", "# Greedy decoding, a tiny model.\nmodel:\n")
+    edit_prompt(NAME, "  temperature: 0.0\n", "  temperature: 0.0  # keep\n")
+    commit_all("Comments")
     base = promptops.load_prompt(NAME)
     demos = [{"text": "Where is my new card?", "intent": "card_arrival"}, {"text": "I lost my card", "intent": "lost_or_stolen_card"}]
     decided_study(base.with_changes(demos=demos))

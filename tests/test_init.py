@@ -1,6 +1,6 @@
 """`promptops init`: a new project that loads, validates, is committed, ignores what promptops writes, and
-evaluates as it is. A scripted program answers (the layout is under test, not the model); one test, marked
-`model`, runs the embedded model on 3 rows."""
+evaluates as it is. The scripted model `scripted/literal` answers (`--model`: the layout is under test, not the
+model); one test, marked `model`, runs the embedded model on 3 rows."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from pathlib import Path
 import git
 import pytest
 from click.testing import CliRunner
-from test_cli import assert_one_line_error
-from test_compare import scripted  # noqa: F401  (a fixture)
 
 import promptops
 from promptops.cli import main
@@ -35,7 +33,7 @@ def no_git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_init_makes_a_project_that_loads_validates_is_committed_and_evaluates(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_git_identity, scripted) -> None:  # noqa: F811
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_git_identity, literal_model) -> None:
     from promptops.artifact import list_prompts
     from promptops.evaluation import SPLITS, load_dataset
     from promptops.optimizer import load_context
@@ -62,7 +60,7 @@ def test_init_makes_a_project_that_loads_validates_is_committed_and_evaluates(
     assert "BANKING77" in (root / "README.md").read_text() and "CC-BY-4.0" in (root / "README.md").read_text()
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the project's own store, mlflow.db beside prompts/
-    evaluated = CliRunner().invoke(main, ["eval", EXAMPLE, "--limit", "3", "--json"])
+    evaluated = CliRunner().invoke(main, ["eval", EXAMPLE, "--limit", "3", "--json", "--model", literal_model.model_id])
     assert evaluated.exit_code == 0, evaluated.output
     summary = json.loads(evaluated.stdout)
     assert (summary["n"], summary["accuracy"]) == (3, 1.0) and summary["run_id"]
@@ -84,12 +82,13 @@ def test_the_gitignore_covers_every_file_promptops_writes(tmp_path: Path, no_git
         repo.git.check_ignore("--no-index", *kept)
 
 
-def test_init_refuses_a_folder_that_already_has_prompts(project: Path) -> None:
+def test_init_refuses_a_folder_that_already_has_prompts(project: Path, assert_one_line_error) -> None:
     assert_one_line_error(CliRunner().invoke(main, ["init"]), "prompts already exists", "promptops init my-prompts")
     assert not (project / "prompts" / f"{EXAMPLE}.yaml").exists()
 
 
-def test_init_in_a_fresh_clone_keeps_its_readme_and_adds_to_its_gitignore(tmp_path: Path, no_git_identity) -> None:
+def test_init_in_a_fresh_clone_keeps_its_readme_and_adds_to_its_gitignore(
+        tmp_path: Path, no_git_identity, assert_one_line_error) -> None:
     clone = tmp_path / "clone"
     repo = git.Repo.init(clone)
     (clone / "README.md").write_text("# Our prompts\n")

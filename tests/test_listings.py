@@ -1,6 +1,6 @@
 """The listings (`prompts`, `models`, `versions`, `status`, `traces`, `doctor`): readable at 80 columns with
 every id whole, a `--json` that parses, and one broken prompt file listed as an error instead of hiding the
-others. A scripted program answers (the listings are under test, not the model)."""
+others. The scripted model `scripted/literal` answers (the listings are under test, not the model)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from test_ab import log_traces
-from test_compare import commit_all, edit_prompt, scripted  # noqa: F401  (scripted is a fixture)
 
 import promptops
-from promptops.cli import main
 from promptops.versioning import assign_channel
 
 NAME = "banking_intent"
@@ -22,17 +18,12 @@ LONG_MESSAGE = ("Say exactly one label: on long messages the router answered wit
 BROKEN = "name: broken\ninstructions: Say hi.\n  inputs: [\n"
 
 
-def run(*args: str, columns: int = 80):
-    return CliRunner().invoke(main, list(args), env={"COLUMNS": str(columns)})
-
-
 @pytest.fixture()
-def lived_in(git_project, mlflow_store, scripted):  # noqa: F811
+def lived_in(git_project, mlflow_store, literal_model, edit_prompt, commit_all, log_traces):
     """Production v1 (through the gate), a candidate v2 with a long message, a full eval and a smoke test of v2, traces."""
-    root = Path(git_project.working_tree_dir)
     promptops.promote(NAME)
-    edit_prompt(root, NAME, "Read the customer's message", "Read the customer's message and say exactly one label")
-    commit_all(git_project, LONG_MESSAGE)
+    edit_prompt(NAME, "Read the customer's message", "Read the customer's message and say exactly one label")
+    commit_all(LONG_MESSAGE)
     assign_channel(NAME, "v2", "candidate", action="optimize", metrics={}, reason="a test")
     promptops.evaluate(NAME, split="dev")  # all 64 rows
     promptops.evaluate(NAME, split="dev", limit=3)  # a smoke test, later: not what status shows
@@ -53,7 +44,7 @@ def assert_fits(lines: list[str], *values: str) -> None:
         assert any(value in line for line in lines), (value, "\n".join(lines))
 
 
-def test_every_listing_fits_80_columns_with_ids_whole(lived_in) -> None:
+def test_every_listing_fits_80_columns_with_ids_whole(lived_in, run) -> None:
     repo, trace_ids = lived_in
     commits = [commit.hexsha[:8] for commit in repo.iter_commits(paths=f"prompts/{NAME}.yaml")]
 
@@ -69,8 +60,8 @@ def test_every_listing_fits_80_columns_with_ids_whole(lived_in) -> None:
     assert "author" in wide[1] and "Ada Lovelace" in "\n".join(wide)  # room for the author again
 
 
-def test_every_listing_has_json(lived_in, monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptops.models._doctor import ModelHealth
+def test_every_listing_has_json(lived_in, monkeypatch: pytest.MonkeyPatch, run) -> None:
+    from promptops.models import ModelHealth
 
     _, trace_ids = lived_in
     versions = json.loads(run("versions", NAME, "--json").stdout)
@@ -82,13 +73,14 @@ def test_every_listing_has_json(lived_in, monkeypatch: pytest.MonkeyPatch) -> No
     assert [m["model"] for m in models] == ["local/smollm2-135m", "local/gemma3-270m"]
     assert models[0]["weights"].endswith(".gguf") and models[0]["input_usd_per_million"] == 0.0135
     prompts = json.loads(run("prompts", "--json").stdout)
-    assert [(p["name"], p["model"], p["outputs"], p["error"]) for p in prompts][1] == (NAME, "local/smollm2-135m", ["intent"], None)
+    # the file's model: the scripted one this project's banking_intent answers from (the example file says local/smollm2-135m)
+    assert [(p["name"], p["model"], p["outputs"], p["error"]) for p in prompts][1] == (NAME, "scripted/literal", ["intent"], None)
     assert sorted(t["trace_id"] for t in json.loads(run("traces", NAME, "--json").stdout)) == sorted(trace_ids)
     monkeypatch.setattr(promptops, "doctor", lambda models, timeout_s: [ModelHealth("local/smollm2-135m", "ok", seconds_per_call=0.5)])
     assert json.loads(run("doctor", "--json").stdout)[0]["status"] == "ok"
 
 
-def test_status_shows_the_last_eval_of_the_whole_split_and_no_production(lived_in) -> None:
+def test_status_shows_the_last_eval_of_the_whole_split_and_no_production(lived_in, run) -> None:
     rows = {row.prompt: row for row in promptops.versioning._promotion.status()}
     last = rows[NAME].last_eval
     assert (last["split"], last["n"], last["score"]) == ("dev", "64", 1.0)  # not the 3-row smoke test run after it
@@ -109,7 +101,7 @@ def test_a_run_logged_before_split_rows_is_judged_by_its_data_file(project: Path
     assert not _scored_whole_split({**params, "dataset": "experiments/data/gone.jsonl"}, project)
 
 
-def test_one_broken_prompt_file_is_an_error_row_and_the_others_are_listed(git_project, mlflow_store) -> None:
+def test_one_broken_prompt_file_is_an_error_row_and_the_others_are_listed(git_project, mlflow_store, run) -> None:
     (Path(git_project.working_tree_dir) / "prompts" / "broken.yaml").write_text(BROKEN)
     for command in (("prompts",), ("status",)):
         result = run(*command)

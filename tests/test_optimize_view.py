@@ -1,6 +1,6 @@
 """What `promptops optimize` suggests next must run as printed: each command line parses and resolves in
 the repository the study left, whether or not the prompt has a production version. The search is
-replaced by a given winner and a scripted program answers (`test_gate.decided_study`)."""
+replaced by a given winner and the scripted model `scripted/literal` answers (`decided_study`, in conftest)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import json
 import shlex
 
 from click.testing import CliRunner
-from test_gate import NAME, decided_study, scripted  # noqa: F401  (fixtures)
 
 import promptops
 from promptops.versioning import read_channels
 from promptops.cli import main
+
+NAME = "banking_intent"
 
 
 def suggested(output: str) -> list[str]:
@@ -29,7 +30,7 @@ def run_each(commands: list[str]) -> None:
         assert result.exit_code == 0, (command, result.output)
 
 
-def test_before_any_promotion_the_next_commands_compare_with_the_version_the_study_started_from(decided_study) -> None:  # noqa: F811
+def test_before_any_promotion_the_next_commands_compare_with_the_version_the_study_started_from(decided_study) -> None:
     base = promptops.load_prompt(NAME)
     decided_study(base.with_changes(description=base.description + " Tuned."))
     result = CliRunner().invoke(main, ["optimize", "tiny"])
@@ -40,7 +41,7 @@ def test_before_any_promotion_the_next_commands_compare_with_the_version_the_stu
     assert read_channels(NAME)["production"]["label"] == "v2"
 
 
-def test_with_a_production_version_the_next_commands_compare_with_it(decided_study) -> None:  # noqa: F811
+def test_with_a_production_version_the_next_commands_compare_with_it(decided_study) -> None:
     base = promptops.load_prompt(NAME)
     promptops.promote(NAME)  # v1 to production
     decided_study(base.with_changes(description=base.description + " Tuned."))

@@ -11,36 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SESSION_DSPY_CACHE, git_commit
+from conftest import SESSION_DSPY_CACHE
 
 from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.errors import PromptopsError
 
 NAME = "banking_intent"
-
-TINY = """\
-name: tiny
-prompt: banking_intent
-search:
-  models: [local/smollm2-135m]
-  optimizers: [labeled, bootstrap]
-  demos: [1, 2]
-  instructions:
-    - Pick the intent label that fits the customer's banking message.
-  train_limit: 12
-budget:
-  n_trials: {n_trials}
-{extra}
-pruning:
-  rungs: [4]
-"""
-
-
-def write_experiment(root: Path, *, n_trials: int = 3, extra: str = "") -> Path:
-    path = root / "experiments" / "tiny.yaml"
-    path.write_text(TINY.format(n_trials=n_trials, extra=extra))
-    return path
-
 
 # --- experiment files ----------------------------------------------------------------
 
@@ -137,15 +113,15 @@ def test_budget_refuses_the_call_that_would_break_a_cap_and_counts_reservations(
         Budget.from_limits(timeout_s=1e-9).admit()
 
 
-def test_metered_lm_stops_before_a_call_over_the_cap_and_cache_hits_are_free(tmp_path: Path) -> None:
+def test_metered_lm_stops_before_a_call_over_the_cap_and_cache_hits_are_free(scripted_model) -> None:
     import dspy
-    from scripted import ScriptedEngine
 
-    from promptops.models._metered import MeteredLM, UsdPerMillion
+    from promptops.artifact import ModelSpec
+    from promptops.models import build_lm
 
-    engine = ScriptedEngine({"intent": "change_pin"}, input_tokens=1000, output_tokens=10)
+    model = scripted_model("model", {"": {"intent": "change_pin"}}, input_tokens=1000, output_tokens=10)
     # $1 per million tokens both ways: a call costs about $0.00101, the estimate is higher (max_tokens=100 out).
-    lm = MeteredLM("scripted/model", engine=engine, price=UsdPerMillion(1.0, 1.0), max_tokens=100, cache=True, num_retries=0)
+    lm = build_lm(ModelSpec(id=model.model_id, max_tokens=100, price={"input_per_million_usd": 1, "output_per_million_usd": 1}))
     budget = Budget(max_cost_usd=0.0035)
     with spending_limit(budget), dspy.context(lm=lm):
         answered = 0
@@ -154,7 +130,7 @@ def test_metered_lm_stops_before_a_call_over_the_cap_and_cache_hits_are_free(tmp
                 lm(messages=[{"role": "user", "content": f"question {index} " * 20}])
                 answered += 1
         lm(messages=[{"role": "user", "content": "question 0 " * 20}])  # cached: no admission needed
-    assert len(engine.requests) == answered == budget.model_calls
+    assert len(model.requests) == answered == budget.model_calls
     assert 2 <= answered <= 3 and budget.spent_usd <= 0.0035
     assert lm.totals.cache_hits == 1
 
@@ -163,7 +139,7 @@ def test_metered_lm_stops_before_a_call_over_the_cap_and_cache_hits_are_free(tmp
 
 
 @pytest.fixture()
-def study_project(git_project, tmp_path: Path, mlflow_store: str, monkeypatch):
+def study_project(git_project, tmp_path: Path, mlflow_store: str, monkeypatch, write_experiment, commit_all):
     """The example project with dev cut to 8 and test to 6 rows, a tiny experiment, a fresh DSPy cache."""
     import dspy
 
@@ -172,11 +148,10 @@ def study_project(git_project, tmp_path: Path, mlflow_store: str, monkeypatch):
     for split, rows in (("dev", 8), ("test", 6)):
         path = data / f"{split}.jsonl"
         path.write_text("".join(path.read_text().splitlines(keepends=True)[:rows]))
-    write_experiment(root)
+    write_experiment()
     prompt = root / "prompts" / f"{NAME}.yaml"  # 6 test rows cannot show non-inferiority: the point rule, loosely
     prompt.write_text(prompt.read_text().replace("  metric: accuracy\n", "  metric: accuracy\n  gate: {rule: not_worse, tolerance: 1.0}\n"))
-    git_project.git.add("--all")
-    git_commit(git_project, "Tiny eval set and experiment")
+    commit_all("Tiny eval set and experiment")
     cache = tmp_path / "dspy-cache"
     monkeypatch.setenv("DSPY_CACHEDIR", str(cache))
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(cache))
@@ -227,13 +202,11 @@ def test_small_study_logs_trials_computes_the_front_and_commits_the_winner(study
 
 
 @pytest.mark.model
-def test_a_cap_of_a_few_calls_stops_the_study_with_partial_results(study_project) -> None:
+def test_a_cap_of_a_few_calls_stops_the_study_with_partial_results(study_project, write_experiment, commit_all) -> None:
     import promptops
 
-    root = Path(study_project.working_tree_dir)
-    write_experiment(root, n_trials=5, extra="  max_model_calls: 10")
-    study_project.git.add("--all")
-    git_commit(study_project, "Cap the calls")
+    write_experiment(n_trials=5, extra="  max_model_calls: 10")
+    commit_all("Cap the calls")
     head_before = study_project.head.commit.hexsha
     result = promptops.optimize("tiny")
     study = result.study
@@ -248,13 +221,13 @@ def test_a_cap_of_a_few_calls_stops_the_study_with_partial_results(study_project
 
 
 @pytest.mark.model
-def test_kill_minus_nine_then_resume_finishes_without_redoing_trials(study_project, tmp_path: Path) -> None:
+def test_kill_minus_nine_then_resume_finishes_without_redoing_trials(
+        study_project, tmp_path: Path, write_experiment, commit_all) -> None:
     import optuna
 
     root = Path(study_project.working_tree_dir)
-    write_experiment(root, n_trials=4)
-    study_project.git.add("--all")
-    git_commit(study_project, "Four trials")
+    write_experiment(n_trials=4)
+    commit_all("Four trials")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     command = [sys.executable, "-m", "promptops", "optimize", "tiny", "--storage", storage, "--no-write", "--json"]
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from scripted import ScriptedEngine
 
 PACKAGE = Path(__file__).resolve().parent.parent / "promptops"
 
@@ -35,17 +34,9 @@ def test_no_module_outside_the_tracking_package_imports_mlflow() -> None:
 
 
 @pytest.fixture()
-def scripted_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Evals answer through a scripted engine (always `card_arrival`), never a model."""
-    import promptops.program as program
-    from promptops.models._metered import MeteredLM, UsdPerMillion
-
-    def build_program(prompt, *, model=None, cache=True, **options):
-        engine = ScriptedEngine({"intent": "card_arrival"})
-        return program.PromptProgram(prompt, MeteredLM("scripted/model", engine=engine, price=UsdPerMillion(1.0, 1.0),
-                                                       cache=False, temperature=0.0, max_tokens=20))
-
-    monkeypatch.setattr(program, "build_program", build_program)
+def card_arrival_model(project: Path, scripted_model):
+    """banking_intent answers from `scripted/card-arrival`, which says card_arrival to everything, never a model."""
+    return scripted_model("card-arrival", lambda request: {"intent": "card_arrival"}, prompts=["banking_intent"])
 
 
 def dataset_input(run_id: str):
@@ -55,7 +46,8 @@ def dataset_input(run_id: str):
     return data
 
 
-def test_an_eval_run_logs_the_rows_it_scored_as_a_dataset_input(project: Path, mlflow_store: str, scripted_model) -> None:
+def test_an_eval_run_logs_the_rows_it_scored_as_a_dataset_input(
+        project: Path, mlflow_store: str, card_arrival_model) -> None:
     import promptops
     from promptops import tracking
     from promptops.evaluation import load_dataset
@@ -75,7 +67,8 @@ def test_an_eval_run_logs_the_rows_it_scored_as_a_dataset_input(project: Path, m
     assert (run.data.tags["promptops.metric"], run.data.tags["promptops.threshold"]) == ("accuracy", "0.5")
 
 
-def test_the_same_rows_share_a_digest_and_a_changed_row_changes_it(project: Path, mlflow_store: str, scripted_model) -> None:
+def test_the_same_rows_share_a_digest_and_a_changed_row_changes_it(
+        project: Path, mlflow_store: str, card_arrival_model) -> None:
     import promptops
 
     first = promptops.evaluate("banking_intent", split="dev", limit=3)
@@ -91,8 +84,8 @@ def test_the_same_rows_share_a_digest_and_a_changed_row_changes_it(project: Path
     assert promptops.evaluate("banking_intent", split="dev", limit=3, track=False).data_digest == changed.data_digest
 
 
-def test_an_eval_that_loses_the_race_to_log_its_dataset_links_the_one_logged(project: Path, mlflow_store: str, scripted_model,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_eval_that_loses_the_race_to_log_its_dataset_links_the_one_logged(
+        project: Path, mlflow_store: str, card_arrival_model, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two processes logging the same rows for the first time: MLflow inserts the dataset once, the other gets a
     unique-constraint error (seen with two `promote` processes gating at once). The loser links the row the winner wrote."""
     import mlflow
@@ -117,8 +110,8 @@ def test_an_eval_that_loses_the_race_to_log_its_dataset_links_the_one_logged(pro
     assert dataset_input(result.run_id).dataset.digest == result.data_digest
 
 
-def test_an_eval_whose_dataset_cannot_be_logged_fails_in_one_sentence(project: Path, mlflow_store: str, scripted_model,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_eval_whose_dataset_cannot_be_logged_fails_in_one_sentence(
+        project: Path, mlflow_store: str, card_arrival_model, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
     import promptops
