@@ -230,6 +230,39 @@ def edit_prompt(project: Path) -> Callable[[str, str, str], Path]:
     return edit
 
 
+# --- promotion ------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def pass_the_gate(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """`pass_the_gate()`: from then on every candidate passes promotion's gate without a model call, for tests of the
+    channel bookkeeping, not of the gate."""
+
+    def pass_every_candidate() -> None:
+        from promptops.evaluation import Verdict
+        from promptops.versioning import _promotion as promotion
+
+        verdict = Verdict(True, "non_inferior", 0.02, "accuracy", 1, "candidate", None, 0.5, None, None, None, None, 1.18125e-05,
+                          None, None, ())
+        monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: (verdict, {}))
+
+    return pass_every_candidate
+
+
+@pytest.fixture()
+def registry_label() -> Callable[..., str | None]:
+    """`registry_label(channel="production", name="banking_intent")`: the version label of the Prompt Registry's alias
+    for the channel; None without one."""
+
+    def label(channel: str = "production", name: str = "banking_intent") -> str | None:
+        from promptops import tracking
+
+        version = tracking.registry_aliases(name).get(channel)
+        return tracking.registry_version_tags(name, version)["prompt_version"] if version else None
+
+    return label
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 

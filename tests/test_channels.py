@@ -14,7 +14,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import git_commit
-from test_promotion import NAME, pass_the_gate, registry_label
 
 import promptops
 from promptops import tracking
@@ -25,15 +24,7 @@ from promptops.versioning import ChannelMovedError, sync
 from promptops.versioning import load_prompt_at, read_committed
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def edit_and_commit(repo, old: str, new: str, message: str, *, date: str) -> str:
-    path = Path(repo.working_tree_dir) / "prompts" / f"{NAME}.yaml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    repo.git.add("--all")
-    return git_commit(repo, message, date=date)
+NAME = "banking_intent"
 
 
 def prompt_file(repo) -> Path:
@@ -41,18 +32,20 @@ def prompt_file(repo) -> Path:
 
 
 def test_a_channel_serves_the_gated_commit_after_a_merge_renumbers_versions_and_after_a_squash(
-        git_project, mlflow_store: str, monkeypatch, tmp_path: Path) -> None:
+        git_project, mlflow_store: str, monkeypatch, tmp_path: Path, pass_the_gate, edit_prompt, commit_all) -> None:
     repo = git_project
-    pass_the_gate(monkeypatch)
+    pass_the_gate()
     repo.git.branch("-M", "main")
     base = repo.head.commit.hexsha
-    gated = edit_and_commit(repo, "temperature: 0.0", "temperature: 0.1", "Warmer", date="2026-11-22T09:00:00+00:00")
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    gated = commit_all("Warmer", date="2026-11-22T09:00:00+00:00")
     assert promptops.promote(NAME).to_label == "v2"
     gated_prompt = load_prompt_at(prompt_file(repo), gated)
 
     # A branch that edited the description, dated before the gated commit, is merged: versions renumber.
     repo.git.checkout("-b", "side", base)
-    edit_and_commit(repo, "description: ", "description: Reviewed. ", "Reword", date="2026-11-21T09:00:00+00:00")
+    edit_prompt(NAME, "description: ", "description: Reviewed. ")
+    commit_all("Reword", date="2026-11-21T09:00:00+00:00")
     repo.git.checkout("main")
     repo.git.merge("--no-ff", "--no-edit", "side", env={"GIT_AUTHOR_DATE": "2026-11-23T09:00:00+00:00",
                                                         "GIT_COMMITTER_DATE": "2026-11-23T09:00:00+00:00"})
@@ -95,10 +88,11 @@ STEPS = ("journal", "committed", "synced", "tagged", "registered", "aliased", "a
 
 
 def test_a_promote_killed_at_each_step_leaves_the_old_or_the_new_version_never_between(
-        git_project, mlflow_store: str, monkeypatch) -> None:
+        git_project, mlflow_store: str, pass_the_gate, registry_label, edit_prompt, commit_all) -> None:
     repo = git_project
-    pass_the_gate(monkeypatch)
-    edit_and_commit(repo, "temperature: 0.0", "temperature: 0.1", "Warmer", date="2026-11-21T09:00:00+00:00")
+    pass_the_gate()
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
     promptops.promote(NAME, version="v1")
     channels = channels_file(NAME, Path(repo.working_tree_dir))
     commits = {label: served_version(f"{NAME}@{label}").commit for label in ("v1", "v2")}
@@ -128,10 +122,11 @@ def test_a_promote_killed_at_each_step_leaves_the_old_or_the_new_version_never_b
 
 
 def test_an_uncommitted_channels_file_is_never_served_and_refused_by_promote_and_rollback(
-        git_project, mlflow_store: str, monkeypatch) -> None:
+        git_project, mlflow_store: str, pass_the_gate, registry_label, edit_prompt, commit_all) -> None:
     repo = git_project
-    pass_the_gate(monkeypatch)
-    edit_and_commit(repo, "temperature: 0.0", "temperature: 0.1", "Warmer", date="2026-11-21T09:00:00+00:00")
+    pass_the_gate()
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
     promptops.promote(NAME, version="v1")
     v1 = served_version(f"{NAME}@v1").commit
     channels = channels_file(NAME, Path(repo.working_tree_dir))
@@ -146,13 +141,15 @@ def test_an_uncommitted_channels_file_is_never_served_and_refused_by_promote_and
     assert served_version(f"{NAME}@production").commit == v1 and registry_label() == "v1"
 
 
-def test_a_channel_that_moved_while_the_gate_ran_is_not_moved_again(git_project, mlflow_store: str, monkeypatch) -> None:
+def test_a_channel_that_moved_while_the_gate_ran_is_not_moved_again(
+        git_project, mlflow_store: str, monkeypatch, pass_the_gate, registry_label, edit_prompt, commit_all) -> None:
     from promptops.versioning import _promotion as promotion
 
-    repo = git_project
-    pass_the_gate(monkeypatch)
-    edit_and_commit(repo, "temperature: 0.0", "temperature: 0.1", "Warmer", date="2026-11-21T09:00:00+00:00")
-    edit_and_commit(repo, "temperature: 0.1", "temperature: 0.2", "Warmer still", date="2026-11-22T09:00:00+00:00")
+    pass_the_gate()
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
+    edit_prompt(NAME, "temperature: 0.1", "temperature: 0.2")
+    commit_all("Warmer still", date="2026-11-22T09:00:00+00:00")
     promptops.promote(NAME, version="v1")
     passing = promotion.run_gate
 
@@ -177,9 +174,9 @@ def test_the_gate_refuses_uncommitted_eval_data(git_project, mlflow_store: str) 
     assert not channels_file(NAME, Path(git_project.working_tree_dir)).exists() and not tracking.registry_aliases(NAME)
 
 
-def test_loading_a_channel_needs_neither_the_gate_nor_the_lock(git_project, mlflow_store: str, monkeypatch) -> None:
+def test_loading_a_channel_needs_neither_the_gate_nor_the_lock(git_project, mlflow_store: str, pass_the_gate) -> None:
     """(fcntl itself is imported by Python's subprocess, which git needs; the lock's module is not.)"""
-    pass_the_gate(monkeypatch)
+    pass_the_gate()
     promptops.promote(NAME, version="v1")
     code = ("import sys, promptops; promptops.load('banking_intent@production', guardrails=False); "
             "print(sorted(m for m in ('promptops.versioning._promotion', 'promptops.evaluation._gate') if m in sys.modules))")

@@ -9,28 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from promptops.cli import main
 
 
-def run(*args: str):
-    return CliRunner().invoke(main, list(args))
 
-
-def assert_one_line_error(result, *words: str) -> str:
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
-def test_help_lists_commands() -> None:
+def test_help_lists_commands(run) -> None:
     result = run("--help")
     assert result.exit_code == 0 and "eval" in result.output
 
@@ -41,19 +23,19 @@ def test_help_does_not_import_heavy_libraries() -> None:
     assert output.strip() == "[]"
 
 
-def test_broken_yaml(project: Path) -> None:
+def test_broken_yaml(project: Path, run, assert_one_line_error) -> None:
     path = project / "prompts" / "banking_intent.yaml"
     path.write_text(path.read_text().replace("  - name: text\n", "  - name: text\n   oops: [\n"))
     assert_one_line_error(run("eval", "banking_intent"), "prompts/banking_intent.yaml:7:", "not valid YAML")
 
 
-def test_missing_field_in_prompt_file(project: Path) -> None:
+def test_missing_field_in_prompt_file(project: Path, run, assert_one_line_error) -> None:
     path = project / "prompts" / "banking_intent.yaml"
     path.write_text(path.read_text().replace("instructions: |", "instruction: |"))
     assert_one_line_error(run("eval", "banking_intent"), "banking_intent.yaml:3:", "instruction")
 
 
-def test_bad_dataset_row(project: Path) -> None:
+def test_bad_dataset_row(project: Path, run, assert_one_line_error) -> None:
     dev = project / "experiments" / "data" / "banking_intent" / "dev.jsonl"
     lines = dev.read_text().splitlines()
     lines[6] = json.dumps({"text": "where is my card", "intent": "card_lost"})
@@ -61,20 +43,21 @@ def test_bad_dataset_row(project: Path) -> None:
     assert_one_line_error(run("eval", "banking_intent", "--limit", "2"), "dev.jsonl:7:", "field 'intent'")
 
 
-def test_unknown_model(project: Path) -> None:
+def test_unknown_model(project: Path, run, assert_one_line_error) -> None:
     assert_one_line_error(run("eval", "banking_intent", "--model", "local/gpt-5"), "unknown local model 'local/gpt-5'")
     assert_one_line_error(run("eval", "banking_intent", "--model", "gpt5"), "unknown model 'gpt5'")
 
 
-def test_unknown_prompt(project: Path) -> None:
+def test_unknown_prompt(project: Path, run, assert_one_line_error) -> None:
     assert_one_line_error(run("eval", "no_such_prompt"), "unknown prompt 'no_such_prompt'", "banking_intent")
 
 
-def test_unknown_metric(project: Path) -> None:
+def test_unknown_metric(project: Path, run, assert_one_line_error) -> None:
     assert_one_line_error(run("eval", "banking_intent", "--metric", "bleu"), "unknown metric 'bleu'")
 
 
-def test_unreachable_hosted_model_fails_in_one_sentence(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_hosted_model_fails_in_one_sentence(
+        project: Path, monkeypatch: pytest.MonkeyPatch, run, assert_one_line_error) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-value-123456")
     path = project / "prompts" / "banking_intent.yaml"
     path.write_text(path.read_text().replace("  id: local/smollm2-135m", "  id: openai/gpt-4o-mini\n  api_base: http://127.0.0.1:9/v1\n  params: {num_retries: 0}"))
@@ -83,7 +66,7 @@ def test_unreachable_hosted_model_fails_in_one_sentence(project: Path, monkeypat
 
 
 @pytest.mark.model
-def test_eval_json_is_one_object_and_a_rerun_makes_no_model_calls(project: Path, mlflow_store: str) -> None:
+def test_eval_json_is_one_object_and_a_rerun_makes_no_model_calls(project: Path, mlflow_store: str, run) -> None:
     first = run("eval", "banking_intent", "--split", "test", "--limit", "3", "--json")
     assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout)
@@ -104,7 +87,7 @@ def test_the_disk_cache_serves_a_new_process(project: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.model
-def test_eval_table_output(project: Path, mlflow_store: str) -> None:
+def test_eval_table_output(project: Path, mlflow_store: str, run) -> None:
     result = run("eval", "restaurant_booking", "--limit", "2")
     assert result.exit_code == 0, result.output
     for words in ("f1/people", "cost", "latency p50 / p95", "MLflow run"):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import git_commit
-from test_cli import run
 
 from promptops.artifact import load_prompt_file
 from promptops.artifact import PromptChange, diff_prompts
@@ -50,12 +48,11 @@ def test_guardrails_written_out_at_their_defaults_are_no_change(project: Path) -
     assert diff_prompts(prompt, prompt.with_changes(guardrails={"output": {"retries": 1}, "timeout_s": 60})) == []
 
 
-def test_diff_command_shows_a_cost_cap_change(git_project) -> None:
+def test_diff_command_shows_a_cost_cap_change(git_project, run, commit_all) -> None:
     path = Path(git_project.working_tree_dir) / "prompts" / f"{NAME}.yaml"
     original = path.read_text()
     path.write_text(original + "guardrails:\n  cost_cap:\n    session_usd: 0.5\n")
-    git_project.git.add("--all")
-    git_commit(git_project, "Cap a session at 50 cents", date="2026-11-21T10:00:00+00:00")
+    commit_all("Cap a session at 50 cents", date="2026-11-21T10:00:00+00:00")
     path.write_text(original + "guardrails:\n  cost_cap:\n    session_usd: 1.0\n")
 
     result = run("diff", f"{NAME}@v2", NAME)

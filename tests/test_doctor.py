@@ -12,14 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from promptops.cli import main
 from promptops.models import LOCAL_MODELS
-
-
-def run(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 @pytest.mark.model
@@ -40,7 +34,7 @@ def test_the_installed_llama_cpp_has_no_amx_backend_and_answers() -> None:
 
 
 @pytest.mark.model
-def test_doctor_prints_one_line_per_model_and_exits_0_when_all_answer() -> None:
+def test_doctor_prints_one_line_per_model_and_exits_0_when_all_answer(run) -> None:
     result = run("doctor")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -53,7 +47,7 @@ def test_doctor_prints_one_line_per_model_and_exits_0_when_all_answer() -> None:
 
 
 @pytest.mark.model
-def test_doctor_json_reports_time_and_cpu_features() -> None:
+def test_doctor_json_reports_time_and_cpu_features(run) -> None:
     result = run("doctor", "local/smollm2-135m", "--json")
     assert result.exit_code == 0, result.output
     [health] = json.loads(result.output)
@@ -114,23 +108,24 @@ def assert_one_failed_line(result, *words: str) -> str:
 
 
 def test_a_segfault_in_the_child_is_one_line_naming_the_signal_the_amx_backend_and_the_fix(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run) -> None:
     fake_llama_cpp(tmp_path, monkeypatch, die="ctypes.string_at(0)")
     line = assert_one_failed_line(run("doctor", "local/smollm2-135m"),
                                   "SIGSEGV", "on its first call", "AMX", "llama.cpp#20824", "-DGGML_NATIVE=OFF")
     assert line.endswith(".")
 
 
-def test_an_illegal_instruction_names_a_wheel_built_for_another_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_illegal_instruction_names_a_wheel_built_for_another_cpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run) -> None:
     fake_llama_cpp(tmp_path, monkeypatch, die="os.kill(os.getpid(), signal.SIGILL)")
     assert_one_failed_line(run("doctor", "local/smollm2-135m"), "SIGILL", "illegal instruction", "pip's cache", "--no-cache-dir")
 
 
-def test_a_model_that_hangs_is_cut_at_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_model_that_hangs_is_cut_at_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run) -> None:
     fake_llama_cpp(tmp_path, monkeypatch, die="pass", hang_on_load=True)
     assert_one_failed_line(run("doctor", "local/smollm2-135m", "--timeout", "3"), "within 3 s", "while loading its weights")
 
 
-def test_an_unknown_model_is_refused_before_any_process_starts() -> None:
+def test_an_unknown_model_is_refused_before_any_process_starts(run) -> None:
     result = run("doctor", "local/nope")
     assert result.exit_code == 1 and "unknown local model 'local/nope'" in result.stderr

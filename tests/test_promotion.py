@@ -11,37 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import git_commit
 
 import promptops
 from promptops import tracking
 from promptops.errors import PromptopsError, TrackingError
 from promptops.versioning import pointers, read_channels, resolve
-from promptops.evaluation import Verdict
 from promptops.versioning import ChannelBusyError, GateFailedError, sync
 
 NAME = "banking_intent"
-
-
-def registry_label(channel: str = "production") -> str | None:
-    version = tracking.registry_aliases(NAME).get(channel)
-    return tracking.registry_version_tags(NAME, version)["prompt_version"] if version else None
-
-
-def commit_edit(repo, old: str, new: str, message: str) -> None:
-    path = Path(repo.working_tree_dir) / "prompts" / f"{NAME}.yaml"
-    path.write_text(path.read_text().replace(old, new, 1))
-    repo.git.add("--all")
-    git_commit(repo, message)
-
-
-def pass_the_gate(monkeypatch) -> None:
-    """For tests of the channel bookkeeping, not of the gate: every candidate passes without a model call."""
-    from promptops.versioning import _promotion as promotion
-
-    verdict = Verdict(True, "non_inferior", 0.02, "accuracy", 1, "candidate", None, 0.5, None, None, None, None, 1.18125e-05,
-                      None, None, ())
-    monkeypatch.setattr(promotion, "run_gate", lambda *a, **k: (verdict, {}))
 
 
 def channel_labels() -> dict[str, str]:
@@ -57,14 +34,17 @@ def snapshot(repo) -> tuple:
 
 
 @pytest.mark.model
-def test_promote_edit_promote_rollback_and_rollback_again(git_project, mlflow_store: str, tmp_path: Path, monkeypatch) -> None:
+def test_promote_edit_promote_rollback_and_rollback_again(
+        git_project, mlflow_store: str, tmp_path: Path, monkeypatch, registry_label, edit_prompt, commit_all) -> None:
     repo = git_project
     first = promptops.promote(NAME, limit=2)
     assert (first.from_label, first.to_label, first.gate.passed) == (None, "v1", True)
     assert registry_label() == "v1" and f"prompts/{NAME}/v1" in [t.name for t in repo.tags]
     assert repo.head.commit.message.startswith(f"promote {NAME} v1 to production")
 
-    commit_edit(repo, "answer with the one intent label", "answer with exactly one intent label", "Say exactly")
+    edit_prompt(NAME, "answer with the one intent label", "answer with exactly one intent label")
+
+    commit_all("Say exactly")
     second = promptops.promote(NAME, limit=2, tolerance=1.0)
     assert (second.from_label, second.to_label) == ("v1", "v2") and registry_label() == "v2"
     assert second.gate.baseline_score is not None and second.gate.difference is not None
@@ -93,10 +73,12 @@ def test_promote_edit_promote_rollback_and_rollback_again(git_project, mlflow_st
 
 
 @pytest.mark.model
-def test_a_failed_gate_prints_both_metrics_and_changes_nothing(git_project, mlflow_store: str) -> None:
+def test_a_failed_gate_prints_both_metrics_and_changes_nothing(
+        git_project, mlflow_store: str, edit_prompt, commit_all) -> None:
     repo = git_project
     promptops.promote(NAME, limit=2)
-    commit_edit(repo, "max_tokens: 32", "max_tokens: 24", "Shorter answers")
+    edit_prompt(NAME, "max_tokens: 32", "max_tokens: 24")
+    commit_all("Shorter answers")
     before = snapshot(repo)
     with pytest.raises(GateFailedError) as failed:
         promptops.promote(NAME, limit=2, max_cost_usd=1e-12)
@@ -108,10 +90,12 @@ def test_a_failed_gate_prints_both_metrics_and_changes_nothing(git_project, mlfl
 
 
 @pytest.mark.model
-def test_a_registry_failure_mid_promote_leaves_no_partial_state(git_project, mlflow_store: str, monkeypatch) -> None:
+def test_a_registry_failure_mid_promote_leaves_no_partial_state(
+        git_project, mlflow_store: str, monkeypatch, edit_prompt, commit_all) -> None:
     repo = git_project
     promptops.promote(NAME, limit=1)
-    commit_edit(repo, "max_tokens: 32", "max_tokens: 24", "Shorter answers")
+    edit_prompt(NAME, "max_tokens: 32", "max_tokens: 24")
+    commit_all("Shorter answers")
     before = snapshot(repo)
 
     def broken_alias(*args, **kwargs):
@@ -155,14 +139,16 @@ sys.stdin.read()  # until the test closes our stdin
 """
 
 
-def test_a_held_lock_refuses_promote_and_rollback_and_changes_nothing(git_project, mlflow_store: str, monkeypatch) -> None:
+def test_a_held_lock_refuses_promote_and_rollback_and_changes_nothing(
+        git_project, mlflow_store: str, monkeypatch, pass_the_gate, registry_label, edit_prompt, commit_all) -> None:
     """Another process holds the channel lock: both commands wait the timeout, then refuse in one line."""
     from click.testing import CliRunner
 
     from promptops.cli import main
 
-    pass_the_gate(monkeypatch)
-    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
+    pass_the_gate()
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer")
     promptops.promote(NAME, version="v1")
     promptops.promote(NAME, version="v2")
     before, registered_before = snapshot(git_project), tracking.registry_versions(NAME)
@@ -200,11 +186,13 @@ def test_a_lock_timeout_that_is_not_a_number_is_refused(git_project, mlflow_stor
     assert not (Path(git_project.working_tree_dir) / "prompts" / "channels").exists()
 
 
-def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, monkeypatch) -> None:
+def test_sync_repairs_an_alias_moved_by_hand(
+        git_project, mlflow_store: str, pass_the_gate, registry_label, edit_prompt, commit_all) -> None:
     from promptops.versioning import _promotion as promotion
 
-    pass_the_gate(monkeypatch)
-    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
+    pass_the_gate()
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer")
     promptops.promote(NAME, version="v1")
     promptops.promote(NAME, version="v2")
     tracking.set_alias(NAME, "production", 1)  # someone moves the alias in the MLflow UI
@@ -222,15 +210,17 @@ def test_sync_repairs_an_alias_moved_by_hand(git_project, mlflow_store: str, mon
     assert [(v["number"], v["channels"]) for v in listing] == [(1, None), (2, "production")]
 
 
-def test_sync_registers_again_a_registry_version_deleted_by_hand(git_project, mlflow_store: str, monkeypatch) -> None:
+def test_sync_registers_again_a_registry_version_deleted_by_hand(
+        git_project, mlflow_store: str, pass_the_gate, edit_prompt, commit_all) -> None:
     """Git is the source of truth: the deleted version comes back with the same YAML and tags."""
     import mlflow
     from click.testing import CliRunner
 
     from promptops.cli import main
 
-    pass_the_gate(monkeypatch)
-    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
+    pass_the_gate()
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer")
     promptops.promote(NAME, version="v1")
     deleted = promptops.promote(NAME, version="v2").registry_version
     tags = tracking.registry_versions(NAME)[deleted]
@@ -255,8 +245,9 @@ def test_sync_registers_again_a_registry_version_deleted_by_hand(git_project, ml
     assert sync() == [] and sync(repair=False) == []
 
 
-def test_sync_sets_back_a_deleted_alias_and_removes_one_git_does_not_have(git_project, mlflow_store: str, monkeypatch) -> None:
-    pass_the_gate(monkeypatch)
+def test_sync_sets_back_a_deleted_alias_and_removes_one_git_does_not_have(
+        git_project, mlflow_store: str, pass_the_gate) -> None:
+    pass_the_gate()
     promptops.promote(NAME, version="v1")
     registered = tracking.registry_versions(NAME)
     tracking.set_alias(NAME, "production", None)  # deleted by hand
@@ -295,11 +286,14 @@ print(done)
 
 
 @pytest.mark.model
-def test_two_processes_moving_a_channel_end_consistent(git_project, mlflow_store: str, monkeypatch) -> None:
+def test_two_processes_moving_a_channel_end_consistent(
+        git_project, mlflow_store: str, pass_the_gate, registry_label, edit_prompt, commit_all) -> None:
     """20 interleaved promote/rollback operations from 2 processes (the gate runs the real model on 1 example)."""
-    pass_the_gate(monkeypatch)
-    commit_edit(git_project, "temperature: 0.0", "temperature: 0.1", "Warmer")
-    commit_edit(git_project, "temperature: 0.1", "temperature: 0.2", "Warmer still")
+    pass_the_gate()
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer")
+    edit_prompt(NAME, "temperature: 0.1", "temperature: 0.2")
+    commit_all("Warmer still")
     promptops.promote(NAME, version="v1")
     root = git_project.working_tree_dir
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}

@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from click.testing import CliRunner
-from conftest import git_commit
 
 import promptops
 from promptops import tracking
@@ -65,18 +64,19 @@ def intent_prompt(project: Path, model: FaultServer, name: str, *, edit: tuple[s
     return path
 
 
-def commit_all(repo, message: str) -> str:
-    repo.git.add("--all")
-    return git_commit(repo, message)
+@pytest.fixture()
+def promoted(git_project, model: FaultServer, commit_all) -> Callable[[str], Path]:
+    """`promoted(name)`: the intent prompt `name`, committed as v1 and promoted to production (gated on 2 examples);
+    returns the project root."""
 
+    def promote(name: str) -> Path:
+        root = Path(git_project.working_tree_dir)
+        intent_prompt(root, model, name)
+        commit_all(f"{name} v1")
+        promptops.promote(name, limit=2)
+        return root
 
-def promoted(repo, model: FaultServer, name: str) -> Path:
-    """The intent prompt `name`, committed as v1 and promoted to production (gated on 2 examples); the project root."""
-    root = Path(repo.working_tree_dir)
-    intent_prompt(root, model, name)
-    commit_all(repo, f"{name} v1")
-    promptops.promote(name, limit=2)
-    return root
+    return promote
 
 
 def server_client(server: str):
@@ -155,20 +155,20 @@ def git_channels(name: str) -> dict[str, str]:
 
 
 def test_promote_rollback_and_sync_keep_the_tracking_servers_registry_in_step_with_git(
-        git_project, tracking_server_store: str, model: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        git_project, tracking_server_store: str, model: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit_all) -> None:
     from promptops.versioning import sync
 
     name = "intent_channels"
     client = server_client(tracking_server_store)
     root = Path(git_project.working_tree_dir)
     intent_prompt(root, model, name)
-    first_commit = commit_all(git_project, f"{name} v1")
+    first_commit = commit_all(f"{name} v1")
     first = promptops.promote(name, limit=4)
     assert (first.from_label, first.to_label, first.gate.passed) == (None, "v1", True)
     assert registry_state(client, name) == git_channels(name) == {"production": first_commit}
 
     intent_prompt(root, model, name, edit=("the one intent label", "exactly one intent label"))
-    second_commit = commit_all(git_project, f"{name} v2: exactly one label")
+    second_commit = commit_all(f"{name} v2: exactly one label")
     second = promptops.promote(name, limit=4)
     assert (second.from_label, second.to_label, second.gate.passed) == ("v1", "v2", True)
     assert registry_state(client, name) == {"production": second_commit}
@@ -205,11 +205,11 @@ def test_promote_rollback_and_sync_keep_the_tracking_servers_registry_in_step_wi
 
 
 def test_a_traced_request_and_its_feedback_are_on_the_tracking_server(git_project, tracking_server_store: str,
-                                                                      model: FaultServer) -> None:
+                                                                      model: FaultServer, promoted) -> None:
     from promptops.runtime import _feedback as feedback
 
     name = "intent_traced"
-    root = promoted(git_project, model, name)
+    root = promoted(name)
 
     program = promptops.load(f"{name}@production", cache=False)
     answer = program(text="I lost my card on the train")
@@ -242,14 +242,14 @@ def test_a_traced_request_and_its_feedback_are_on_the_tracking_server(git_projec
 
 
 def test_an_ab_report_reads_arms_and_feedback_from_the_tracking_server(git_project, tracking_server_store: str,
-                                                                        model: FaultServer) -> None:
+                                                                        model: FaultServer, promoted, commit_all) -> None:
     from promptops.runtime import ab_report
     from promptops.versioning import assign_channel
 
     name = "intent_ab"
-    root = promoted(git_project, model, name)
+    root = promoted(name)
     intent_prompt(root, model, name, edit=("the one intent label", "exactly one intent label"))
-    commit_all(git_project, f"{name} v2")
+    commit_all(f"{name} v2")
     assign_channel(name, "v2", "candidate", action="assign", metrics={}, reason="A/B test")
 
     split = {"production": 0.5, "candidate": 0.5}
@@ -300,12 +300,12 @@ seed: 0
 
 
 def test_a_small_study_logs_its_parent_and_trial_runs_to_the_tracking_server(git_project, tracking_server_store: str,
-                                                                            model: FaultServer) -> None:
+                                                                            model: FaultServer, commit_all) -> None:
     name = "intent_study"
     root = Path(git_project.working_tree_dir)
     intent_prompt(root, model, name, edit=("  metric: accuracy\n", "  metric: accuracy\n  gate: {rule: not_worse, tolerance: 1.0}\n"))
     (root / "experiments" / "intent_search.yaml").write_text(STUDY.format(base_url=model.base_url, price=PRICE))
-    commit_all(git_project, f"{name} and its experiment")
+    commit_all(f"{name} and its experiment")
     labels = {row["text"]: row["intent"] for split in ("train", "dev", "test")
               for row in map(json.loads, (root / "experiments" / "data" / "banking_intent" / f"{split}.jsonl").open())}
 

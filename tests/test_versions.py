@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import git_commit
-from test_cli import assert_one_line_error, run
 
 from promptops.artifact import load_prompt_file
 from promptops.artifact import diff_prompts
@@ -41,7 +39,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 @pytest.fixture()
-def history(git_project):
+def history(git_project, commit_all):
     """banking_intent with four versions and one unrelated commit between v3 and v4.
 
     v1 example project, v2 one more instruction line, v3 a demo, (README only), v4 temperature 0.7.
@@ -50,17 +48,13 @@ def history(git_project):
     root = Path(repo.working_tree_dir)
     prompt = root / "prompts" / "banking_intent.yaml"
     edit(prompt, "inputs:\n", EXTRA_INSTRUCTION + "inputs:\n")
-    repo.git.add("--all")
-    git_commit(repo, "Ask for the label only\n\nThe model kept explaining itself.", date="2026-11-21T10:00:00+01:00")
+    commit_all("Ask for the label only\n\nThe model kept explaining itself.", date="2026-11-21T10:00:00+01:00")
     edit(prompt, "model:\n", DEMO + "model:\n")
-    repo.git.add("--all")
-    git_commit(repo, "Add a card_arrival demo", date="2026-11-22T10:00:00+00:00")
+    commit_all("Add a card_arrival demo", date="2026-11-22T10:00:00+00:00")
     (root / "README.md").write_text("# A project\n")
-    repo.git.add("--all")
-    git_commit(repo, "Document the project", date="2026-11-23T10:00:00+00:00")
+    commit_all("Document the project", date="2026-11-23T10:00:00+00:00")
     edit(prompt, "temperature: 0.0", "temperature: 0.7")
-    repo.git.add("--all")
-    git_commit(repo, "Warmer sampling", date="2026-11-25T10:00:00+00:00")
+    commit_all("Warmer sampling", date="2026-11-25T10:00:00+00:00")
     return repo, prompt
 
 
@@ -111,13 +105,12 @@ def test_unknown_versions_say_what_exists(history) -> None:
         resolve_version(prompt, "production")
 
 
-def test_a_ref_from_before_the_file_existed(history) -> None:
+def test_a_ref_from_before_the_file_existed(history, commit_all) -> None:
     repo, _ = history
     root = Path(repo.working_tree_dir)
     later = root / "prompts" / "later.yaml"
     later.write_text((root / "prompts" / "banking_intent.yaml").read_text().replace("name: banking_intent", "name: later"))
-    repo.git.add("--all")
-    git_commit(repo, "Add a later prompt")
+    commit_all("Add a later prompt")
     assert resolve_version(later, "HEAD").number == 1
     with pytest.raises(UnknownVersionError, match="did not exist at HEAD~1"):
         resolve_version(later, "HEAD~1")
@@ -297,7 +290,7 @@ def test_reset_refuses_to_overwrite_uncommitted_edits_of_the_same_file(history) 
 # --- the command line --------------------------------------------------------------------
 
 
-def test_versions_command(history) -> None:
+def test_versions_command(history, run) -> None:
     result = run("versions", "banking_intent")
     assert result.exit_code == 0, result.output
     for words in ("banking_intent: 4 versions", "v4", "Warmer sampling", "2026-11-25"):
@@ -317,7 +310,7 @@ def test_version_table_takes_extra_columns(history, capsys: pytest.CaptureFixtur
     assert [line for line in table.splitlines() if "production" in line][0].split()[0] == "v2"
 
 
-def test_show_prints_the_file_as_it_was(history) -> None:
+def test_show_prints_the_file_as_it_was(history, run) -> None:
     _, prompt = history
     v1 = prompt_versions(prompt)[0]
     result = run("show", "banking_intent@v1")
@@ -330,7 +323,7 @@ def test_show_prints_the_file_as_it_was(history) -> None:
     assert working.stdout.startswith("# banking_intent (working file prompts/banking_intent.yaml)")
 
 
-def test_diff_command(history) -> None:
+def test_diff_command(history, run) -> None:
     result = run("diff", "banking_intent@v1", "banking_intent@v3")
     assert result.exit_code == 0, result.output
     for words in ("banking_intent v1", "→ banking_intent v3", "2 changes", "instructions changed",
@@ -348,10 +341,10 @@ def test_diff_command(history) -> None:
     (("show", "no_such_prompt@v1"), ("unknown prompt 'no_such_prompt'",)),
     (("versions", "no_such_prompt"), ("unknown prompt 'no_such_prompt'", "banking_intent")),
 ])
-def test_command_errors(history, args, words) -> None:
+def test_command_errors(history, args, words, run, assert_one_line_error) -> None:
     assert_one_line_error(run(*args), *words)
 
 
-def test_commands_outside_a_repository(project: Path) -> None:
+def test_commands_outside_a_repository(project: Path, run, assert_one_line_error) -> None:
     assert_one_line_error(run("versions", "banking_intent"), "not inside a git repository")
     assert_one_line_error(run("show", "banking_intent@v1"), "not inside a git repository")
