@@ -131,3 +131,11 @@ def _resolve_each(module, package: str, declared: dict[str, set[str]]) -> None:
             assert getattr(module, name) is getattr(defined_in, name)
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         module.nope  # noqa: B018
+
+
+def test_test_modules_do_not_import_each_other() -> None:
+    tests = {path.stem for path in (REPO / "tests").glob("test_*.py")}
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in tests:
+                pytest.fail(f"{path.name}:{node.lineno} imports from {node.module}: shared fixtures and helpers live in conftest.py")
