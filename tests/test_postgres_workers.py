@@ -73,6 +73,9 @@ search:
   instructions:
     - {careful} and name its intent.
     - Name the intent.
+  # A range, not a list: no two trials draw the same configuration, so none is a free repeat, every trial spends
+  # calls (the cap below binds whatever order the workers draw in) and none waits for another worker's trial.
+  temperature: {{low: 0.0, high: 0.7}}
   train_limit: 8
   dev_limit: 8
 budget:
