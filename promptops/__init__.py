@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         record_feedback, replay,
     )
     from promptops.versioning import (
-        ChannelMove, CheckReport, Drift, PromptDiff, PromptSource, PromptStatus, VersionHistory, check, diff, promote, rollback, show,
+        ChannelMove, CheckReport, Drift, PromptDiff, PromptSource, PromptStatus, StatusReport, VersionHistory, check, diff, promote, rollback, show,
         status, sync, versions,
     )
 
@@ -50,7 +50,7 @@ _getattr, __dir__, _exports = lazy_exports(__name__, {
     "program": "Approval ApprovalRequest",
     "runtime": "ABReport Answer FeedbackAdded GuardedProgram NeedsReview ReplayResult RunResult TraceSummary ab_report add_feedback "
                "record_feedback replay",
-    "versioning": "ChannelMove CheckReport Drift PromptDiff PromptSource PromptStatus VersionHistory check diff promote rollback "
+    "versioning": "ChannelMove CheckReport Drift PromptDiff PromptSource PromptStatus StatusReport VersionHistory check diff promote rollback "
                   "show status sync versions",
 })
 __getattr__ = _getattr

@@ -264,23 +264,23 @@ def rollback_command(prompt: str, channel: str, to: Optional[str], reason: Optio
 
 
 @main.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object: the prompts and the problems.")
 def status_command(as_json: bool) -> None:
     """Every prompt: its channel versions, whether the working file differs from production, its last full eval.
 
-    A prompt file that cannot be read is listed with its error, after the others; then the exit code is 1.
+    Then every inconsistency seen (git and the registry disagree, an interrupted move, a conflict in a
+    channels file, channels of a deleted prompt, an unreadable store), one line each; if there is one,
+    or a prompt file cannot be read, the exit code is 1.
     """
-    import dataclasses
-
     import promptops
     from promptops.reports import tables
 
-    rows = promptops.status()
+    report = promptops.status()
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(row) for row in rows], default=str))
+        click.echo(json.dumps(report.summary(), default=str))
     else:
-        tables.status_table(rows)
-    if any(row.error for row in rows):
+        tables.status_table(report)
+    if not report.ok:
         sys.exit(1)
 
 

@@ -67,7 +67,7 @@ def test_every_listing_has_json(lived_in, monkeypatch: pytest.MonkeyPatch, run) 
     versions = json.loads(run("versions", NAME, "--json").stdout)
     assert [(v["version"], v["channels"]) for v in versions] == [("v1", "production"), ("v2", "candidate")]
     assert versions[1]["message"] == LONG_MESSAGE
-    status = {row["prompt"]: row for row in json.loads(run("status", "--json").stdout)}
+    status = {row["prompt"]: row for row in json.loads(run("status", "--json").stdout)["prompts"]}
     assert status[NAME]["channels"] == {"production": "v1", "candidate": "v2"} and status[NAME]["error"] is None
     models = json.loads(run("models", "--json").stdout)
     assert [m["model"] for m in models] == ["local/smollm2-135m", "local/gemma3-270m"]
@@ -110,7 +110,8 @@ def test_one_broken_prompt_file_is_an_error_row_and_the_others_are_listed(git_pr
         assert_fits(lines, NAME, "restaurant_booking")
         errors = [line for line in lines if line.startswith("error broken:")]
         assert len(errors) == 1 and "prompts/broken.yaml:3:" in errors[0], result.stdout
-        rows = json.loads(run(*command, "--json").stdout)
+        listed = json.loads(run(*command, "--json").stdout)
+        rows = listed["prompts"] if command == ("status",) else listed
         names = [row.get("name") or row.get("prompt") for row in rows]
         assert names == ["banking_agent", "banking_intent", "banking_summary", "broken", "restaurant_booking"]
         [broken] = [row for row in rows if row["error"]]

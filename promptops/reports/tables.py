@@ -371,9 +371,14 @@ def channel_move(move) -> None:
         mark = "" if move.gate.passed else " [red](failed, forced)[/]"
         console.print(f"gate: {escape(move.gate.line())}{mark}", highlight=False, soft_wrap=True)
     source = move.from_label or "nothing"
-    console.print(f"{move.action}: {move.prompt} {move.channel} {source} → {move.to_label} "
-                  f"(commit {move.commit[:8]}, registry version {move.registry_version}, audit run {move.audit_run_id})",
-                  highlight=False)
+    where = [f"commit {move.commit[:8]}"]
+    if move.registry_version is not None:
+        where.append(f"registry version {move.registry_version}")
+    if move.audit_run_id is not None:
+        where.append(f"audit run {move.audit_run_id}")
+    console.print(f"{move.action}: {move.prompt} {move.channel} {source} → {move.to_label} ({', '.join(where)})", highlight=False)
+    if move.note:
+        console.print(f"note: {escape(move.note)}", highlight=False, soft_wrap=True)
 
 
 def resolved_line(prompt_file, version) -> str:
@@ -413,6 +418,8 @@ def status_table(rows) -> None:
     for row in rows:
         if row.error:
             console.print(f"[red]error[/] {escape(row.prompt)}: {escape(row.error)}", highlight=False)
+    for problem in getattr(rows, "problems", ()):
+        console.print(f"[red]problem[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 def trace_list(name: str, traces, *, failed: bool = False, needs_review: bool = False) -> None:

@@ -18,6 +18,8 @@ from promptops.tracking._runs import log_judge_check
 from promptops.tracking._models import agent_model_id, mark_agent_version
 from promptops.tracking._registry import (
     load_registered_text,
+    mark_move_pending,
+    pending_move,
     register_prompt_version,
     registry_aliases,
     registry_version_tags,
@@ -68,6 +70,8 @@ __all__ = [
     "log_feedback",
     "log_judge_check",
     "mark_agent_version",
+    "mark_move_pending",
+    "pending_move",
     "log_front",
     "log_test_comparison",
     "log_trial",

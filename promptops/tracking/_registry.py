@@ -83,6 +83,40 @@ def set_alias(name: str, alias: str, version: Optional[int], root: Optional[Path
         raise TrackingError(f"cannot set alias {alias!r} of {name} in the MLflow Prompt Registry: {_first_line(exc)}") from None
 
 
+PENDING_MOVE_TAG = "promptops.move_pending"
+
+
+def mark_move_pending(name: str, what: Optional[str], root: Optional[Path] = None) -> None:
+    """Tag the registered prompt while a channel move is between git and the registry (None clears the tag).
+
+    Git moves first and the alias follows; a process killed in between leaves the alias behind
+    until the next promote, rollback or sync. A service that serves from the registry alone sees
+    this tag and says so, instead of serving the older version silently."""
+    from datetime import datetime, timezone
+
+    client = _client(root)
+    try:
+        registered = client.get_prompt(name)
+        if registered is None:
+            return  # never registered: no alias can be served behind git's back
+        if what is None:
+            if PENDING_MOVE_TAG in (registered.tags or {}):
+                client.delete_prompt_tag(name, PENDING_MOVE_TAG)
+        else:
+            client.set_prompt_tag(name, PENDING_MOVE_TAG, f"{what}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    except Exception as exc:
+        raise TrackingError(f"cannot tag {name} in the MLflow Prompt Registry: {_first_line(exc)}") from None
+
+
+def pending_move(name: str, root: Optional[Path] = None) -> Optional[str]:
+    """What channel move of `name` git may have made that the registry's aliases do not show yet, or None."""
+    try:
+        registered = _client(root).get_prompt(name)
+    except Exception as exc:
+        raise TrackingError(f"cannot read the MLflow Prompt Registry for {name}: {_first_line(exc)}") from None
+    return (registered.tags or {}).get(PENDING_MOVE_TAG) if registered is not None else None
+
+
 def load_registered_text(name: str, alias: str, root: Optional[Path] = None) -> tuple[str, dict[str, str]]:
     """The YAML and tags of `prompts:/NAME@alias`."""
     mlflow = _mlflow(root)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from promptops.versioning._check import CheckReport, PromptCheck, check
     from promptops.versioning._contenders import compare, contender, require_committed_data
     from promptops.versioning._git import PromptVersion, commit_new_project, commit_paths, file_revision, has_uncommitted_changes, head_commit, load_prompt_at, open_repo, parse_prompt_ref, prompt_versions, read_committed, read_text_at, undo_commit
-    from promptops.versioning._promotion import ChannelBusyError, ChannelMove, ChannelMovedError, Drift, GateFailedError, PromptStatus, assign_channel, promote, rollback, status, sync, version_columns
+    from promptops.versioning._promotion import ChannelBusyError, ChannelMove, ChannelMovedError, Drift, GateFailedError, InterruptedMove, PromptStatus, StatusReport, assign_channel, promote, rollback, status, sync, version_columns
     from promptops.versioning._history import PromptDiff, PromptSource, VersionHistory, diff, show, versions
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
@@ -19,6 +19,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "_check": "CheckReport PromptCheck check",
     "_contenders": "compare contender require_committed_data",
     "_git": "PromptVersion commit_new_project commit_paths file_revision has_uncommitted_changes head_commit load_prompt_at open_repo parse_prompt_ref prompt_versions read_committed read_text_at undo_commit",
-    "_promotion": "ChannelBusyError ChannelMove ChannelMovedError Drift GateFailedError PromptStatus assign_channel promote rollback status sync version_columns",
+    "_promotion": "ChannelBusyError ChannelMove ChannelMovedError Drift GateFailedError InterruptedMove PromptStatus StatusReport assign_channel promote rollback status sync version_columns",
     "_history": "PromptDiff PromptSource VersionHistory diff show versions",
 })

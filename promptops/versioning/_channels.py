@@ -15,6 +15,7 @@ This module only reads. Moving a channel is `promotion`'s (a lock, the gate, one
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -192,6 +193,11 @@ def _from_registry(name: str, channel: str, reference: str, *, expected_commit: 
     from promptops.artifact import parse_prompt
 
     text, tags = tracking.load_registered_text(name, channel)
+    pending = tracking.pending_move(name)
+    if pending:  # git moved (or is moving) this prompt's channel and the alias has not followed yet
+        logging.getLogger("promptops").warning(
+            "serving %s from the MLflow Prompt Registry (registry version %s), which may be behind git: a %s has not "
+            "finished; run `promptops sync` where the repository is", reference, tags.get("prompt_version", "?"), pending)
     if expected_commit and tags.get("git_commit") != expected_commit:
         raise UnknownVersionError(
             f"{reference} names commit {expected_commit[:8]}, which this repository does not have (git fetch --tags), "

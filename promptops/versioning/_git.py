@@ -185,6 +185,11 @@ def has_uncommitted_changes(prompt_file: str | Path) -> bool:
     return bool(repo.git.status("--porcelain", "--untracked-files=all", "--", relative).strip())
 
 
+def is_conflicted(repo: "git.Repo", path: str | Path) -> bool:
+    """True if the file has unmerged entries in the index (a merge, rebase or cherry-pick stopped on it)."""
+    return bool(repo.git.ls_files("--unmerged", "--", relative_path(repo, path)).strip())
+
+
 def parse_prompt_ref(text: str) -> tuple[str, Optional[str]]:
     """`banking_intent@v2` as (`banking_intent`, `v2`); without `@`, the ref is None: the working file."""
     name, at, ref = text.partition("@")
@@ -324,6 +329,122 @@ def sync_work_tree(repo: "git.Repo", path: str | Path, commit: str = "HEAD") -> 
     if not target.exists() or target.read_text(encoding="utf-8") != text:
         atomic_write_text(target, text)
     repo.git.update_index("--add", "--", relative)
+
+
+class IndexLock:
+    """git's own index lock (`.git/index.lock`), held across a branch move as `git commit` holds it.
+
+    A promotion changes three things git keeps apart: the branch, the index and the work tree. Done
+    one after the other, a process killed in between leaves the index holding the old channels file
+    staged against the new commit (or the reverse), and the user's next `git commit -am` quietly
+    undoes the move. Holding the lock for the whole change makes every git command that writes the
+    index (`commit`, `add`, `checkout`, `stash`) refuse until the move is finished or undone: the new
+    index is built inside the lock file and renamed over `.git/index` only after the branch moved.
+    A killed process leaves the lock behind; the journal records its inode so that recovery removes
+    that lock file and no other.
+    """
+
+    def __init__(self, repo: "git.Repo") -> None:
+        self.repo = repo
+        self.path = git_dir(repo) / "index.lock"
+        self.inode: Optional[int] = None
+
+    def __enter__(self) -> "IndexLock":
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            raise RepositoryError(index_locked_message(self.repo)) from None
+        try:
+            index = git_dir(self.repo) / "index"
+            if index.exists():
+                os.write(descriptor, index.read_bytes())
+            self.inode = os.fstat(descriptor).st_ino
+        finally:
+            os.close(descriptor)
+        if not index.exists():
+            self.repo.git.read_tree("HEAD", env={"GIT_INDEX_FILE": str(self.path)})
+        return self
+
+    def stage(self, path: str | Path, text: str) -> None:
+        """Write the work tree file (atomically) and its entry in the index being built."""
+        from promptops.artifact import atomic_write_text
+
+        relative = relative_path(self.repo, path)
+        atomic_write_text(Path(self.repo.working_tree_dir) / relative, text)
+        # git writes an index through `<file>.lock` and a rename, which would give the lock file a new inode:
+        # build it in a scratch file and copy the bytes into the lock file, which keeps the inode the journal names.
+        scratch = git_dir(self.repo) / f"promptops-{os.getpid()}.index"
+        try:
+            scratch.write_bytes(self.path.read_bytes())
+            self.repo.git.update_index("--add", "--", relative, env={"GIT_INDEX_FILE": str(scratch)})
+            with open(self.path, "r+b") as handle:
+                handle.truncate(0)
+                handle.write(scratch.read_bytes())
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    def publish(self) -> None:
+        """The new index becomes the index; the lock is released by the same rename, as git does it."""
+        os.replace(self.path, git_dir(self.repo) / "index")
+        self.inode = None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.inode is not None:
+            release_index_lock(self.repo, self.inode)
+            self.inode = None
+
+
+def release_index_lock(repo: "git.Repo", inode: Optional[int]) -> bool:
+    """Remove `.git/index.lock` if it is the file a promotion created (same inode); True if it was removed."""
+    path = git_dir(repo) / "index.lock"
+    try:
+        if inode is not None and path.stat().st_ino == inode:
+            path.unlink()
+            return True
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def index_locked_message(repo: "git.Repo") -> str:
+    path = git_dir(repo) / "index.lock"
+    return (f"git's index is locked ({path} exists): another git command is running in {repo.working_tree_dir}, or one was "
+            "killed and left the file; wait for it to end, or remove the file if no git command is running, then run again")
+
+
+def branch_problem(repo: "git.Repo") -> Optional[str]:
+    """Why a channel move cannot be committed on the current branch now, in one sentence; None if it can.
+
+    A move is a commit on a branch: on a detached HEAD it would be lost at the next checkout, and in
+    the middle of a merge, rebase, cherry-pick or revert it would be mixed into the user's work."""
+    where = repo.working_tree_dir
+    if not repo.head.is_valid():
+        return f"the git repository at {where} has no commits yet: commit the prompts first"
+    folder = git_dir(repo)
+    for marker, operation, finish in (("MERGE_HEAD", "a merge", "git commit` or `git merge --abort"),
+                                      ("rebase-merge", "a rebase", "git rebase --continue` or `git rebase --abort"),
+                                      ("rebase-apply", "a rebase", "git rebase --continue` or `git rebase --abort"),
+                                      ("CHERRY_PICK_HEAD", "a cherry-pick", "git cherry-pick --continue` or `git cherry-pick --abort"),
+                                      ("REVERT_HEAD", "a revert", "git revert --continue` or `git revert --abort"),
+                                      ("BISECT_LOG", "a bisect", "git bisect reset")):
+        if (folder / marker).exists():
+            return f"{operation} is in progress in {where}: finish it (`{finish}`), then run again"
+    if repo.head.is_detached:
+        return (f"HEAD is detached at {repo.head.commit.hexsha[:8]} in {where}: a channel move is a commit on a branch, "
+                "and a commit on a detached HEAD is lost at the next checkout; check out the branch the channels live on "
+                "(for example `git checkout main`), then run again")
+    return None
+
+
+def author_identity(repo: "git.Repo") -> Optional[str]:
+    """`Name <email>`: the author git writes into the next commit (GIT_AUTHOR_NAME and the config), or None."""
+    import git
+
+    try:
+        ident = repo.git.var("GIT_AUTHOR_IDENT")
+    except git.GitCommandError:
+        return None
+    return ident.rsplit(">", 1)[0] + ">" if ">" in ident else None
 
 
 def move_head(repo: "git.Repo", new: str, *, expected: str) -> None:

@@ -83,6 +83,7 @@ class ChannelMove:
     audit_run_id: Optional[str]
     gate: Any = None  # a gate.Verdict for promote
     evidence: Optional[dict[str, Any]] = None  # the runs and data the gate judged on
+    note: Optional[str] = None  # an interrupted earlier move this command found first, and what it did about it
 
 
 # --- the lock ------------------------------------------------------------------------
@@ -202,14 +203,18 @@ def promote(
         raise PromptopsError("--force needs --reason: say why the gate is overridden, it goes into the audit trail")
     prompt_file = resolve_prompt_path(name)
     repo = versions.open_repo(prompt_file)
+    _refuse_branch_state(repo)
     if version is None and versions.has_uncommitted_changes(prompt_file):
         raise PromptopsError(
             f"{prompt_file.name} has uncommitted changes: commit them (they become the next version) or name a --version"
         )
     with channel_lock(repo):
-        finish_interrupted_move(repo)
+        interrupted = finish_interrupted_move(repo)
     start = pointers(name).get(channel)
     target = resolve(prompt_file, version or "HEAD")
+    resumed = _resumed(interrupted, name, channel, "promote", target.commit)
+    if resumed is not None:
+        return resumed
     if start is not None and start.commit == target.commit:
         return _unmoved(name, channel, "promote", start, target)
     candidate = versions.load_prompt_at(prompt_file, target.commit)
@@ -224,7 +229,8 @@ def promote(
     if verdict.baseline_score is not None:
         metrics["current"] = {verdict.metric: verdict.baseline_score, "cost_usd": verdict.baseline_cost_usd, "n": verdict.n}
     with channel_lock(repo):
-        finish_interrupted_move(repo)
+        _refuse_branch_state(repo)
+        interrupted = finish_interrupted_move(repo) or interrupted
         _refuse_uncommitted_channels(repo, name)
         now = pointers(name).get(channel)
         if (now.commit if now else None) != (start.commit if start else None):
@@ -233,17 +239,23 @@ def promote(
         move = _move_channel(repo, prompt_file, candidate, target, channel, "promote", start, metrics,
                              reason or ("gate overridden" if not verdict.passed else None),
                              gate=verdict.summary(), evidence=evidence)
-    return dataclasses.replace(move, gate=verdict, evidence=evidence)
+    return dataclasses.replace(move, gate=verdict, evidence=evidence, note=interrupted.message if interrupted else None)
 
 
 def rollback(name: str, *, channel: str = "production", to: Optional[str] = None, reason: Optional[str] = None) -> ChannelMove:
-    """Move `channel` back to the commit it served before its last move (or to `to`); no gate."""
+    """Move `channel` back to the commit it served before its last move (or to `to`); no gate.
+
+    Run again after a rollback that was killed, it finishes that rollback and does not roll back once more."""
 
     _check_channel(channel)
     prompt_file = resolve_prompt_path(name)
     repo = versions.open_repo(prompt_file)
     with channel_lock(repo):
-        finish_interrupted_move(repo)
+        _refuse_branch_state(repo)
+        interrupted = finish_interrupted_move(repo)
+        resumed = _resumed(interrupted, name, channel, "rollback", resolve(prompt_file, to).commit if to else None)
+        if resumed is not None:
+            return resumed
         _refuse_uncommitted_channels(repo, name)
         current = pointers(name).get(channel)
         if current is None:
@@ -256,7 +268,8 @@ def rollback(name: str, *, channel: str = "production", to: Optional[str] = None
         if target.commit == current.commit:
             raise PromptopsError(f"{name} {channel} already serves {target.label}")
         prompt = versions.load_prompt_at(prompt_file, target.commit)
-        return _move_channel(repo, prompt_file, prompt, target, channel, "rollback", current, {}, reason)
+        move = _move_channel(repo, prompt_file, prompt, target, channel, "rollback", current, {}, reason)
+        return dataclasses.replace(move, note=interrupted.message if interrupted else None)
 
 
 def assign_channel(name: str, version: str, channel: str, *, action: str, metrics: dict[str, Any], reason: str,
@@ -271,6 +284,7 @@ def assign_channel(name: str, version: str, channel: str, *, action: str, metric
     prompt_file = resolve_prompt_path(name)
     repo = versions.open_repo(prompt_file)
     with channel_lock(repo):
+        _refuse_branch_state(repo)
         finish_interrupted_move(repo)
         _refuse_uncommitted_channels(repo, name)
         target = resolve(prompt_file, version)
@@ -320,16 +334,24 @@ def _move_channel(repo: Any, prompt_file: Path, prompt: Prompt, target: Resolved
                "entry": entry, "commit": None, "previous_alias": None, "alias_moved": False}
     journal_path = _journal_path(repo)
     atomic_write_text(journal_path, json.dumps(journal))
+    _quietly(tracking.mark_move_pending, name, f"{action} of {channel} to {target.label} (from {journal['head_before'][:8]})")
     _step("journal")
     moved = False
     try:
         commit = versions.make_commit(repo, path, _channels_yaml(state), message, parent=head_before)
         journal["commit"] = commit
         atomic_write_text(journal_path, json.dumps(journal))
-        versions.move_head(repo, commit, expected=head_before)  # the move happens here, whole
-        moved = True
-        _step("committed")
-        versions.sync_work_tree(repo, path)
+        # git's index lock is held from before the file is staged until the new index is in place, so no
+        # `git commit -am` can slip in between and commit the old channels file over the move.
+        with versions.IndexLock(repo) as index:
+            journal["index_lock"] = index.inode
+            atomic_write_text(journal_path, json.dumps(journal))
+            index.stage(path, _channels_yaml(state))
+            _step("staged")
+            versions.move_head(repo, commit, expected=head_before)  # the move happens here, whole
+            moved = True
+            _step("committed")
+            index.publish()
         _step("synced")
         if tag_name:
             versions.tag(repo, tag_name, target.commit, f"{name} {target.label}, moved to {channel}")
@@ -350,6 +372,7 @@ def _move_channel(repo: Any, prompt_file: Path, prompt: Prompt, target: Resolved
         _undo(repo, journal, moved)
         raise
     journal_path.unlink(missing_ok=True)
+    _quietly(tracking.mark_move_pending, name, None)
     return ChannelMove(name, channel, action, current.label if current else None, target.label,
                        current.commit if current else None, target.commit, commit, registry_version, audit_run_id)
 
@@ -362,15 +385,60 @@ def _undo(repo: Any, journal: dict[str, Any], moved: bool) -> None:
         _quietly(tracking.set_alias, journal["prompt"], journal["channel"], journal["previous_alias"])
     if moved:
         _quietly(versions.move_head, repo, journal["head_before"], expected=journal["commit"])
+    if journal.get("index_lock") is not None:  # the file was staged: put it and its index entry back as HEAD has them
         _quietly(versions.sync_work_tree, repo, Path(journal["channels_file"]))
     if journal["tag"] and not journal["tag_existed"]:
         _quietly(versions.delete_tag, repo, journal["tag"])
     _journal_path(repo).unlink(missing_ok=True)
+    _quietly(tracking.mark_move_pending, journal["prompt"], None)
 
 
-def finish_interrupted_move(repo: Any) -> Optional[str]:
+@dataclass(frozen=True)
+class InterruptedMove:
+    """A move whose process died, as the next promote, rollback or sync found it, and what it did about it."""
+
+    prompt: str
+    channel: str
+    action: str  # promote, rollback, candidate
+    label: str
+    target_commit: str
+    commit: Optional[str]  # the channels commit it made, if it got that far
+    from_label: Optional[str]
+    outcome: str  # "pending" (only looked at), "finished", "dropped", "reverted"
+    serving: Optional[str] = None  # for "reverted": what the channel serves now
+
+    @property
+    def message(self) -> str:
+        move = f"{self.action} of {self.prompt} {self.channel} to {self.label}"
+        if self.outcome == "pending":
+            return (f"a {move} was interrupted ({_JOURNAL} in the git directory): git and the registry may disagree until "
+                    "`promptops sync` (or the next promote or rollback) finishes or drops it")
+        if self.outcome == "finished":
+            return f"finished an interrupted {move}"
+        if self.outcome == "dropped":
+            return f"dropped an interrupted {move} (it had not been committed; nothing changed)"
+        return (f"an interrupted {move} was committed ({str(self.commit)[:8]}) but a later commit changed the channels "
+                f"file back, so {self.channel} serves {self.serving or 'nothing'}; {self.action} again if {self.label} should be served")
+
+
+def read_interrupted_move(repo: Any) -> Optional[InterruptedMove]:
+    """The journal of a move whose process died, without touching it (`status`); None if there is none."""
+    try:
+        journal = json.loads(_journal_path(repo).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return _interrupted(journal, "pending")
+
+
+def _interrupted(journal: dict[str, Any], outcome: str, serving: Optional[str] = None) -> InterruptedMove:
+    entry = journal.get("entry") or {}
+    return InterruptedMove(journal["prompt"], journal["channel"], entry.get("action", "move"), journal["label"],
+                           journal["target_commit"], journal.get("commit"), entry.get("from"), outcome, serving)
+
+
+def finish_interrupted_move(repo: Any) -> Optional[InterruptedMove]:
     """Settle a move whose process died (the caller holds the lock): finish it if its commit is on
-    the branch, else drop it (git never changed). Returns what was done, in words, or None."""
+    the branch, else drop it (git never changed). Returns what was found and done, or None."""
     from promptops import tracking
 
     journal_path = _journal_path(repo)
@@ -381,27 +449,47 @@ def finish_interrupted_move(repo: Any) -> Optional[str]:
     except ValueError:
         journal_path.unlink(missing_ok=True)  # written atomically, so only a foreign file is unreadable
         return None
+    versions.release_index_lock(repo, journal.get("index_lock"))  # the lock the killed process held, and no other
     commit, head = journal.get("commit"), versions.head_commit(repo)
     landed = bool(commit) and versions.has_commit(repo, commit) and (commit == head or repo.is_ancestor(commit, head))
     name, channel = journal["prompt"], journal["channel"]
+    channels_path = Path(journal["channels_file"])
+    if not landed and journal["entry"] in _committed_history(repo, channels_path):
+        landed = True  # the lock was removed by hand and the staged file committed: the move's own content is on the branch
     if not landed:
+        if journal.get("index_lock") is not None and head == journal["head_before"]:
+            versions.sync_work_tree(repo, channels_path)  # the file was staged before the kill: back to HEAD's
         journal_path.unlink(missing_ok=True)
-        return f"dropped an interrupted move of {name} {channel} to {journal['label']} (it had not been committed)"
+        _quietly(tracking.mark_move_pending, name, None)
+        return _interrupted(journal, "dropped")
     prompt_file = Path(journal["prompt_file"])
     if commit == head:
-        versions.sync_work_tree(repo, Path(journal["channels_file"]))
+        versions.sync_work_tree(repo, channels_path)
     if journal.get("tag"):
         versions.tag(repo, journal["tag"], journal["target_commit"], f"{name} {journal['label']}, moved to {channel}")
     served = pointers(name, prompt_file.parent.parent).get(channel)
-    if served is not None and served.commit == journal["target_commit"]:
-        prompt = versions.load_prompt_at(prompt_file, journal["target_commit"])
-        registry_version = tracking.register_prompt_version(prompt, git_commit=journal["target_commit"], label=journal["label"],
-                                                            metrics=_first_move_metrics(read_channels(name), journal["target_commit"]))
-        tracking.set_alias(name, channel, registry_version)
-        tracking.log_audit(name, {**journal["entry"], "registry_version": registry_version, "git_commit": commit,
-                                  "reason": f"{journal['entry'].get('reason') or ''} (finished after an interruption)".strip()})
+    if served is None or served.commit != journal["target_commit"]:
+        journal_path.unlink(missing_ok=True)
+        _quietly(tracking.mark_move_pending, name, None)
+        serving = display_label(prompt_file, served.commit, served.label) if served else None
+        return _interrupted(journal, "reverted", serving)
+    prompt = versions.load_prompt_at(prompt_file, journal["target_commit"])
+    registry_version = tracking.register_prompt_version(prompt, git_commit=journal["target_commit"], label=journal["label"],
+                                                        metrics=_first_move_metrics(read_channels(name), journal["target_commit"]))
+    tracking.set_alias(name, channel, registry_version)
+    tracking.log_audit(name, {**journal["entry"], "registry_version": registry_version, "git_commit": commit,
+                              "reason": f"{journal['entry'].get('reason') or ''} (finished after an interruption)".strip()})
     journal_path.unlink(missing_ok=True)
-    return f"finished an interrupted move of {name} {channel} to {journal['label']}"
+    _quietly(tracking.mark_move_pending, name, None)
+    return _interrupted(journal, "finished")
+
+
+def _committed_history(repo: Any, channels_path: Path) -> list[dict[str, Any]]:
+    try:
+        relative = versions.relative_path(repo, channels_path)
+        return parse_channels(versions.read_committed(repo, relative), f"{relative}@HEAD")["history"]
+    except PromptopsError:
+        return []
 
 
 def _journal_path(repo: Any) -> Path:
@@ -412,6 +500,27 @@ def _step(name: str) -> None:
     """A named point of a move where tests kill the process (PROMPTOPS_KILL_AT=name) to prove atomicity."""
     if os.environ.get("PROMPTOPS_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _refuse_branch_state(repo: Any) -> None:
+    problem = versions.branch_problem(repo)
+    if problem:
+        raise PromptopsError(f"{problem}; nothing was changed")
+
+
+def _resumed(interrupted: Optional[InterruptedMove], name: str, channel: str, action: str,
+             target_commit: Optional[str]) -> Optional[ChannelMove]:
+    """The move this command was asked to make, if it is the interrupted one just finished: a rerun
+    after a kill completes the first run and does not move again (a second rollback would step back twice)."""
+    if interrupted is None or interrupted.outcome != "finished":
+        return None
+    if (interrupted.prompt, interrupted.channel, interrupted.action) != (name, channel, action):
+        return None
+    if target_commit is not None and target_commit != interrupted.target_commit:
+        return None
+    return ChannelMove(name, channel, action, interrupted.from_label, interrupted.label, None, interrupted.target_commit,
+                       interrupted.commit, None, None,
+                       note=f"finished the {action} that was interrupted earlier; {channel} did not move again")
 
 
 def _refuse_uncommitted_channels(repo: Any, name: str) -> None:
@@ -441,11 +550,20 @@ def version_columns(prompt_file: Path, history: list[Any]) -> dict[str, dict[int
             on_version.setdefault(by_label[label], []).append(channel)
     evals = tracking.last_evals(prompt_file.stem, full_split=True)
     metrics: dict[int, str] = {}
+    invalid: dict[int, str] = {}
     for version in history:
-        found = evals.get(versions.load_prompt_at(prompt_file, version.commit).content_hash)
+        try:
+            content_hash = versions.load_prompt_at(prompt_file, version.commit).content_hash
+        except PromptopsError as exc:  # a version committed with a mistake stays in history: show it, do not fail on it
+            invalid[version.number] = f"invalid: {exc}"
+            continue
+        found = evals.get(content_hash)
         if found and found.get("score") is not None:
             metrics[version.number] = f"{found['metric']} {found['score']:.3f} ({found['split']}, n={found['n']})"
-    return {"channels": {n: ", ".join(c) for n, c in on_version.items()}, "last full eval": metrics}
+    columns = {"channels": {n: ", ".join(c) for n, c in on_version.items()}, "last full eval": metrics}
+    if invalid:
+        columns["problem"] = invalid
+    return columns
 
 
 @dataclass(frozen=True)
@@ -458,31 +576,109 @@ class PromptStatus:
     error: Optional[str] = None  # why this prompt could not be read (file:line and what is wrong); the other fields are empty
 
 
-def status() -> list[PromptStatus]:
-    """Every prompt with its channel versions, whether its file moved past production, and its last full eval.
+@dataclass(frozen=True)
+class StatusReport:
+    """`promptops status`: a row per prompt, and every inconsistency seen, one sentence each.
+
+    Iterating over it gives the rows. A problem is something that will bite later if nobody acts: git
+    and the registry disagree, a move was interrupted, the channels file has a conflict or edits, a
+    prompt serves channels but its file is gone, the tracking store cannot be read."""
+
+    prompts: tuple[PromptStatus, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not any(row.error for row in self.prompts)
+
+    def __iter__(self) -> Iterator[PromptStatus]:
+        return iter(self.prompts)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def summary(self) -> dict[str, Any]:
+        return {"prompts": [dataclasses.asdict(row) for row in self.prompts], "problems": list(self.problems)}
+
+
+def status() -> StatusReport:
+    """Every prompt with its channel versions, whether its file moved past production, and its last full eval,
+    and every inconsistency between git, the registry and the work tree that can be seen from here.
 
     A prompt whose files cannot be read (a broken YAML, a damaged channels file) is a row with its
     `error`, so one bad file does not hide the others.
     """
+    from promptops import tracking
     from promptops.artifact import list_prompts
     from promptops.errors import RepositoryError, TrackingError
 
+    root = find_project_root()
+    repo = versions.open_repo(root / "prompts")
+    problems: list[str] = []
+    store_error: list[str] = []  # the tracking store's problem, once: after it, no further MLflow calls
+
+    def from_store(function, *args, **kwargs):
+        if store_error:
+            return None
+        try:
+            return function(*args, **kwargs)
+        except TrackingError as exc:
+            store_error.append(str(exc))
+            return None
+
+    interrupted = read_interrupted_move(repo)
+    if interrupted is not None:
+        problems.append(interrupted.message)
     rows = []
-    for listing in list_prompts():
+    listed = set()
+    for listing in list_prompts(root):
+        listed.add(listing.name)
         error = listing.error
         if listing.prompt is not None:
             try:
-                rows.append(_prompt_status(listing.path, listing.prompt))
+                rows.append(_prompt_status(listing.path, listing.prompt, from_store))
                 continue
-            except (RepositoryError, TrackingError):
-                raise  # no repository or no MLflow: every row would say the same, so say it once
+            except RepositoryError:
+                raise  # no repository: every row would say the same, so say it once
             except PromptopsError as exc:  # a damaged channels file, a committed version that does not parse
                 error = str(exc)
         rows.append(PromptStatus(listing.name, {}, None, None, None, error=error))
-    return rows
+    channel_names = sorted(path.stem for path in (root / "prompts" / "channels").glob("*.yaml"))
+    for name in channel_names:
+        path = channels_file(name, root)
+        relative = versions.relative_path(repo, path)
+        if versions.is_conflicted(repo, path):
+            problems.append(f"{relative} has an unresolved merge conflict: keep one side (`git checkout --ours -- {relative}` "
+                            f"or `--theirs`), then `git add` and commit; promote and rollback refuse until then")
+        elif versions.has_uncommitted_changes(path) and (interrupted is None or interrupted.prompt != name):
+            problems.append(f"{relative} has uncommitted changes, which are never served: drop them with "
+                            f"`git checkout HEAD -- {relative}` (channels move only through promote and rollback)")
+        try:
+            found = pointers(name, root)
+        except PromptopsError as exc:
+            problems.append(str(exc))
+            continue
+        if name not in listed and found:
+            served = ", ".join(f"{channel} {pointer.label}" for channel, pointer in found.items())
+            problems.append(f"prompts/{name}.yaml does not exist but {relative} still serves {served}: restore the file "
+                            f"(`git checkout HEAD -- prompts/{name}.yaml`), or commit its deletion and roll the channels back")
+            continue
+        if name in listed and not store_error:
+            for drift in from_store(sync, [name], repair=False) or ():
+                problems.append(f"{name} {drift.channel}: git serves {drift.git_label or 'nothing'} but {drift.problem}; "
+                                "run `promptops sync` to make the registry agree with git")
+    if store_error:
+        problems.append(store_error[0])
+    else:
+        for row in rows:
+            pending = from_store(tracking.pending_move, row.prompt) if row.channels else None
+            if pending and (interrupted is None or interrupted.prompt != row.prompt):
+                problems.append(f"{row.prompt}: the registry is tagged with a move that did not finish ({pending}): "
+                                "run `promptops sync`")
+    return StatusReport(tuple(rows), tuple(problems))
 
 
-def _prompt_status(prompt_file: Path, prompt: Prompt) -> PromptStatus:
+def _prompt_status(prompt_file: Path, prompt: Prompt, from_store: Any) -> PromptStatus:
     from promptops import tracking
 
     name = prompt_file.stem
@@ -493,7 +689,7 @@ def _prompt_status(prompt_file: Path, prompt: Prompt) -> PromptStatus:
     changed = None if production is None else (
         versions.has_uncommitted_changes(prompt_file)
         or versions.version_label(prompt_file, production.commit, history) != (history[-1].label if history else None))
-    evals = tracking.last_evals(name, full_split=True)
+    evals = from_store(tracking.last_evals, name, full_split=True) or {}
     return PromptStatus(name, labels, history[-1].number if history else None, changed, evals.get(prompt.content_hash))
 
 
@@ -516,14 +712,20 @@ def sync(names: Optional[list[str]] = None, *, repair: bool = True) -> list[Drif
     from promptops import tracking
 
     root = find_project_root()
+    drifts = []
     if repair:
         repo = versions.open_repo(root / "prompts")
         with channel_lock(repo):
-            finish_interrupted_move(repo)
+            interrupted = finish_interrupted_move(repo)
+        if interrupted is not None:
+            git_label = interrupted.label if interrupted.outcome == "finished" else interrupted.serving
+            drifts.append(Drift(interrupted.prompt, interrupted.channel, git_label, None, interrupted.outcome != "reverted",
+                                interrupted.message))
+    given = bool(names)
     names = names or sorted(set(p.stem for p in (root / "prompts" / "channels").glob("*.yaml")))
-    drifts = []
     for name in names:
-        prompt_file = resolve_prompt_path(name)
+        # A channels file outlives a deleted prompt file: git still has the file at the channel's commit.
+        prompt_file = resolve_prompt_path(name) if given else root / "prompts" / f"{name}.yaml"
         state = read_channels(name)
         found = pointers_in(state)
         aliases = tracking.registry_aliases(name)
@@ -583,11 +785,8 @@ def _check_channel(channel: str) -> None:
 
 
 def _who(repo: Any) -> str:
-    try:
-        reader = repo.config_reader()
-        return f"{reader.get_value('user', 'name')} <{reader.get_value('user', 'email')}>"
-    except Exception:
-        return getpass.getuser()
+    """The author git writes into the move's commit (GIT_AUTHOR_NAME/EMAIL, else the config), as the audit's `by`."""
+    return versions.author_identity(repo) or getpass.getuser()
 
 
 def _plain(value: Any) -> Any:
