@@ -80,6 +80,35 @@ def test_a_gate_rule_in_the_prompt_file_decides(git_project, mlflow_store, liter
     assert result.exit_code == 1 and "prompts/banking_intent.yaml:" in result.stderr and "rule" in result.stderr
 
 
+def test_a_first_promotion_is_gated_against_the_version_before_it(git_project, mlflow_store, literal_model, edit_prompt,
+                                                                   commit_all, assert_one_line_error) -> None:
+    """Issue 26: with no production yet, v2 is compared with v1, and the verdict says so; v1 alone has nothing before it."""
+    edit_prompt(NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
+    commit_all("One misread")
+    line = assert_one_line_error(CliRunner().invoke(main, ["promote", NAME, "--version", "v2"]))
+    assert "accuracy 0.975 vs 1.000 (previous version v1, no production yet): -0.025 (95% CI -0.075 to +0.000)" in line, line
+    assert line.endswith("nothing was changed")
+    assert "production" not in read_channels(NAME)
+    first = CliRunner().invoke(main, ["promote", NAME, "--version", "v1"])
+    assert first.exit_code == 0 and "accuracy 1.000 on n = 40, nothing to compare with" in first.stdout, first.output
+
+
+def test_a_rollback_goes_only_to_a_version_the_channel_served(git_project, mlflow_store, literal_model, edit_prompt,
+                                                              commit_all, assert_one_line_error) -> None:
+    """Issue 26: `rollback --to` a version production never served is a promote in disguise, and is refused."""
+    promptops.promote(NAME)
+    edit_prompt(NAME, "Read the customer's message", "Read the customer's message carefully.")
+    commit_all("Carefully")
+    edit_prompt(NAME, "carefully.", "very carefully.")
+    commit_all("Very carefully")
+    assert promptops.promote(NAME, version="v3").to_label == "v3"
+    line = assert_one_line_error(CliRunner().invoke(main, ["rollback", NAME, "--to", "v2"]))
+    assert line == ("Error: banking_intent production never served v2: a rollback goes back to a version production served "
+                    "before (v1); to serve v2, promote it (through the gate): promptops promote banking_intent --version v2"), line
+    assert read_channels(NAME)["production"]["label"] == "v3"
+    assert promptops.rollback(NAME, to="v1").to_label == "v1"
+
+
 # --- the optimizer's winner ---------------------------------------------------------------------
 
 

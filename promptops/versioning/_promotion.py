@@ -218,10 +218,16 @@ def promote(
     if start is not None and start.commit == target.commit:
         return _unmoved(name, channel, "promote", start, target)
     candidate = versions.load_prompt_at(prompt_file, target.commit)
-    current = versions.load_prompt_at(prompt_file, start.commit) if start else None
     spec = rule_for(candidate, rule=rule, tolerance=tolerance)
-    current_label = f"{channel} {display_label(prompt_file, start.commit, start.label)}" if start else None
-    verdict, evidence = run_gate(candidate, current, labels=(target.label, current_label), commits=(target.commit, start.commit if start else None),
+    if start is not None:
+        baseline_commit: Optional[str] = start.commit
+        current_label: Optional[str] = f"{channel} {display_label(prompt_file, start.commit, start.label)}"
+    else:  # a first promotion is gated too: against the version committed before it, if there is one
+        earlier = _version_before(prompt_file, target.commit)
+        baseline_commit = earlier.commit if earlier else None
+        current_label = f"previous version {earlier.label}, no {channel} yet" if earlier else None
+    current = versions.load_prompt_at(prompt_file, baseline_commit) if baseline_commit else None
+    verdict, evidence = run_gate(candidate, current, labels=(target.label, current_label), commits=(target.commit, baseline_commit),
                                  spec=spec, data=data, split=split, limit=limit, max_cost_usd=max_cost_usd)
     if not verdict.passed and not force:
         raise GateFailedError(f"gate failed for {name} {target.label} → {channel}: {verdict.line()}; nothing was changed")
@@ -267,6 +273,13 @@ def rollback(name: str, *, channel: str = "production", to: Optional[str] = None
         target = resolve(prompt_file, to)
         if target.commit == current.commit:
             raise PromptopsError(f"{name} {channel} already serves {target.label}")
+        served_before = _served_before(name, channel)
+        if target.commit not in served_before:
+            earlier = ", ".join(dict.fromkeys(display_label(prompt_file, commit, commit[:8]) for commit in served_before
+                                              if commit != current.commit)) or "none"
+            raise PromptopsError(
+                f"{name} {channel} never served {target.label}: a rollback goes back to a version {channel} served before "
+                f"({earlier}); to serve {target.label}, promote it (through the gate): promptops promote {name} --version {target.label}")
         prompt = versions.load_prompt_at(prompt_file, target.commit)
         move = _move_channel(repo, prompt_file, prompt, target, channel, "rollback", current, {}, reason)
         return dataclasses.replace(move, note=interrupted.message if interrupted else None)
@@ -500,6 +513,22 @@ def _step(name: str) -> None:
     """A named point of a move where tests kill the process (PROMPTOPS_KILL_AT=name) to prove atomicity."""
     if os.environ.get("PROMPTOPS_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _version_before(prompt_file: Path, commit: str) -> Optional[Any]:
+    """The committed version just before the one `commit` made, on this branch; None for v1 or a commit off the branch."""
+    history = versions.prompt_versions(prompt_file)
+    numbers = [version.number for version in history if version.commit == commit]
+    return history[numbers[0] - 2] if numbers and numbers[0] > 1 else None
+
+
+def _served_before(name: str, channel: str) -> list[str]:
+    """Every commit the channel has pointed at, oldest first, from its committed history."""
+    served = []
+    for entry in read_channels(name)["history"]:
+        if entry.get("channel") == channel:
+            served += [commit for commit in (entry.get("from_commit"), entry.get("commit")) if commit]
+    return served
 
 
 def _refuse_branch_state(repo: Any) -> None:
