@@ -97,7 +97,7 @@ def test_a_worse_instruction_fails_and_the_report_names_the_regression(repo, lit
     assert "| `banking_intent` | accuracy | 1.000 (v1 at base) |" in report and "| ❌ fail |" in report
     assert "Gate: accuracy 0.083 vs 1.000 (v1 at base): -0.917 (95% CI -1.000 to -0.750), McNemar p < 0.001, n = 12;" in report
     assert "rule non_inferior (tolerance 0.02) fails" in report
-    assert "- **the interval's lower bound -" in report and "is below -0.02: these 12 examples do not show it is not worse**" in report
+    assert "- **the interval's lower bound -" in report and "is below -0.02: these 12 examples do not show it is not worse; at a difference of -0.917 no number of examples would**" in report
     assert "Changed: `prompts/banking_intent.yaml`." in report
     assert "Reproduce: `promptops compare banking_intent@" in report
 

@@ -40,7 +40,7 @@ def test_one_answer_worse_on_40_rows_fails_non_inferiority_and_check_prints_the_
     numbers = verdict_numbers(line)
     assert numbers.startswith("accuracy 0.975 vs 1.000 (production v1): -0.025 (95% CI -0.075 to +0.000), McNemar p = 1, n = 40;")
     assert line.endswith("fails: the interval's lower bound -0.075 is below -0.02: these 40 examples do not show it is not worse;"
-                         " nothing was changed")
+                         " at a difference of -0.025 no number of examples would; nothing was changed")
     assert read_channels(NAME)["production"]["label"] == "v1"
 
     # check judges the same pair (production v1 against the file, which is v2) with the same gate: the same numbers
@@ -78,6 +78,42 @@ def test_a_gate_rule_in_the_prompt_file_decides(git_project, mlflow_store, liter
     edit_prompt(NAME, "gate: {rule: not_worse, tolerance: 0.03}", "gate: {rule: sometimes}")
     result = CliRunner().invoke(main, ["eval", NAME, "--limit", "1", "--no-track"])
     assert result.exit_code == 1 and "prompts/banking_intent.yaml:" in result.stderr and "rule" in result.stderr
+
+
+def test_a_refusal_says_how_many_rows_the_difference_would_need_and_superior_asks_for_better() -> None:
+    """Issue 26: a real +0.083 on 60 rows (95% CI -0.067 to +0.233) fails non-inferiority at 0.02; about 128 rows would pass."""
+    from promptops.artifact import GateSpec
+    from promptops.evaluation import gate_verdict, rows_needed
+    from promptops.evaluation._stats import Interval
+
+    observed = Interval(0.083, -0.067, 0.233, 0.95, 2000)
+    assert rows_needed(observed, 60, -0.02) == 128
+    assert rows_needed(observed, 60, 0.0) == 196
+    assert rows_needed(Interval(-0.025, -0.075, 0.0, 0.95, 2000), 40, -0.02) is None  # below the bound: no sample shows it
+    assert rows_needed(Interval(0.0, 0.0, 0.0, 0.95, 2000), 40, -0.02) is None  # identical answers: the interval has no width
+
+    class Side:
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+    class Result:
+        metric, n, score, cost_usd = "accuracy", 60, 0.55, None
+
+    class Paired:
+        a, b, n, a_score, b_score, a_cost_usd, difference, b_result = Side("production v1"), Side("v2"), 60, 0.467, 0.55, None, observed, Result()
+
+        class mcnemar:
+            p_value = 0.3
+
+    refused = gate_verdict(GateSpec(), comparison=Paired())
+    assert not refused.passed and refused.reasons == (
+        "the interval's lower bound -0.067 is below -0.02: these 60 examples do not show it is not worse; at this difference "
+        "about 128 examples would (the interval narrows as 1/√n)",)
+    superior = gate_verdict(GateSpec(rule="superior"), comparison=Paired())
+    assert superior.decided_by == "superior" and superior.reasons[0].startswith(
+        "the interval's lower bound -0.067 is not above 0: these 60 examples do not show it is better; at this difference about 196")
+    Paired.difference = Interval(0.083, 0.01, 0.15, 0.95, 2000)
+    assert gate_verdict(GateSpec(rule="superior"), comparison=Paired()).passed
 
 
 def test_a_first_promotion_is_gated_against_the_version_before_it(git_project, mlflow_store, literal_model, edit_prompt,

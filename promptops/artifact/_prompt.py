@@ -98,7 +98,7 @@ class FieldSpec(Strict):
 class GateSpec(Strict):
     """How promote, check and the optimizer decide that a candidate may replace a version (promptops.evaluation._gate)."""
 
-    rule: Literal["non_inferior", "not_worse"] = "non_inferior"
+    rule: Literal["non_inferior", "not_worse", "superior"] = "non_inferior"
     tolerance: float = Field(0.02, ge=0, le=1)  # in units of the primary metric
     confidence: float = Field(0.95, gt=0.5, lt=1)
 

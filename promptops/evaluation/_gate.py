@@ -12,6 +12,12 @@ The rules (`eval: {gate: {rule: ..., tolerance: ...}}` in the prompt file):
   `-tolerance`, i.e. the data show, at the interval's confidence, that it is not worse by more
   than the tolerance.
 - `not_worse`: the point rule: the candidate's score is at least the other's minus the tolerance.
+- `superior`: the candidate passes when the interval's lower bound is above 0, i.e. the data show
+  it is better (the tolerance plays no part): for a change whose whole point is to improve.
+
+A refusal says how many examples the observed difference would need to pass: an interval narrows
+as 1/√n, so at the same difference and spread, n·(half-width / (difference − bound))² rows would
+put its lower bound on the bound (an estimate, not a promise: the difference itself may move).
 
 Why `non_inferior` by default: eval splits are small. On 40 rows one answer is 2.5 points, so a
 point comparison lets a regression through whenever noise favours it, and an optimizer that
@@ -28,6 +34,7 @@ bootstrap's own spread.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -40,7 +47,7 @@ if TYPE_CHECKING:
     from promptops.evaluation._run import EvalResult
     from promptops.evaluation._stats import Interval
 
-RULES = ("non_inferior", "not_worse")
+RULES = ("non_inferior", "not_worse", "superior")
 
 
 def rule_for(prompt: Prompt, *, rule: Optional[str] = None, tolerance: Optional[float] = None) -> GateSpec:
@@ -81,7 +88,7 @@ class Verdict:
 
     @property
     def decided_by(self) -> str:
-        return f"{self.rule} (tolerance {self.tolerance:g})"
+        return self.rule if self.rule == "superior" else f"{self.rule} (tolerance {self.tolerance:g})"
 
     def line(self) -> str:
         """One line with every number: `accuracy 0.450 vs 0.475 (production v1): -0.025 (95% CI ...), McNemar p = 1, n = 40; ...`"""
@@ -126,7 +133,11 @@ def gate_verdict(
     if comparison is not None:
         if spec.rule == "non_inferior" and difference.low < -spec.tolerance - 1e-12:
             reasons.append(f"the interval's lower bound {md.signed(difference.low)} is below -{spec.tolerance:g}: "
-                           f"these {comparison.n} examples do not show it is not worse")
+                           f"these {comparison.n} examples do not show it is not worse"
+                           + _rows_needed(difference, comparison.n, -spec.tolerance))
+        elif spec.rule == "superior" and difference.low <= 1e-12:
+            reasons.append(f"the interval's lower bound {md.signed(difference.low)} is not above 0: "
+                           f"these {comparison.n} examples do not show it is better" + _rows_needed(difference, comparison.n, 0.0))
         elif spec.rule == "not_worse" and comparison.b_score < comparison.a_score - spec.tolerance - 1e-12:
             reasons.append(f"{comparison.b_score:.3f} is below {comparison.a_score:.3f} by more than {spec.tolerance:g}")
     if threshold is not None and result.score < threshold:
@@ -143,6 +154,23 @@ def gate_verdict(
         baseline_cost_usd=comparison.a_cost_usd if comparison is not None else None,
         max_cost_usd=max_cost_usd, reasons=tuple(reasons),
     )
+
+
+def rows_needed(difference: "Interval", n: int, bound: float) -> Optional[int]:
+    """About how many paired examples would put the interval's lower bound on `bound` at this difference and spread;
+    None when no number would (the difference itself is at or below the bound) or the interval has no width."""
+    half_width = difference.estimate - difference.low
+    margin = difference.estimate - bound
+    if margin <= 1e-12 or half_width <= 1e-12 or n <= 0:
+        return None
+    return max(n + 1, math.ceil(n * (half_width / margin) ** 2))
+
+
+def _rows_needed(difference: "Interval", n: int, bound: float) -> str:
+    needed = rows_needed(difference, n, bound)
+    if needed is None:
+        return f"; at a difference of {md.signed(difference.estimate)} no number of examples would"
+    return f"; at this difference about {needed} examples would (the interval narrows as 1/√n)"
 
 
 def _round(value: Optional[float]) -> Optional[float]:
