@@ -214,10 +214,10 @@ def test_a_cap_of_a_few_calls_stops_the_study_with_partial_results(study_project
     assert study.model_calls <= 10
     states = [t.state for t in study.trials]
     assert states[0] == "COMPLETE" and states[-1] == "FAIL" and len(states) < 5
-    assert study.front and study.front[0].number == 0  # the finished trial is kept and reported
-    assert result.test.note and "max_model_calls" in result.test.note  # no budget left for the test eval
-    assert study_project.head.commit.hexsha == head_before and result.adopted.version is None  # unjudged: nothing written
-    assert "not written" in result.adopted.note and "max_model_calls" in result.adopted.note
+    assert study.front and study.front[0].number == 0 == study.baseline_trial  # the finished trial is kept and reported
+    # the only finished trial is the file as committed: nothing to test, nothing to write
+    assert study_project.head.commit.hexsha == head_before and result.adopted.version is None
+    assert result.adopted.note == "the prompt as it is won: no new version written"
 
 
 @pytest.mark.model
@@ -290,3 +290,31 @@ def test_a_repeated_configuration_reuses_the_earlier_result_without_model_calls(
     assert trials[0].model_calls > 0 and [t.model_calls for t in trials[1:]] == [0, 0]
     assert [t.values for t in trials[1:]] == [trials[0].values] * 2
     assert [p.number for p in result.study.front] == [0]
+
+
+def test_the_baseline_trial_is_the_file_as_committed_with_its_demos(git_project, mlflow_store, literal_model, commit_all) -> None:
+    """Issue 26: trial 0 used to be the file's model and instruction with no demos (logged `demos 0`), a false baseline."""
+    import mlflow
+
+    import promptops
+    from promptops import tracking
+
+    root = Path(git_project.working_tree_dir)
+    prompt_file = root / "prompts" / f"{NAME}.yaml"
+    prompt_file.write_text(prompt_file.read_text() + "demos:\n  - {text: 'Where is my new card?', intent: card_arrival}\n"
+                           "  - {text: 'What rate do you give for euros?', intent: exchange_rate}\n")
+    (root / "experiments" / "with_demos.yaml").write_text(
+        "name: with_demos\nprompt: banking_intent\nsearch:\n  models: [scripted/literal]\n  optimizers: [none, labeled]\n"
+        "  demos: [1]\n  train_limit: 8\n  dev_limit: 8\nbudget:\n  n_trials: 3\npruning:\n  rungs: [4]\n")
+    commit_all("Two demos, and a search")
+    committed = promptops.load_prompt(NAME)
+    assert len(committed.demos) == 2
+    result = promptops.optimize("with_demos", write_winner=False)
+    baseline = result.study.trials[0]
+    assert result.study.baseline_trial == 0 and baseline.state == "COMPLETE"
+    study = __import__("optuna").load_study(study_name=result.study.study, storage=result.study.storage)
+    assert promptops.artifact.parse_prompt(study.trials[0].user_attrs["candidate"], "trial 0").content_hash == committed.content_hash
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    runs = mlflow.search_runs(experiment_names=[NAME], filter_string=f"tags.`mlflow.parentRunId` = '{result.study.parent_run_id}'")
+    first = runs[runs["params.trial"] == "0"] if "params.trial" in runs else runs.sort_values("start_time").head(1)
+    assert first["params.demos"].tolist() == ["2"] and first["params.optimizer"].tolist() == ["none"], first.T

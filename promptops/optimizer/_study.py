@@ -25,7 +25,7 @@ from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.evaluation import load_dataset
 from promptops.errors import PromptopsError
 from promptops.evaluation import resolve_metric
-from promptops.optimizer._candidates import TrialConfig, compile_candidate, example_metric
+from promptops.optimizer._candidates import TrialConfig, compile_candidate, configured_prompt, example_metric
 from promptops.optimizer._experiment import Experiment, load_experiment
 from promptops.optimizer._front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
 
@@ -332,6 +332,18 @@ def _sampler(experiment: Experiment, seed: Optional[int] = None) -> Any:
                                       constant_liar=True)
 
 
+def _as_committed(config: TrialConfig, base: Prompt) -> TrialConfig:
+    """The baseline trial's configuration as the prompt file has it, for its MLflow params and the trial table:
+    its own model, temperature, instruction, demos and calibration, and no optimizer."""
+    from promptops.models import is_local
+
+    return dataclasses.replace(
+        config, model=base.model, optimizer="none", demos=len(base.demos), temperature=base.model.temperature,
+        instruction_index=0, instruction=base.instructions,
+        calibrate=bool(base.model.params.get("calibrate", False)) if is_local(base.model.id) else False,
+        max_steps=base.loop.max_steps if base.is_agent else None, tool_variant=0, tool_descriptions=None)
+
+
 def _baseline_params(context: StudyContext) -> dict[str, Any]:
     """The prompt as it is: its own model if the space has it, its instruction, no optimizer."""
     space = context.experiment.search
@@ -462,7 +474,13 @@ def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget:
     from promptops.optimizer import _runs as runs
 
     config = _suggest(trial, context)
-    earlier = _same_configuration(study, trial)
+    baseline = bool(trial.user_attrs.get("baseline"))
+    if baseline:
+        config = _as_committed(config, context.base)
+    # The baseline trial is the file as committed (its demos too), whatever its params say: it answers for a later trial
+    # only if that trial's configuration builds the very same prompt.
+    earlier = None if baseline else _same_configuration(
+        study, trial, with_baseline=config.optimizer == "none" and configured_prompt(context.base, config).content_hash == context.base.content_hash)
     if earlier is not None:
         _repeat(study, trial, earlier, context, parent_run_id, config, progress)
         return
@@ -487,8 +505,11 @@ def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget:
     candidate: Optional[Prompt] = None
     try:
         show(f"compiling ({config.optimizer}, {config.demos} demos, {config.model.id})")
-        candidate = compile_candidate(context.base, config, context.train, context.score, seed=context.experiment.seed + trial.number,
-                                      reflection_model=context.experiment.search.reflection_model)
+        if baseline:  # the file as committed, demos, calibration and all: what every winner is measured against
+            candidate = context.base
+        else:
+            candidate = compile_candidate(context.base, config, context.train, context.score, seed=context.experiment.seed + trial.number,
+                                          reflection_model=context.experiment.search.reflection_model)
         trial.set_user_attr("compile_model_calls", budget.own_model_calls - calls_before)
         account()
         result = None
@@ -524,7 +545,7 @@ def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget:
         progress.last = f"trial {trial.number} failed: {exc}"
 
 
-def _same_configuration(study: Any, trial: Any) -> Any:
+def _same_configuration(study: Any, trial: Any, *, with_baseline: bool = True) -> Any:
     """A finished trial with exactly these parameters: TPE samples a good point again once it has found it.
 
     One that another worker is running now is waited for, so no configuration is evaluated twice;
@@ -535,7 +556,8 @@ def _same_configuration(study: Any, trial: Any) -> Any:
     while True:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
         # Only an earlier trial is waited for: two workers that drew the same point must not wait for each other.
-        same = [t for t in trials if t.number < trial.number and t.params == trial.params]
+        same = [t for t in trials if t.number < trial.number and t.params == trial.params
+                and (with_baseline or not t.user_attrs.get("baseline"))]
         finished = next((t for t in same if t.state != TrialState.RUNNING), None)
         if finished is not None or not same:
             return finished
