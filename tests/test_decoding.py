@@ -42,8 +42,8 @@ def test_labels_by_likelihood_match_grammar_sampling_and_always_parse(repo_root,
     prompt = promptops.load_prompt(repo_root / "prompts" / "banking_intent.yaml")
     rows = load_dataset(prompt, repo_root / "experiments" / "data" / "banking_intent", "dev").head(16).examples
     # The same text before the label, the label sampled under its grammar a token at a time:
-    sampled = _predict(prompt, rows, decoding="guided-sampled")
-    guided = _predict(prompt, rows)
+    sampled = _predict(prompt, rows, decoding="guided-sampled", calibrate=False)
+    guided = _predict(prompt, rows, calibrate=False)
     same = sum(a == b for a, b in zip(sampled, guided))
     assert same >= 0.9 * len(rows), (same, sampled, guided)
     assert len(answers) == 2 * len(rows)
@@ -76,12 +76,19 @@ def test_extraction_keys_come_in_declared_order_in_both_modes(repo_root, answers
 def test_calibration_offsets_the_label_the_prompt_favours(repo_root) -> None:
     prompt = promptops.load_prompt(repo_root / "prompts" / "banking_intent.yaml")
     rows = load_dataset(prompt, repo_root / "experiments" / "data" / "banking_intent", "dev").head(16).examples
-    plain = _predict(prompt, rows)
-    calibrated = _predict(prompt, rows, calibrate=True)
+    plain = _predict(prompt, rows, calibrate=False)
+    calibrated = _predict(prompt, rows)  # label choices are calibrated by default
     expected = [{"intent": row.expected["intent"]} for row in rows]
     # Uncalibrated, SmolLM2 gives nearly every message the same label; calibrated, it spreads them.
     assert len({p["intent"] for p in calibrated}) > len({p["intent"] for p in plain})
     assert sum(p == e for p, e in zip(calibrated, expected)) > sum(p == e for p, e in zip(plain, expected))
+
+
+def test_by_default_only_label_choices_are_calibrated_not_null_or_a_value(repo_root, answers) -> None:
+    """restaurant_booking has no labels, only nullable slots: the default leaves its answers as uncalibrated ones."""
+    prompt = promptops.load_prompt(repo_root / "prompts" / "restaurant_booking.yaml")
+    rows = load_dataset(prompt, repo_root / "experiments" / "data" / "restaurant_booking", "dev").head(3).examples
+    assert _predict(prompt, rows) == _predict(prompt, rows, calibrate=False)
 
 
 def test_interleaved_prompts_find_their_prefix_kept(repo_root, answers) -> None:

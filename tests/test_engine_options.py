@@ -25,6 +25,8 @@ def test_engine_options_change_the_model_name_dspy_caches_under() -> None:
     assert engine_model_name("local/smollm2-135m", {}) == "local/smollm2-135m"
     assert engine_model_name("local/smollm2-135m", {"decoding": "guided"}) == "local/smollm2-135m"
     assert engine_model_name("local/smollm2-135m", {"calibrate": True}) == "local/smollm2-135m[calibrate]"
+    assert engine_model_name("local/smollm2-135m", {"calibrate": "labels"}) == "local/smollm2-135m"  # the default
+    assert engine_model_name("local/smollm2-135m", {"calibrate": False}) == "local/smollm2-135m[uncalibrated]"
     assert engine_model_name("local/smollm2-135m", {"decoding": "grammar", "calibrate": True}) == \
         "local/smollm2-135m[decoding=grammar,calibrate]"
     lm = build_lm(ModelSpec(id="local/smollm2-135m", params={"calibrate": True}), cache=False)
@@ -37,6 +39,16 @@ def test_engine_options_are_refused_where_they_cannot_apply() -> None:
         build_lm(ModelSpec(id="openai/gpt-4o-mini", params={"calibrate": True}))
     with pytest.raises(ValueError, match="decoding must be one of guided, guided-sampled, grammar"):
         build_lm(ModelSpec(id="local/smollm2-135m", params={"decoding": "beam"}))
+    with pytest.raises(ValueError, match="calibrate must be true, false or 'labels'"):
+        build_lm(ModelSpec(id="local/smollm2-135m", params={"calibrate": "sometimes"}))
+
+
+def test_label_choices_are_calibrated_by_default_on_the_embedded_engine() -> None:
+    """Issue 26: uncalibrated, the embedded models give one label to almost every input; calibration of the label
+    choice is the default, and null-or-a-value decisions (extraction slots) stay uncalibrated unless asked for."""
+    lm = build_lm(ModelSpec(id="local/smollm2-135m"), cache=False)
+    assert lm._engine_spec.calibrate == "labels"
+    assert build_lm(ModelSpec(id="local/smollm2-135m", params={"calibrate": False}), cache=False)._engine_spec.calibrate is False
 
 
 def test_a_trial_turns_calibration_on_for_embedded_models_only() -> None:
@@ -45,7 +57,7 @@ def test_a_trial_turns_calibration_on_for_embedded_models_only() -> None:
     assert prompt.model.params == {"n_ctx": 2048, "calibrate": True}
     assert local.params()["calibrate"] is True
     off = configured_prompt(prompt, TrialConfig(ModelSpec(id="local/smollm2-135m"), "none", 0, 0.0, 0, "Route it."))
-    assert off.model.params == {"n_ctx": 2048}
+    assert off.model.params == {"n_ctx": 2048, "calibrate": False}  # explicit: unset, label choices are calibrated
     hosted = TrialConfig(ModelSpec(id="openai/gpt-4o-mini"), "none", 0, 0.0, 0, "Route it.", calibrate=True)
     assert "calibrate" not in configured_prompt(PROMPT, hosted).model.params
 

@@ -324,10 +324,11 @@ class Calibration:
     choices), so each decision's baseline is computed once per prompt and kept by the engine.
     """
 
-    def __init__(self, content_free_tokens: Sequence[int], store: dict[Any, np.ndarray]):
+    def __init__(self, content_free_tokens: Sequence[int], store: dict[Any, np.ndarray], *, labels_only: bool = False):
         self.content_free_tokens = list(content_free_tokens)
         self.key = hash(tuple(self.content_free_tokens))
         self.store = store
+        self.labels_only = labels_only  # calibrate the choice among labels, not null-or-a-value (where it drops real values)
 
     def at(self, plan: Sequence[Part], index: int) -> Baseline:
         """The baseline for the decision of plan part `index`."""
@@ -395,7 +396,8 @@ def _reserve(decoder: Decoder, rest: Sequence[Part]) -> int:
 def _decode_parts(decoder: Decoder, plan: Sequence[Part], calibration: Optional[Calibration], sample_choices: bool,
                   confidence: dict[str, float], chosen: dict[str, str], cut: list[str], reserve: int = 0) -> str:
     for index, part in enumerate(plan):
-        baseline = calibration.at(plan, index) if calibration is not None and not isinstance(part, Text) else None
+        calibrated = calibration is not None and not isinstance(part, Text) and not (calibration.labels_only and isinstance(part, Free))
+        baseline = calibration.at(plan, index) if calibrated else None
         follow = plan[index + 1].text if index + 1 < len(plan) and isinstance(plan[index + 1], Text) else ""
         if isinstance(part, Text):
             if not decoder.append(decoder.tokenize(part.text)):

@@ -198,6 +198,9 @@ def _grammar_for(schema_json: str) -> Any:
 
 
 DECODINGS = ("guided", "guided-sampled", "grammar")
+# Contextual calibration: of every decision (True), of none (False), or of label choices only ("labels", the default:
+# uncalibrated, a small model gives one label to almost every input; calibrating null-or-a-value drops real values).
+CALIBRATIONS = (True, False, "labels")
 
 
 class LlamaEngine:
@@ -205,8 +208,8 @@ class LlamaEngine:
 
     `decoding="guided"` (the default) writes a schema's fixed text without sampling and picks
     enum labels by likelihood (`promptops.models._decoder`); `"grammar"` samples the whole answer
-    under the schema's grammar. `calibrate=True` offsets label choices by what the prompt gives a
-    content-free input. Each request reports its label confidences in `provider_data`.
+    under the schema's grammar. `calibrate` offsets decisions by what the prompt gives a content-free
+    input: label choices only (`"labels"`, the default), every decision (`True`: null-or-a-value too), or none. Each request reports its label confidences in `provider_data`.
     """
 
     supports_response_schema = True
@@ -215,9 +218,11 @@ class LlamaEngine:
     supported_params = frozenset({"temperature", "max_tokens", "top_p", "top_k", "stop", "seed", "response_format"})
 
     def __init__(self, model_id: str, path: str | Path, context_tokens: int = DEFAULT_CONTEXT_TOKENS, *,
-                 decoding: str = "guided", calibrate: bool = False):
+                 decoding: str = "guided", calibrate: "bool | str" = "labels"):
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
+        if calibrate not in CALIBRATIONS:
+            raise ValueError(f"calibrate must be true, false or 'labels', not {calibrate!r}")
         self.model_id = model_id
         self.path = Path(path)
         self.context_tokens = context_tokens
@@ -278,7 +283,7 @@ class LlamaEngine:
                 calibration = None
                 if self.calibrate:
                     calibration = _decoder.Calibration(loaded.prompt_tokens(content_free(messages), keep=True),
-                                                       loaded.baselines)
+                                                       loaded.baselines, labels_only=self.calibrate == "labels")
                 decoded = _decoder.decode_plan(decoder, plan, calibration, sample_choices=decoding == "guided-sampled")
             elif schema is not None:
                 decoded = _decoder.decode_grammar(decoder, _grammar_text_for(json.dumps(schema)))

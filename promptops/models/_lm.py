@@ -71,8 +71,11 @@ def engine_model_name(model_id: str, engine_options: dict[str, Any]) -> str:
     marks = []
     if engine_options.get("decoding", "guided") != "guided":
         marks.append(f"decoding={engine_options['decoding']}")
-    if engine_options.get("calibrate"):
+    calibrate = engine_options.get("calibrate", "labels")
+    if calibrate is True:
         marks.append("calibrate")
+    elif calibrate is False:
+        marks.append("uncalibrated")
     return f"{model_id}[{','.join(marks)}]" if marks else model_id
 
 

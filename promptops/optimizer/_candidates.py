@@ -61,7 +61,8 @@ def configured_prompt(base: Prompt, config: TrialConfig) -> Prompt:
     model = base.model.model_copy(update={**overrides, "temperature": config.temperature})
     if is_local(model.id):
         params = {key: value for key, value in model.params.items() if key != "calibrate"}
-        model = model.model_copy(update={"params": {**params, "calibrate": True} if config.calibrate else params})
+        # Explicit both ways: unset, the embedded engine calibrates label choices by default.
+        model = model.model_copy(update={"params": {**params, "calibrate": bool(config.calibrate)}})
     changes: dict[str, Any] = {"instructions": config.instruction, "model": model.model_dump(), "demos": []}
     if base.is_agent:
         loop = base.loop.model_dump()

@@ -340,7 +340,7 @@ def _as_committed(config: TrialConfig, base: Prompt) -> TrialConfig:
     return dataclasses.replace(
         config, model=base.model, optimizer="none", demos=len(base.demos), temperature=base.model.temperature,
         instruction_index=0, instruction=base.instructions,
-        calibrate=bool(base.model.params.get("calibrate", False)) if is_local(base.model.id) else False,
+        calibrate=bool(base.model.params.get("calibrate", "labels")) if is_local(base.model.id) else False,
         max_steps=base.loop.max_steps if base.is_agent else None, tool_variant=0, tool_descriptions=None)
 
 
@@ -354,7 +354,7 @@ def _baseline_params(context: StudyContext) -> dict[str, Any]:
         params["optimizer"] = space.optimizers[0]
         params["demos"] = space.demo_choices[0]
     if isinstance(space.calibrate, list) and len(set(space.calibrate)) > 1:
-        params["calibrate"] = bool(context.base.model.params.get("calibrate", False))
+        params["calibrate"] = bool(context.base.model.params.get("calibrate", "labels"))
     steps = space.step_choices
     if steps and len(steps) > 1:
         params["max_steps"] = min(steps, key=lambda count: abs(count - context.base.loop.max_steps))
