@@ -29,13 +29,14 @@ class _Group(click.Group):
     """Turns user mistakes into one line on stderr and a non-zero exit; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from promptops._secrets import redact
         from promptops.models import BudgetExhausted
         from promptops.errors import PromptopsError
 
         try:
             return super().invoke(ctx)
         except (PromptopsError, BudgetExhausted) as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {redact(str(exc))}", err=True)  # a message may quote what the user typed or a provider said
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted: stopped before anything was logged.", err=True)

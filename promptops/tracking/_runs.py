@@ -318,7 +318,7 @@ def _log_run(
     try:
         with mlflow.start_run(run_name=run_name) as run:
             mlflow.set_tags(redact_data(tags))
-            mlflow.log_params(params)
+            mlflow.log_params(redact_mapping(params))
             if metrics:
                 mlflow.log_metrics(metrics)
                 if model_id is not None:  # the same figures on the agent version's LoggedModel (MLflow's Agent versions page)

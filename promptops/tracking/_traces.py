@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
+from promptops._secrets import redact_data
 from promptops.errors import TrackingError
 from promptops.tracking._assessments import TraceAssessment, trace_assessments
 from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
@@ -60,22 +61,25 @@ class RequestSpan:
         from mlflow.tracing.constant import SpanAttributeKey
 
         for name, values in events:
-            self._span.add_event(SpanEvent(name, attributes={key: _attribute(value) for key, value in values.items()}))
+            self._span.add_event(SpanEvent(name, attributes={key: _attribute(value) for key, value in redact_data(values).items()}))
         if outputs is not None:
             self._span.set_outputs(outputs)
         # MLflow's own keys, so the trace list shows tokens and cost like any traced LLM call.
         self._span.set_attribute(SpanAttributeKey.CHAT_USAGE, {
             "input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens})
         self._span.set_attribute(SpanAttributeKey.LLM_COST, {"total_cost": cost_usd})
-        self._span.set_attributes(attributes)
-        self._mlflow.update_current_trace(tags=tags, model_id=model_id)  # model_id: an agent version's LoggedModel
+        self._span.set_attributes(redact_data(attributes))
+        # model_id: an agent version's LoggedModel
+        self._mlflow.update_current_trace(tags=redact_data(tags), model_id=model_id)
 
 
 @contextmanager
 def request_span(prompt_name: str, inputs: dict[str, Any], scrub: Callable[[Any], Any] = lambda value: value) -> Iterator[RequestSpan]:
     """A new trace in the prompt's experiment whose root span is open for the block; written even when the block raises.
 
-    The inputs and outputs of every span of the trace, the root's and DSPy's, pass through `scrub` when the span ends.
+    The inputs and outputs of every span of the trace, the root's and DSPy's, pass through `scrub` when the span ends;
+    every other attribute, event (an exception's message and stack trace) and status message, through the secret
+    scrubber.
     """
     from mlflow.entities import SpanType
     from mlflow.entities.trace_location import MlflowExperimentLocation
@@ -104,6 +108,11 @@ def _install_scrubber(mlflow: Any) -> None:
 
 
 def _scrub_span(span: Any) -> None:
+    """What a span of a promptops trace keeps: its inputs and outputs through the trace's `scrub`, and no secret in
+    its other attributes (DSPy's LM settings), its events (an exception's message and stack trace) or its status."""
+    from mlflow.entities import SpanStatus
+    from mlflow.tracing.constant import SpanAttributeKey
+
     scrub = _SCRUBBERS.get(span.trace_id)
     if scrub is None:
         return
@@ -111,6 +120,28 @@ def _scrub_span(span: Any) -> None:
         span.set_inputs(scrub(span.inputs))
     if span.outputs is not None:
         span.set_outputs(scrub(span.outputs))
+    for key, value in span.attributes.items():
+        if key not in (SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS) and (clean := redact_data(value)) != value:
+            span.set_attribute(key, clean)
+    _scrub_events(span)
+    status = span.status
+    if status.description and (description := redact_data(status.description)) != status.description:
+        span.set_status(SpanStatus(status.status_code, description=description))
+
+
+def _scrub_events(span: Any) -> None:
+    """Events are written once and MLflow's `LiveSpan` has no call to change one, so a span whose events hold a secret
+    gets them again, scrubbed, in OpenTelemetry's span (an exception's event is added by MLflow as the span fails)."""
+    otel_span = span._span
+    events = list(otel_span.events)
+    cleaned = [redact_data(dict(event.attributes or {})) for event in events]
+    if all(clean == dict(event.attributes or {}) for clean, event in zip(cleaned, events)):
+        return
+    from opentelemetry.sdk.trace import Event
+    from opentelemetry.sdk.util import BoundedList
+
+    otel_span._events = BoundedList.from_seq(otel_span._events._dq.maxlen, [
+        Event(event.name, clean, event.timestamp) for event, clean in zip(events, cleaned)])
 
 
 def with_dspy_spans(callbacks: list[Any]) -> list[Any]:
@@ -271,7 +302,7 @@ def annotate_current_span(attributes: dict[str, Any], event: Optional[tuple[str,
         return
     from mlflow.entities import SpanEvent
 
-    span.set_attributes(attributes)
+    span.set_attributes(redact_data(attributes))
     if event is not None:
         name, values = event
-        span.add_event(SpanEvent(name, attributes={key: _attribute(value) for key, value in values.items()}))
+        span.add_event(SpanEvent(name, attributes={key: _attribute(value) for key, value in redact_data(values).items()}))
