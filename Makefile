@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test bench bench-agent bench-engine bench-optimizer bench-faults bench-scale install doctor clean
+.PHONY: demo test bench bench-agent bench-engine bench-optimizer bench-faults bench-scale bench-secrets install doctor clean
 
 LLAMA_WHEEL := scripts/llama_wheel.sh
 
@@ -66,6 +66,9 @@ bench-optimizer: $(DEMO_STAMP)
 
 bench-faults: $(STAMP)
 	$(BIN)/python benchmarks/faults.py --out benchmarks/faults-results.json
+
+bench-secrets: $(STAMP)
+	$(BIN)/python benchmarks/secrets.py --out benchmarks/secrets-results.json
 
 bench-scale: $(STAMP)
 	scripts/ensure_postgres.sh

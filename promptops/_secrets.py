@@ -266,6 +266,8 @@ _ASSIGNMENT = (
 )
 _ENVIRONMENT_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _TRAILING_PUNCTUATION = ".,;:!?)]}>"
+# Words that own a token when glued to it (`authtoken`, `refreshtoken`); after another word, "token" is a word's end.
+_TOKEN_OWNERS = ("auth", "access", "refresh", "api", "session", "bearer", "bot", "user", "app", "client", "id", "csrf")
 _SENTENCE_GOES_ON = re.compile(r" [a-z]+\b")  # after `key: word`, another word: prose
 # Key names that are also words of prose ("Password: forgotten"): after them, `: word` is read as prose.
 _PROSE_NAMES = frozenset({"password", "passphrase", "secret", "token", "credential", "credentials"})
@@ -279,6 +281,12 @@ def _keep_assignment(match: re.Match[str], value: str, whole: str) -> bool:
     if "(" in value or "[" in value or value.lower() in _SECRET_KEYS or _ENVIRONMENT_NAME.fullmatch(value):
         return True  # `token = entry[slot]`, `token = _TASK.set(task)`, `page_token=token`, `api_key: OPENAI_API_KEY`: names
     name = whole[: len(whole) - (match.end() - match.start("sep"))].lower()
+    lead = whole[: len(whole) - len(match.group(0))]
+    if "public" in lead.lower() or "publishable" in lead.lower():
+        return True  # public_key, publicToken, publishable_key: meant to be seen
+    if match.group(0)[:5].lower() == "token" and lead[-1:].islower() and match.group(0)[0].islower() \
+            and not lead.lower().endswith(_TOKEN_OWNERS):
+        return True  # io.jsonwebtoken:jjwt: a word that ends in "token", not a token's name
     if value.isdigit() and len(value) <= 6 and not re.search(r"pass|pwd", name):
         return True  # max_token=512: a count, not a key
     if name.endswith("pwd") and value.startswith(("/", "~")):
@@ -298,7 +306,7 @@ def _keep_assignment(match: re.Match[str], value: str, whole: str) -> bool:
 
 # A long token of base64 or base64url characters: what a random key looks like when nothing names it.
 _TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![\w+/=-])")
-_WORD = re.compile(r"[A-Z]?[a-z]{3,}")
+_NAME_PART = re.compile(r"(?:[A-Z]?[a-z]{2,})+[0-9]*")  # `Instruct`, `KeyMeshing`, `Gost28147`
 _HEX_ID = re.compile(r"^(?:[a-z]{1,4}[-_])?[0-9a-fA-F-]+$")  # a SHA, a content hash, a run id, tr-<hex>, a UUID
 
 
@@ -319,7 +327,7 @@ def _keep_token(token: str) -> bool:
     if switches < 0.38 or shannon_entropy(body) < 3.5:
         return True
     parts = re.split(r"[-_/+]", body)
-    if len(parts) >= 3 and all(len(part) <= 8 or _WORD.fullmatch(part) for part in parts):
+    if len(parts) >= 3 and all(len(part) <= 8 or _NAME_PART.fullmatch(part) for part in parts):
         return True  # words and short pieces between separators: a path, a model (`SmolLM2-135M-Instruct-Q4_1`)
     return _readable_base64(token)
 

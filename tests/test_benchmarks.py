@@ -136,6 +136,22 @@ def test_scale(repo_root: Path, tmp_path: Path) -> None:
         assert run["wall_s"] > 0 and run["speed_up"] > 0 and 1 <= len(run["workers_seen"]) <= run["workers"]
 
 
+def test_secrets(repo_root: Path, tmp_path: Path) -> None:
+    figures = smoke(repo_root, tmp_path, "secrets")  # exits 1 when the detector misses its targets
+    corpus = figures["corpus"]
+    assert corpus["secrets"] >= 40 and corpus["kinds"] >= 15 and corpus["lookalikes"] >= 40
+    assert corpus["recall"] >= figures["targets"]["recall_at_least"] == 0.95
+    assert corpus["false_positive_rate"] <= figures["targets"]["false_positive_rate_at_most"] == 0.05
+    assert corpus["missed_examples"] == [] or corpus["recall"] < 1.0
+    assert figures["hand_list"]["recall"] < corpus["recall"]  # the baseline it replaced, scored the same way
+    assert figures["rules"]["gitleaks"] > 200
+    for scrubber in ("redact", "hand_list", "hand_list_expressions_only"):
+        assert set(figures["speed"][scrubber]) == {"readme_prose_us_per_kb", "eval_rows_jsonl_us_per_kb",
+                                                   "trace_spans_json_us_per_kb", "us_per_short_value"}
+        assert all(value > 0 for value in figures["speed"][scrubber].values())
+    assert figures["repository_masks"]["files"] > 0
+
+
 @pytest.mark.model
 def test_serving(repo_root: Path, tmp_path: Path) -> None:
     figures = smoke(repo_root, tmp_path, "serving")

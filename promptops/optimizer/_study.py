@@ -598,9 +598,10 @@ def _frozen(study: Any, number: int) -> Any:
 def _fail(study, trial, run_id, parent_run_id, candidate, spent, reason: str) -> None:
     from optuna.trial import TrialState
 
+    from promptops._secrets import redact
     from promptops.optimizer import _runs as runs
 
-    trial.set_user_attr("stopped_by", reason)
+    trial.set_user_attr("stopped_by", redact(reason))  # the study's storage keeps it: a provider's error may quote a key
     study.tell(trial, state=TrialState.FAIL)
     runs.log_trial(parent_run_id, study.study_name, trial.number, "FAIL", {}, spent,
                    candidate.to_yaml() if candidate is not None else None, run_id)

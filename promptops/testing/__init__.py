@@ -1,6 +1,7 @@
 """Test doubles for what promptops talks to: a scripted model behind the model string `scripted/NAME`
 (DSPy's adapter, cache and promptops' metering run as for any model), a fault-injecting OpenAI-compatible
-server, and a scripted agent it can serve (ReAct steps from a plan per task).
+server, a scripted agent it can serve (ReAct steps from a plan per task), and a corpus of real-shaped
+secrets (generated at run time) and look-alikes for the secret scrubber.
 
     from promptops.testing import FaultRates, FaultServer, ScriptedModel
 
@@ -23,6 +24,7 @@ from promptops.testing.fault_server import (
 )
 from promptops.testing.scripted_agent import AgentPlan, ScriptedAgent, plan
 from promptops.testing.scripted_model import Reply, ScriptedModel, ScriptedRequest
+from promptops.testing.secret_corpus import KINDS, Lookalike, SecretSample, lookalike_samples, secret_samples
 
 __all__ = [
     "AgentPlan",
@@ -30,13 +32,18 @@ __all__ = [
     "FAULTS",
     "FaultRates",
     "FaultServer",
+    "KINDS",
+    "Lookalike",
     "Reply",
+    "SecretSample",
     "ScriptedAgent",
     "ScriptedModel",
     "ScriptedRequest",
     "ServedRequest",
     "default_answer",
     "last_user_message",
+    "lookalike_samples",
     "plan",
     "request_schema",
+    "secret_samples",
 ]
