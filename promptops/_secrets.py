@@ -57,7 +57,6 @@ class Finding:
     end: int
     rule: str
 
-
 class _Allowlist:
     """One of a gitleaks rule's allowlists: a finding is kept (not a secret) when a regex matches its target
     (the secret, the whole match or its line) or the secret holds a stopword."""
@@ -251,8 +250,8 @@ def go_pattern(pattern: str) -> str:
 # --- promptops' own rules --------------------------------------------------------------------------
 
 # Values that stand for a secret without being one: a mask, a template variable, an empty or null value.
-_PLACEHOLDER = re.compile(r"""^(?:\*+|x+|\.+|<[^>]*>|\[[A-Z_]+\]|\$\{.*|\$[A-Z_]+|\{\{.*|%\(?\w*\)?s|null|none|nil|true|false|redacted|changeme)$""",
-                          re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"^(?:\*+|x+|\.+|<[^>]*>|\[[A-Z_]+\]|\$\{.*|\$[A-Z_]+|\{\{.*|%\(?\w*\)?s"
+                          r"|null|none|nil|true|false|redacted|changeme)$", re.IGNORECASE)
 # Key names that say the value is a secret, at the end of the key: db_password, client_secret, X-Api-Key, HF_TOKEN.
 # Each is a keyword of the rule, and the rule's regex begins with it (the rule is anchored).
 _SECRET_KEYS = ("password", "passwd", "passphrase", "pwd", "secret", "token", "api_key", "api-key", "apikey", "access_key",
@@ -534,8 +533,14 @@ def credential_in(value: Any, place: tuple[str | int, ...] = ()) -> Optional[tup
 def redact_mapping(values: dict[str, Any]) -> dict[str, Any]:
     """Drop keys that name secrets; mask secret-looking values in the rest (in nested lists and mappings too)."""
     environment_secrets = secret_values()
-    return {key: _redact_data(value, environment_secrets, None) for key, value in values.items()
-            if not (isinstance(key, str) and SECRET_NAME.search(key))}
+    clean = {}
+    for key, value in values.items():
+        if isinstance(key, str) and SECRET_NAME.search(key):
+            continue
+        redacted = _redact_data(value, environment_secrets, None)
+        # A value with nothing to mask is kept as it was (a tuple stays a tuple: MLflow logs its str()).
+        clean[key] = value if redacted == (list(value) if isinstance(value, tuple) else value) else redacted
+    return clean
 
 
 def redact_data(value: Any, *, max_chars: Optional[int] = None) -> Any:
@@ -579,6 +584,35 @@ def redact_yaml(text: str) -> str:
     import yaml
 
     return yaml.safe_dump(redact_data(yaml.safe_load(text)), sort_keys=False, allow_unicode=True, width=100)
+
+
+def scrub_log_records() -> None:
+    """From now on, every log record this process makes has its message and traceback redacted, whichever library
+    logs it (MLflow, DSPy, LiteLLM, Optuna) and wherever its handlers send it. For an application's process, as the
+    CLI's: it changes Python's log record factory. Installing it twice changes nothing."""
+    import logging
+
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_promptops_scrubs", False):
+        return
+
+    def scrubbed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its message: left for the handler to report
+            return record
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            import traceback
+
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return record
+
+    scrubbed_record._promptops_scrubs = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(scrubbed_record)
 
 
 def error_line(exc: BaseException, max_chars: int = 500) -> str:

@@ -29,10 +29,11 @@ class _Group(click.Group):
     """Turns user mistakes into one line on stderr and a non-zero exit; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from promptops._secrets import redact
+        from promptops._secrets import redact, scrub_log_records
         from promptops.models import BudgetExhausted
         from promptops.errors import PromptopsError
 
+        scrub_log_records()  # what MLflow, DSPy or LiteLLM log to this terminal keeps no secret either
         try:
             return super().invoke(ctx)
         except (PromptopsError, BudgetExhausted) as exc:

@@ -6,6 +6,7 @@ feedback, an audit and a study write to MLflow passes it."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -149,7 +150,8 @@ def test_anchored_rules_find_what_a_scan_of_the_whole_text_finds() -> None:
                               value_groups=rule.value_groups, gitleaks=rule.gitleaks)
         for text in texts:
             lowered = text.lower()
-            starts = {keyword: [m.start() for m in re.finditer(re.escape(keyword), lowered)] for keyword in rule.keywords}
+            starts = {keyword: [match.start() for match in re.finditer(re.escape(keyword), lowered)]
+                      for keyword in rule.keywords}
             anchored = list(rule.findings(text, lowered, starts, detector().global_allowlist))
             scanned = list(scanning.findings(text, lowered, starts, detector().global_allowlist))
             assert {(f.start, f.end) for f in anchored} >= {(f.start, f.end) for f in scanned}, (rule_id, text)
@@ -207,6 +209,31 @@ def test_a_printed_error_is_masked(project: Path) -> None:
     assert hf not in result.output and MASK in result.output
 
 
+def test_log_records_are_masked_once_the_cli_scrubs_them(repo_root: Path) -> None:
+    """What MLflow, DSPy or LiteLLM log to the CLI's terminal: message and traceback masked (in a process of its own:
+    the scrubber changes Python's log record factory for good)."""
+    import subprocess
+    import sys
+
+    slack = next(sample.secret for sample in SECRETS if sample.kind == "slack-bot-token")
+    code = textwrap.dedent(f"""
+        import logging
+        from promptops._secrets import scrub_log_records
+        scrub_log_records(); scrub_log_records()
+        logging.getLogger("LiteLLM").warning("auth failed for %s", {slack!r})
+        try:
+            raise ConnectionError("login failed: password=Hunter2-Leak!")
+        except ConnectionError:
+            logging.getLogger("mlflow.tracing").exception("export failed, run %s", "0123456789abcdef0123456789abcdef")
+    """)
+    completed = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "PYTHONPATH": str(repo_root)})
+    assert completed.returncode == 0, completed.stderr
+    assert f"auth failed for {MASK}" in completed.stderr and slack not in completed.stderr
+    assert "export failed, run 0123456789abcdef0123456789abcdef" in completed.stderr
+    assert f"ConnectionError: login failed: password={MASK}" in completed.stderr and "Hunter2-Leak" not in completed.stderr
+
+
 # --- everything that reaches MLflow -------------------------------------------------------------
 
 LEAKY_TOOL = '''\
@@ -237,7 +264,7 @@ model:
   id: scripted/leaky-agent
   max_tokens: 64
 tools:
-  - function: tools.leaky:open_vault
+  - function: leaky_vault_tools:open_vault
 agent:
   max_steps: 3
 eval:
@@ -316,7 +343,7 @@ def test_no_secret_reaches_mlflow_from_an_eval_a_trace_an_agent_the_registry_fee
     record_feedback(traced[0].trace_id, correct=False, expected={"intent": samples[7].text})
 
     # An agent whose tool fails with credentials in its message: a served request and an eval.
-    (project / "tools" / "leaky.py").write_text(LEAKY_TOOL.format(messages=[sample.text for sample in samples]))
+    (project / "leaky_vault_tools.py").write_text(LEAKY_TOOL.format(messages=[sample.text for sample in samples]))
     (project / "prompts" / "leaky_agent.yaml").write_text(LEAKY_AGENT.format(notes=textwrap.indent(samples[9].text, "  ")))
     agent_data = project / "experiments" / "data" / "leaky_agent"
     agent_data.mkdir(parents=True)

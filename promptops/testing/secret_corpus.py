@@ -94,7 +94,8 @@ _KINDS: dict[str, tuple[Callable[[random.Random], str], tuple[str, ...]]] = {
         lambda rng: "sk-ant-api03-" + _random(rng, URL_SAFE, 93) + "AA",
         ("x-api-key {s} is invalid", "export KEY={s}")),
     "stripe-secret-key": (
-        lambda rng: rng.choice(["sk_live_", "rk_live_", "sk_test_"]) + _random(rng, ALNUM, rng.randint(24, 99), classes=(string.digits,)),
+        lambda rng: rng.choice(["sk_live_", "rk_live_", "sk_test_"])
+        + _random(rng, ALNUM, rng.randint(24, 99), classes=(string.digits,)),
         ("Charge failed for key {s}.", "My Stripe key is {s}, can you check the refund?")),
     "huggingface-token": (
         lambda rng: "hf_" + _random(rng, LETTERS, 34, classes=(string.ascii_lowercase, string.ascii_uppercase)),
@@ -165,8 +166,7 @@ _KINDS: dict[str, tuple[Callable[[random.Random], str], tuple[str, ...]]] = {
         ("session cookie {s} expired", "X-Signature: {s}")),
 }
 
-# What each sample's text is made of, per kind: (kind, sentence number).
-KINDS = tuple(_KINDS)
+KINDS = tuple(_KINDS)  # the kinds of secrets, in the corpus's order
 
 
 def secret_samples(seed: int = 0, per_kind: int = 2) -> list[SecretSample]:

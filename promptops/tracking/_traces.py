@@ -133,6 +133,8 @@ def _scrub_events(span: Any) -> None:
     """Events are written once and MLflow's `LiveSpan` has no call to change one, so a span whose events hold a secret
     gets them again, scrubbed, in OpenTelemetry's span (an exception's event is added by MLflow as the span fails)."""
     otel_span = span._span
+    if not hasattr(otel_span, "_events"):  # not OpenTelemetry's SDK span (a span that records nothing)
+        return
     events = list(otel_span.events)
     cleaned = [redact_data(dict(event.attributes or {})) for event in events]
     if all(clean == dict(event.attributes or {}) for clean, event in zip(cleaned, events)):
