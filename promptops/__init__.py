@@ -109,6 +109,10 @@ def evaluate(
 ) -> "EvalResult":
     """Evaluate a prompt on an eval split and, with `track`, log the run to MLflow.
 
+    With `track`, the store is checked before any model call. If the run cannot be logged after the
+    eval, `promptops.errors.UnloggedError` is raised: its `result` is the `EvalResult`, its `saved_to`
+    the JSON file under `unlogged-runs/` that holds the run instead.
+
     `metric` overrides the prompt's: a name (`accuracy`, `f1`, `schema_validity`, `similarity`,
     `module:function`), a judge file (`judges/NAME.yaml`), or a `MetricSpec`.
     """
@@ -119,13 +123,16 @@ def evaluate(
 
     prompt_file = None if isinstance(prompt, Prompt) else resolve_prompt_path(str(prompt))
     loaded = load_prompt(prompt_file or prompt)
+    if track:
+        from promptops import tracking
+
+        tracking.check_store()  # before the model calls: a store that does not answer is said now, not after them
     result = evaluate_prompt(
         loaded, data=data, split=split, model=model, limit=limit, threads=threads,
         cache=cache, metric=metric, on_progress=on_progress,
     )
     if not track:
         return result
-    from promptops import tracking
     from promptops.versioning import file_revision
 
     revision = file_revision(prompt_file) if prompt_file else None
@@ -211,6 +218,10 @@ def check_judge(
     from promptops.evaluation import check_judge as run_judge_check, find_judge
 
     spec = find_judge(judge)
+    if track:
+        from promptops import tracking
+
+        tracking.check_store()
     result = run_judge_check(spec, data, limit=limit, cache=cache, on_progress=on_progress)
     if not track:
         return result

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import click
 
@@ -23,6 +24,19 @@ def _field_values(items: tuple[str, ...], option: str) -> dict[str, str]:
             raise PromptopsError(f"{option} {item!r} is not FIELD=VALUE")
         values[field] = value
     return values
+
+
+@contextmanager
+def _shown_if_unlogged(show: Callable[[Any], None]) -> Iterator[None]:
+    """Work MLflow could not record is still shown (`show(result)`) before its one-line error: it was paid for."""
+    from promptops.errors import UnloggedError
+
+    try:
+        yield
+    except UnloggedError as exc:
+        if exc.result is not None:
+            show(exc.result)
+        raise
 
 
 class _Group(click.Group):
@@ -91,15 +105,18 @@ def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[s
     import promptops
     from promptops.reports import tables
 
-    with tables.progress_bar("evaluating", enabled=not as_json) as on_progress:
+    def show(result: Any) -> None:
+        if as_json:
+            click.echo(json.dumps(result.summary(), default=str))
+        else:
+            tables.eval_result(result)
+
+    with _shown_if_unlogged(show), tables.progress_bar("evaluating", enabled=not as_json) as on_progress:
         result = promptops.evaluate(
             prompt, data=data, split=split, model=model, limit=limit, threads=threads,
             cache=not no_cache, metric=metric, track=not no_track, on_progress=on_progress,
         )
-    if as_json:
-        click.echo(json.dumps(result.summary(), default=str))
-    else:
-        tables.eval_result(result)
+    show(result)
 
 
 @main.command("prompts")
@@ -424,12 +441,15 @@ def judge_check_command(judge: str, data: str, limit: Optional[int], no_cache: b
     import promptops
     from promptops.reports import tables
 
-    with tables.progress_bar("judging", enabled=not as_json) as on_progress:
+    def show(result: Any) -> None:
+        if as_json:
+            click.echo(json.dumps(result.summary(), default=str))
+        else:
+            tables.judge_check(result)
+
+    with _shown_if_unlogged(show), tables.progress_bar("judging", enabled=not as_json) as on_progress:
         result = promptops.check_judge(judge, data, limit=limit, cache=not no_cache, track=not no_track, on_progress=on_progress)
-    if as_json:
-        click.echo(json.dumps(result.summary(), default=str))
-    else:
-        tables.judge_check(result)
+    show(result)
 
 
 @main.command("check")
@@ -480,10 +500,14 @@ def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Opti
     from promptops.reports import tables
     from promptops.reports.markdown import comparison_markdown
 
-    with tables.progress_bar("comparing", enabled=not as_json) as on_progress:
+    def show(comparison: Any) -> None:
+        click.echo(json.dumps(comparison.summary(), default=str) if as_json else comparison_markdown(comparison, heading="##"),
+                   nl=as_json)
+
+    with _shown_if_unlogged(show), tables.progress_bar("comparing", enabled=not as_json) as on_progress:
         comparison = promptops.compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,
                                        track=not no_track, on_progress=on_progress)
-    click.echo(json.dumps(comparison.summary(), default=str) if as_json else comparison_markdown(comparison, heading="##"), nl=as_json)
+    show(comparison)
 
 
 @main.command("ab-report")

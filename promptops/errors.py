@@ -62,6 +62,20 @@ class TrackingError(PromptopsError):
     """The MLflow store cannot be reached or written."""
 
 
+class UnloggedError(TrackingError):
+    """Work that was done (and its model calls paid for) but that MLflow could not record.
+
+    `saved_to` is the JSON file that holds the run instead (None if even that could not be written);
+    `result` is the result itself (an `EvalResult`, a `Comparison`, ...), for the caller to show."""
+
+    def __init__(self, message: str, *, saved_to: Path | None, result: object = None):
+        self.saved_to, self.result = saved_to, result
+        super().__init__(message)
+
+    def with_result(self, result: object) -> "UnloggedError":
+        return UnloggedError(str(self), saved_to=self.saved_to, result=result)
+
+
 class RepositoryError(PromptopsError):
     """No git repository where one is needed, or git refused a change (commit, tag, reset)."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -375,6 +376,241 @@ def test_scrubbing_a_cut_text_again_changes_nothing() -> None:
 
     once = scrub({"text": "x" * 10_000, "nested": [{"key": "sk-abcdefghijklmnop"}], "n": 3})
     assert scrub(once) == once and len(once["text"]) == MAX_TRACED_CHARS and once["nested"] == [{"key": "***"}]
+
+
+# --- issue 25: the MLflow store ---------------------------------------------------------------
+# A store that does not answer, a damaged or read-only database, a folder that is not there: one sentence naming
+# the store and where it was set, in seconds (one request, no retries), and an eval whose run cannot be logged is
+# still shown and saved.
+
+UNREACHABLE = "http://ada:hunter2@127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
+STORE_CHECK_S = 30.0  # what a refused store may take, imports included; MLflow's own retries took over 200 s
+
+
+def _changed_prompt(root: Path) -> None:
+    edit(root, PROMPT, "Read the customer's message", "Read the message")
+
+
+@pytest.mark.parametrize("args", [
+    ["status"],
+    ["versions", NAME],
+    ["traces", NAME],
+    ["eval", NAME, "--limit", "2"],
+    ["run", NAME, "-i", "text=where is my card?"],
+    ["compare", f"{NAME}@v1", NAME, "--limit", "2"],
+    ["check", "--limit", "2"],
+    ["optimize", "tiny", "--no-write"],
+    ["judge", "check", "judges/ticket_title.yaml", "--data", "labelled.jsonl"],
+], ids=lambda args: args[0] if args[0] != "judge" else "judge check")
+def test_an_unreachable_tracking_server_is_one_line_in_seconds_before_any_model_call(
+        args: list[str], git_project, scripted_model, write_experiment, monkeypatch, assert_one_line_error) -> None:
+    import time
+
+    root = Path(git_project.working_tree_dir)
+    model = scripted_model("card-arrival", lambda request: {"intent": "card_arrival"}, prompts=[NAME])
+    write_experiment()
+    _changed_prompt(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", UNREACHABLE)
+    started = time.monotonic()
+    line = assert_one_line_error(CliRunner().invoke(main, args))
+    assert time.monotonic() - started < STORE_CHECK_S
+    assert line == ("Error: the MLflow tracking server http://***@127.0.0.1:9 (set by MLFLOW_TRACKING_URI) cannot be reached"
+                    " (connection refused): start it, or point MLFLOW_TRACKING_URI at another store"), line
+    assert model.requests == []  # checked before any model call: nothing was paid for
+    assert not (root / "optuna.db").exists() and not (root / "unlogged-runs").exists()
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """A tracking server whose backend is down: 503 to everything, the status MLflow retries with backoff."""
+
+    requests: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        type(self).requests.append(self.path)
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def unavailable_server() -> Iterator[str]:
+    """`http://127.0.0.1:PORT` of a server that answers 503 to every request; `_Unavailable.requests` lists them."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    _Unavailable.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tracking_server_that_answers_503_is_asked_once_not_retried(
+        git_project, unavailable_server: str, monkeypatch, assert_one_line_error, caplog) -> None:
+    import logging
+    import time
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", unavailable_server)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
+    assert time.monotonic() - started < STORE_CHECK_S
+    assert line == (f"Error: the MLflow tracking server {unavailable_server} (set by MLFLOW_TRACKING_URI) answered HTTP 503 to"
+                    " a search for experiments: is it an MLflow tracking server? Its log says more")
+    assert len(_Unavailable.requests) == 1 and "/api/2.0/mlflow/experiments/search" in _Unavailable.requests[0]
+    assert not [record for record in caplog.records if "Retrying" in record.getMessage()]  # urllib3's retry warnings
+
+
+def test_a_tracking_server_that_never_answers_is_given_up_after_the_timeout(
+        git_project, monkeypatch, assert_one_line_error) -> None:
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # the user's own, shorter than the check's 5 s
+        started = time.monotonic()
+        line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
+        assert time.monotonic() - started < STORE_CHECK_S
+    assert line == (f"Error: the MLflow tracking server {url} (set by MLFLOW_TRACKING_URI) did not answer within 1 s: check that"
+                    " it is up and reachable from here, or point MLFLOW_TRACKING_URI at another store")
+    import os
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "1"  # the check's settings are put back
+
+
+def test_a_damaged_store_is_one_line_naming_the_file(git_project, tmp_path: Path, monkeypatch, assert_one_line_error) -> None:
+    root = Path(git_project.working_tree_dir)
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(bytes(range(256)) * 64)  # garbage, not sqlite's header
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{damaged}")
+    line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
+    assert line == (f"Error: the MLflow store {damaged} (set by MLFLOW_TRACKING_URI) is not a database sqlite can read"
+                    " (damaged, or another kind of file): move it aside and a new store starts there, or point"
+                    " MLFLOW_TRACKING_URI at another store")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the project's own store, mlflow.db at its root
+    (root / "mlflow.db").write_bytes(b"not a database\n" * 100)
+    line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
+    assert line.startswith("Error: the MLflow store mlflow.db (the project's default store) is not a database sqlite can read")
+
+
+def test_a_store_in_a_folder_that_does_not_exist_is_one_line(git_project, tmp_path: Path, monkeypatch, assert_one_line_error) -> None:
+    missing = tmp_path / "no" / "such" / "folder"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}/mlflow.db")
+    line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
+    assert line == (f"Error: the MLflow store sqlite:///{missing}/mlflow.db (set by MLFLOW_TRACKING_URI) is in a folder that"
+                    f" does not exist, {missing}: create the folder, or point MLFLOW_TRACKING_URI at another store")
+    assert not missing.exists()
+
+    missing.mkdir(parents=True)
+    (missing / "mlflow.db").mkdir()
+    assert "is a folder, not a database file" in assert_one_line_error(CliRunner().invoke(main, ["status"]))
+
+
+@pytest.fixture()
+def read_only_store(tmp_path: Path, monkeypatch) -> Iterator[Callable[[Path], str]]:
+    """`read_only_store(db)`: a copy of the sqlite store `db` that cannot be written, as a fresh MLFLOW_TRACKING_URI.
+
+    As root, permission bits do not stop a write (CI runs as root): the file is made immutable (`chattr +i`, undone
+    after the test), so sqlite opens it read-only as it would a file without write permission. A copy, because MLflow
+    keeps connections open per URI, and a connection opened for writing would fail otherwise than a fresh one does."""
+    import os
+    import shutil
+    import subprocess
+
+    locked: list[Path] = []
+
+    def lock(db: Path) -> str:
+        copy = db.with_name(f"read-only-{db.name}")
+        shutil.copy(db, copy)
+        if os.geteuid() == 0:
+            done = subprocess.run(["chattr", "+i", str(copy)], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot make a file read-only as root here (chattr +i: {done.stderr.strip()})")
+            locked.append(copy)
+        else:
+            copy.chmod(0o444)
+        uri = f"sqlite:///{copy}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        return uri
+
+    try:
+        yield lock
+    finally:
+        for path in locked:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_an_eval_that_cannot_be_logged_is_shown_and_saved(
+        project: Path, mlflow_store: str, scripted_model, read_only_store, assert_one_line_error) -> None:
+    from promptops import tracking
+
+    model = scripted_model("card-arrival", lambda request: {"intent": "card_arrival"}, prompts=[NAME])
+    promptops.evaluate(NAME, limit=1)  # the store and the prompt's experiment exist, as after any eval
+    uri = read_only_store(Path(mlflow_store.removeprefix("sqlite:///")))
+    paid = len(model.requests)
+
+    result = CliRunner().invoke(main, ["eval", NAME, "--limit", "3", "--no-cache"])
+    assert len(model.requests) == paid + 3
+    assert f"{NAME} on dev: 3 examples" in result.stdout and "accuracy" in result.stdout  # the usual table
+    line = assert_one_line_error(result)
+    saved = sorted((project / "unlogged-runs").glob(f"eval-{NAME}-*.json"))
+    assert len(saved) == 1
+    assert line == (f"Error: cannot log the eval to MLflow at {uri}: attempt to write a readonly database;"
+                    f" the results are saved in unlogged-runs/{saved[0].name} instead")
+    record = json.loads(saved[0].read_text())
+    assert (record["kind"], record["name"], record["params"]["n"], record["tracking_uri"]) == ("eval", NAME, 3, uri)
+    assert record["tables"]["predictions.json"]["predicted.intent"] == ["card_arrival"] * 3
+    assert record["metrics"]["accuracy"] == pytest.approx(sum(
+        expected == "card_arrival" for expected in record["tables"]["predictions.json"]["expected.intent"]) / 3)
+
+    as_json = CliRunner().invoke(main, ["eval", NAME, "--limit", "2", "--json"])
+    assert json.loads(as_json.stdout)["n"] == 2 and json.loads(as_json.stdout)["run_id"] is None
+    assert "the results are saved in unlogged-runs/eval-banking_intent-" in assert_one_line_error(as_json)
+    assert len(list((project / "unlogged-runs").glob("*.json"))) == 2
+
+    with pytest.raises(promptops.errors.UnloggedError) as caught:  # the API: the result rides on the error
+        promptops.evaluate(NAME, limit=1)
+    assert caught.value.result.n == 1 and caught.value.saved_to.is_file()
+    assert tracking.last_evals(NAME)  # reading a read-only store is fine
+
+
+def test_a_comparison_that_cannot_be_logged_is_shown_and_saved(
+        git_project, mlflow_store: str, literal_model, read_only_store, assert_one_line_error) -> None:
+    root = Path(git_project.working_tree_dir)
+    promptops.evaluate(NAME, limit=1)
+    read_only_store(Path(mlflow_store.removeprefix("sqlite:///")))
+    _changed_prompt(root)
+    result = CliRunner().invoke(main, ["compare", f"{NAME}@v1", NAME, "--limit", "3"])
+    assert f"## {NAME}: v1" in result.stdout  # the comparison, as markdown
+    line = assert_one_line_error(result, "cannot log the comparison to MLflow at", "attempt to write a readonly database")
+    [saved] = (root / "unlogged-runs").glob(f"compare-{NAME}-*.json")
+    assert line.endswith(f"the results are saved in unlogged-runs/{saved.name} instead")
+    assert json.loads(saved.read_text())["params"]["n"] == 3
+
+
+def test_a_run_saved_instead_keeps_no_secret(project: Path, mlflow_store: str, monkeypatch) -> None:
+    from promptops import tracking
+    from promptops.errors import TrackingError
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "zq-secret-value-0042")
+    error = tracking._store.save_unlogged(
+        "eval", NAME, {"tables": {"predictions.json": {"text": ["my key is zq-secret-value-0042"]}}},
+        TrackingError("cannot log the eval to MLflow at sqlite:///x.db: disk full"))
+    assert "zq-secret-value-0042" not in error.saved_to.read_text() and "***" in error.saved_to.read_text()
+    assert str(error).endswith(f"the results are saved in unlogged-runs/{error.saved_to.name} instead")
 
 
 # --- the corpus: every one-line error through the CLI ------------------------------------------

@@ -73,7 +73,8 @@ def test_the_gitignore_covers_every_file_promptops_writes(tmp_path: Path, no_git
     root = promptops.init_project(tmp_path / "new")
     repo = git.Repo(root)
     written = ["mlflow.db", "mlflow.db-journal", "optuna.db", "optuna.db-wal", "mlartifacts/1/a/artifacts/prompt.yaml",
-               "mlruns/0/meta.yaml", ".dspy_cache/cache.db", f"prompts/.{EXAMPLE}.yaml.k2j3h4.tmp", ".venv/bin/python",
+               "mlruns/0/meta.yaml", f"unlogged-runs/eval-{EXAMPLE}-20261208T101500.000000Z.json", ".dspy_cache/cache.db",
+               f"prompts/.{EXAMPLE}.yaml.k2j3h4.tmp", ".venv/bin/python",
                "__pycache__/metric.cpython-311.pyc", ".env", "demo/prompts/x.yaml"]
     ignored = repo.git.check_ignore("--no-index", *written).splitlines()
     assert ignored == written

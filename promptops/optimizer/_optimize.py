@@ -51,6 +51,7 @@ def optimize(
         require_committed_data(context.base, context.data, "test")  # before any model call
     if workers < 1:
         raise PromptopsError(f"--workers {workers}: give 1 or more")
+    runs.check_store(context.root)  # before the study opens and workers start: every trial is logged there
     helpers = _Workers(context.experiment_path, n_trials, write_winner, write_anyway) if workers > 1 else None
     try:
         outcome, budget = study.run_study(

@@ -7,6 +7,7 @@ are the optimizer's names for them.
 from __future__ import annotations
 
 from promptops.tracking import (
+    check_store,
     close_trial_run,
     finish_study_run,
     log_front,
@@ -16,4 +17,4 @@ from promptops.tracking import (
 from promptops.tracking import log_test_comparison as log_test
 from promptops.tracking import tag_study_winner as tag_winner
 
-__all__ = ["close_trial_run", "finish_study_run", "log_front", "log_test", "log_trial", "start_study_run", "tag_winner"]
+__all__ = ["check_store", "close_trial_run", "finish_study_run", "log_front", "log_test", "log_trial", "start_study_run", "tag_winner"]

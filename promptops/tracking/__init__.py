@@ -1,6 +1,7 @@
 """The only package that talks to MLflow: runs, tables, the Prompt Registry, traces and assessments.
 
-- `_store`: the tracking URI and the prompt's experiment.
+- `_store`: the tracking URI, the one-time check that the store answers (`check_store`), the prompt's experiment,
+  and runs MLflow could not take, saved as JSON instead (`UnloggedError`).
 - `_runs`: one run per eval, comparison, promotion or rollback; reading eval runs back.
 - `_registry`: Prompt Registry versions and the channel aliases.
 - `_study`: an optimization's parent run and its nested trial runs.
@@ -27,7 +28,7 @@ from promptops.tracking._registry import (
     set_alias,
 )
 from promptops.tracking._runs import last_evals, load_run, load_table, log_audit, log_comparison, log_eval, predictions_table
-from promptops.tracking._store import tracking_uri
+from promptops.tracking._store import UNLOGGED_FOLDER, check_store, display_uri, tracking_uri
 from promptops.tracking._study import (
     close_trial_run,
     finish_study_run,
@@ -50,12 +51,15 @@ from promptops.tracking._traces import (
 )
 
 __all__ = [
+    "UNLOGGED_FOLDER",
     "RequestSpan",
     "TraceAssessment",
     "TraceRecord",
     "agent_model_id",
     "annotate_current_span",
+    "check_store",
     "close_trial_run",
+    "display_uri",
     "experiment_id",
     "finish_study_run",
     "flush_traces",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from promptops._secrets import redact, redact_data, redact_mapping
 from promptops.errors import TrackingError
-from promptops.tracking._store import _duplicate_row, _first_line, _mlflow, tracking_uri
+from promptops.tracking._store import _duplicate_row, _first_line, _mlflow, display_uri
 
 if TYPE_CHECKING:
     from promptops.artifact import Prompt
@@ -135,7 +135,7 @@ def register_judge(spec: "JudgeSpec", experiment_id: str, *, with_reference: boo
             _JUDGE_VERSIONS[key] = version
             return version
     except Exception as exc:
-        raise TrackingError(f"cannot register judge {spec.name!r} in MLflow at {tracking_uri()}: {_first_line(exc)}") from None
+        raise TrackingError(f"cannot register judge {spec.name!r} in MLflow at {display_uri()}: {_first_line(exc)}") from None
 
 
 # --- the Datasets page -----------------------------------------------------------------------
@@ -174,7 +174,7 @@ def register_eval_dataset(result: "EvalResult", prompt_name: str, *, experiment_
             return dataset
     except Exception as exc:
         raise TrackingError(f"cannot record the rows of {dataset_path} ({result.split}) as an MLflow evaluation dataset"
-                            f" at {tracking_uri()}: {_first_line(exc)}") from None
+                            f" at {display_uri()}: {_first_line(exc)}") from None
 
 
 def _record(example: "ExampleResult", dataset_path: str) -> dict[str, Any]:
@@ -272,12 +272,12 @@ def log_example_assessments(
             trace_ids.append(span.trace_id)
         written = mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list", include_spans=False)
     except Exception as exc:
-        raise TrackingError(f"cannot log the examples of run {run_id} as MLflow traces at {tracking_uri()}:"
+        raise TrackingError(f"cannot log the examples of run {run_id} as MLflow traces at {display_uri()}:"
                             f" {_first_line(exc)}") from None
     missing = set(trace_ids) - {trace.info.trace_id for trace in written}
     if missing:
         raise TrackingError(f"{len(missing)} of {len(trace_ids)} example traces of run {run_id} did not reach MLflow at"
-                            f" {tracking_uri()} (is tracing disabled or sampled?); MLflow's warnings say why")
+                            f" {display_uri()} (is tracing disabled or sampled?); MLflow's warnings say why")
     return trace_ids
 
 

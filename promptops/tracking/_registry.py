@@ -14,7 +14,7 @@ from typing import Any, Optional
 from promptops._secrets import redact_mapping, redact_yaml
 from promptops.artifact import Prompt
 from promptops.errors import TrackingError
-from promptops.tracking._store import _first_line, _mlflow, tracking_uri
+from promptops.tracking._store import _first_line, _mlflow, display_uri
 
 
 def _client(root: Optional[Path] = None) -> Any:
@@ -123,7 +123,7 @@ def load_registered_text(name: str, alias: str, root: Optional[Path] = None) -> 
     try:
         version = mlflow.genai.load_prompt(f"prompts:/{name}@{alias}", link_to_model=False, cache_ttl_seconds=0)
     except Exception as exc:
-        raise TrackingError(f"cannot load prompts:/{name}@{alias} from {tracking_uri(root)}: {_first_line(exc)}") from None
+        raise TrackingError(f"cannot load prompts:/{name}@{alias} from {display_uri(root)}: {_first_line(exc)}") from None
     return version.template, dict(version.tags)
 
 

@@ -15,7 +15,7 @@ from promptops._secrets import redact, redact_data, redact_mapping, redact_yaml
 from promptops.artifact import Prompt, find_project_root
 from promptops.errors import PromptopsError, TrackingError
 from promptops.tracking._judging import JUDGE_CHECK_EXPERIMENT, is_judged, log_judged_eval, register_judge
-from promptops.tracking._store import _duplicate_row, _experiment, _first_line, _mlflow, tracking_uri
+from promptops.tracking._store import _duplicate_row, _experiment, _first_line, _mlflow, display_uri, save_unlogged
 
 if TYPE_CHECKING:
     from promptops.evaluation import Comparison
@@ -47,8 +47,6 @@ def log_eval(
     from promptops.evaluation import split_size
 
     root = root or find_project_root()
-    mlflow = _mlflow(root)
-    _experiment(mlflow, prompt.name)
     dataset = _relative(result.dataset, root)
     data_digest = result.data_digest or _scored_rows(result).digest
     split_rows = split_size(root / dataset, result.split)
@@ -93,27 +91,35 @@ def log_eval(
     table = predictions_table(result, prompt)
     columns = [spec.name for spec in prompt.inputs] + [f"expected.{spec.name}" for spec in prompt.outputs]
     scored = {column: table[column] for column in columns}
-    model_id = None
-    if prompt.is_agent:
-        from promptops.tracking._models import agent_model_id
+    texts = {f"prompt/{prompt_file.name if prompt_file else prompt.name + '.yaml'}": prompt.to_yaml()}
+    try:
+        mlflow = _mlflow(root)
+        _experiment(mlflow, prompt.name)
+        model_id = None
+        if prompt.is_agent:
+            from promptops.tracking._models import agent_model_id
 
-        try:
-            model_id = agent_model_id(prompt, commit=None if git_dirty else git_commit)
-        except Exception as exc:
-            raise TrackingError(f"cannot record {prompt.name} as an MLflow LoggedModel at {tracking_uri(root)}: {_first_line(exc)}") from None
-        params["logged_model_id"] = model_id
-    run_id = _log_run(
-        mlflow,
-        f"eval {prompt.name} {result.split}",
-        tags=tags,
-        params=params,
-        metrics=metrics,
-        dataset=(_mlflow_dataset(mlflow, scored, dataset, data_digest), result.split),
-        texts={f"prompt/{prompt_file.name if prompt_file else prompt.name + '.yaml'}": prompt.to_yaml()},
-        tables={"predictions.json": table},
-        model_id=model_id,
-        failure=f"cannot log the eval to MLflow at {tracking_uri(root)}",
-    )
+            try:
+                model_id = agent_model_id(prompt, commit=None if git_dirty else git_commit)
+            except Exception as exc:
+                raise TrackingError(f"cannot record {prompt.name} as an MLflow LoggedModel at {display_uri(root)}:"
+                                    f" {_first_line(exc)}") from None
+            params["logged_model_id"] = model_id
+        run_id = _log_run(
+            mlflow,
+            f"eval {prompt.name} {result.split}",
+            tags=tags,
+            params=params,
+            metrics=metrics,
+            dataset=(_mlflow_dataset(mlflow, scored, dataset, data_digest), result.split),
+            texts=texts,
+            tables={"predictions.json": table},
+            model_id=model_id,
+            failure=f"cannot log the eval to MLflow at {display_uri(root)}",
+        )
+    except TrackingError as exc:  # the model calls are paid for: the run is kept in a file instead
+        raise save_unlogged("eval", prompt.name, _record(tags, params, metrics, texts, {"predictions.json": table}), exc,
+                            result=result, root=root) from None
     if is_judged(result):
         try:
             log_judged_eval(run_id, result, prompt, judge=judge or result.judge or _prompt_judge(result, prompt, root),
@@ -210,9 +216,8 @@ def predictions_table(result: "EvalResult", prompt: Prompt) -> dict[str, list[An
 
 def log_comparison(comparison: "Comparison", *, kind: str = "compare", verdict: Optional[dict[str, Any]] = None) -> str:
     """One run in the prompt's experiment: both sides' figures, the statistics, both prompts and the paired table;
-    with a gate's `verdict`, its rule and outcome too (tags `promptops.evaluation._gate.*`, `gate.json`)."""
-    mlflow = _mlflow()
-    _experiment(mlflow, comparison.prompt)
+    with a gate's `verdict`, its rule and outcome too (tags `promptops.evaluation._gate.*`, `gate.json`).
+    A comparison MLflow cannot take is saved as JSON instead (`UnloggedError` names the file)."""
     a, b = comparison.a, comparison.b
     params = redact_mapping({
         "prompt": comparison.prompt, "a": a.reference, "b": b.reference, "a_label": a.label, "b_label": b.label,
@@ -246,17 +251,33 @@ def log_comparison(comparison: "Comparison", *, kind: str = "compare", verdict: 
         tags.update({"promptops.gate.passed": str(bool(verdict["passed"])).lower(), "promptops.gate.rule": str(verdict["rule"]),
                      "promptops.gate.tolerance": str(verdict["tolerance"])})
         dicts["gate.json"] = verdict
-    return _log_run(
-        mlflow,
-        f"{kind} {a.reference} vs {b.reference}",
-        tags=tags,
-        params=params,
-        metrics=metrics,
-        texts={f"a/{a.prompt.name}.yaml": a.prompt.to_yaml(), f"b/{b.prompt.name}.yaml": b.prompt.to_yaml()},
-        tables={"pairs.json": _pairs_table(comparison)},
-        dicts=dicts,
-        failure=f"cannot log the comparison to MLflow at {tracking_uri()}",
-    )
+    texts = {f"a/{a.prompt.name}.yaml": a.prompt.to_yaml(), f"b/{b.prompt.name}.yaml": b.prompt.to_yaml()}
+    tables = {"pairs.json": _pairs_table(comparison)}
+    try:
+        mlflow = _mlflow()
+        _experiment(mlflow, comparison.prompt)
+        return _log_run(
+            mlflow,
+            f"{kind} {a.reference} vs {b.reference}",
+            tags=tags,
+            params=params,
+            metrics=metrics,
+            texts=texts,
+            tables=tables,
+            dicts=dicts,
+            failure=f"cannot log the comparison to MLflow at {display_uri()}",
+        )
+    except TrackingError as exc:  # both sides' model calls are paid for
+        raise save_unlogged(kind, comparison.prompt, _record(tags, params, metrics, texts, tables, dicts), exc,
+                            result=comparison) from None
+
+
+def _record(tags: dict[str, str], params: dict[str, Any], metrics: dict[str, float], texts: dict[str, str],
+            tables: dict[str, dict[str, list[Any]]], dicts: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """What a run would have held in MLflow, as one JSON-ready mapping (for `save_unlogged`)."""
+    return {"tags": tags, "params": params, "metrics": metrics,
+            "texts": {name: redact_yaml(text) if name.endswith(".yaml") else redact(text) for name, text in texts.items()},
+            "tables": tables, **({"dicts": dicts} if dicts else {})}
 
 
 def _pairs_table(comparison: "Comparison") -> dict[str, list[Any]]:
@@ -368,12 +389,15 @@ def last_evals(name: str, root: Optional[Path] = None, *, full_split: bool = Fal
     """
     root = root or find_project_root()
     mlflow = _mlflow(root)
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        return {}
-    runs = mlflow.MlflowClient().search_runs(
-        [experiment.experiment_id], "tags.`promptops.kind` = 'eval'", order_by=["attributes.start_time DESC"], max_results=200
-    )
+    try:
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            return {}
+        runs = mlflow.MlflowClient().search_runs(
+            [experiment.experiment_id], "tags.`promptops.kind` = 'eval'", order_by=["attributes.start_time DESC"], max_results=200
+        )
+    except Exception as exc:
+        raise TrackingError(f"cannot read the eval runs of {name!r} from MLflow at {display_uri(root)}: {_first_line(exc)}") from None
     latest: dict[str, dict[str, Any]] = {}
     for run in runs:
         content_hash = run.data.params.get("prompt_hash")
@@ -429,14 +453,11 @@ def log_judge_check(check: "JudgeCheck", spec: "JudgeSpec", root: Optional[Path]
     from promptops.artifact import find_project_root
 
     root = root or find_project_root()
-    mlflow = _mlflow(root)
-    experiment_id = _experiment(mlflow, JUDGE_CHECK_EXPERIMENT.format(name=spec.name))
-    version = register_judge(spec, experiment_id, with_reference=_rows_have_references(spec, Path(check.data)))
     data = _relative(check.data, root)
     params = redact_mapping({
         "judge": check.judge, "model": check.model, "scale": spec.scale, "data": data, "n": check.n,
         "kappa_weights": check.kappa_weights or "none", "pass_at": spec.passing_score if spec.scale == "1-5" else "n/a",
-        "judge_version": version, "rubric_sha256": hashlib.sha256(spec.rubric.encode()).hexdigest()[:16],
+        "rubric_sha256": hashlib.sha256(spec.rubric.encode()).hexdigest()[:16],
     })
     metrics = {"accuracy": check.accuracy, "kappa": check.kappa, "n": check.n, "errors": check.errors,
                "judge_calls": check.judge_calls, "judge_cache_hits": check.judge_cache_hits, "wall_time_s": check.wall_time_s}
@@ -448,17 +469,28 @@ def log_judge_check(check: "JudgeCheck", spec: "JudgeSpec", root: Optional[Path]
     rows = {"source": [row.source for row in disagreements], "human": [row.human for row in disagreements],
             "judge": [row.judge if row.judge is not None else "error" for row in disagreements],
             "reason": [row.reason for row in disagreements]}
-    return _log_run(
-        mlflow,
-        f"judge check {spec.name}",
-        tags={"promptops.kind": "judge_check", "promptops.judge": spec.name},
-        params=params,
-        metrics=metrics,
-        texts={f"judge/{spec.name}.yaml": _spec_yaml(spec)},
-        tables={"confusion.json": confusion, "disagreements.json": rows},
-        dicts={"judge_check.json": check.summary()},
-        failure=f"cannot log the check of judge {spec.name} to MLflow at {tracking_uri(root)}",
-    )
+    tags = {"promptops.kind": "judge_check", "promptops.judge": spec.name}
+    texts = {f"judge/{spec.name}.yaml": _spec_yaml(spec)}
+    tables = {"confusion.json": confusion, "disagreements.json": rows}
+    dicts = {"judge_check.json": check.summary()}
+    try:
+        mlflow = _mlflow(root)
+        experiment_id = _experiment(mlflow, JUDGE_CHECK_EXPERIMENT.format(name=spec.name))
+        params["judge_version"] = register_judge(spec, experiment_id, with_reference=_rows_have_references(spec, Path(check.data)))
+        return _log_run(
+            mlflow,
+            f"judge check {spec.name}",
+            tags=tags,
+            params=params,
+            metrics=metrics,
+            texts=texts,
+            tables=tables,
+            dicts=dicts,
+            failure=f"cannot log the check of judge {spec.name} to MLflow at {display_uri(root)}",
+        )
+    except TrackingError as exc:  # the judge's calls are paid for
+        raise save_unlogged("judge-check", spec.name, _record(tags, params, metrics, texts, tables, dicts), exc, result=check,
+                            root=root) from None
 
 
 def _rows_have_references(spec: "JudgeSpec", data: Path) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from promptops._secrets import redact, redact_data, redact_mapping, redact_yaml
 from promptops.errors import TrackingError
-from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
+from promptops.tracking._store import _experiment, _first_line, _mlflow, display_uri
 
 
 def _client() -> Any:
@@ -28,7 +28,7 @@ def _guard(action: str):
             except TrackingError:
                 raise
             except Exception as exc:
-                raise TrackingError(f"cannot {action} in MLflow at {tracking_uri()}: {_first_line(exc)}") from None
+                raise TrackingError(f"cannot {action} in MLflow at {display_uri()}: {_first_line(exc)}") from None
 
         run.__doc__, run.__name__ = function.__doc__, function.__name__
         return run

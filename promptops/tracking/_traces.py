@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 from promptops._secrets import redact_data
 from promptops.errors import TrackingError
 from promptops.tracking._assessments import TraceAssessment, trace_assessments
-from promptops.tracking._store import _experiment, _first_line, _mlflow, tracking_uri
+from promptops.tracking._store import _experiment, _first_line, _mlflow, display_uri, tracking_uri
 
 _EXPERIMENTS: dict[tuple[str, str], str] = {}
 _EXPERIMENTS_LOCK = threading.Lock()
@@ -233,7 +233,7 @@ def search_traces(
                                      order_by=["timestamp_ms DESC"] if newest_first else None, return_type="list",
                                      include_spans=False, flush=True)
     except Exception as exc:
-        raise TrackingError(f"cannot search traces of {prompt_name!r} in MLflow at {tracking_uri()}: {_first_line(exc)}") from None
+        raise TrackingError(f"cannot search traces of {prompt_name!r} in MLflow at {display_uri()}: {_first_line(exc)}") from None
     # MLflow's filter said the same unless a value could not be written in it (or the store compares without case).
     records = [record for record in map(_record, found)
                if all(_holds(record.tags.get(key), op, value) for key, op, value in conditions)]

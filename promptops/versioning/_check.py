@@ -105,6 +105,10 @@ def check(
     repo = open_repo(root)
     base_name, base_commit = resolve_base(repo, base)
     touched, removed = touched_prompts(changed_paths(repo, base_commit), root)
+    if track and touched:
+        from promptops import tracking
+
+        tracking.check_store(root)  # before the model calls; a store that does not answer fails every prompt alike
     checks = tuple(
         check_prompt(name, tuple(paths), EvalOptions(split=split, limit=limit, model=model), root=root, base_commit=base_commit,
                      rule=rule, tolerance=tolerance, track=track, resamples=resamples, seed=seed, on_progress=on_progress)

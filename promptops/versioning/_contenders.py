@@ -31,7 +31,12 @@ def compare(
     on_progress: "Optional[ProgressCallback]" = None,
 ) -> Comparison:
     """`NAME@A` against `NAME@B` (a version, commit, channel, or the working file without @) on the same examples of B's
-    eval set (the test split unless `options` says); with `track`, the comparison is logged as an MLflow run."""
+    eval set (the test split unless `options` says); with `track`, the comparison is logged as an MLflow run (the store
+    is checked first, and a comparison it cannot take is saved as JSON: `UnloggedError`)."""
+    if track:
+        from promptops import tracking
+
+        tracking.check_store()
     comparison = compare_contenders(contender(a), contender(b), options or EvalOptions(split="test"), resamples=resamples,
                                     confidence=confidence, seed=seed, on_progress=on_progress)
     if track:
