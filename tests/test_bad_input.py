@@ -520,37 +520,60 @@ def test_a_store_in_a_folder_that_does_not_exist_is_one_line(git_project, tmp_pa
 
 
 @pytest.fixture()
-def read_only_store(tmp_path: Path, monkeypatch) -> Iterator[Callable[[Path], str]]:
-    """`read_only_store(db)`: a copy of the sqlite store `db` that cannot be written, as a fresh MLFLOW_TRACKING_URI.
+def unwritable() -> Iterator[Callable[[Path], Path]]:
+    """`unwritable(path)`: the file can no longer be written, until the test ends; returns the path.
 
     As root, permission bits do not stop a write (CI runs as root): the file is made immutable (`chattr +i`, undone
-    after the test), so sqlite opens it read-only as it would a file without write permission. A copy, because MLflow
-    keeps connections open per URI, and a connection opened for writing would fail otherwise than a fresh one does."""
+    after the test), so sqlite opens it read-only as it would a file without write permission. Skipped where neither
+    works."""
     import os
-    import shutil
     import subprocess
 
     locked: list[Path] = []
 
-    def lock(db: Path) -> str:
-        copy = db.with_name(f"read-only-{db.name}")
-        shutil.copy(db, copy)
-        if os.geteuid() == 0:
-            done = subprocess.run(["chattr", "+i", str(copy)], capture_output=True, text=True)
-            if done.returncode != 0:
-                pytest.skip(f"cannot make a file read-only as root here (chattr +i: {done.stderr.strip()})")
-            locked.append(copy)
-        else:
-            copy.chmod(0o444)
-        uri = f"sqlite:///{copy}"
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        return uri
+    def lock(path: Path) -> Path:
+        locked.append(path)
+        if os.geteuid() != 0:
+            path.chmod(0o444)
+            return path
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot make a file read-only as root here (chattr +i: {done.stderr.strip()})")
+        return path
 
     try:
         yield lock
     finally:
         for path in locked:
-            subprocess.run(["chattr", "-i", str(path)], check=False)
+            writable_again(path)
+
+
+def writable_again(path: Path) -> None:
+    """Undo `unwritable(path)`."""
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=False, capture_output=True)
+    path.chmod(0o644)
+
+
+@pytest.fixture()
+def read_only_store(unwritable, monkeypatch) -> Callable[[Path], str]:
+    """`read_only_store(db)`: a copy of the sqlite store `db` that cannot be written, as a fresh MLFLOW_TRACKING_URI.
+
+    A copy, because MLflow keeps its connections open per URI, and one opened for writing fails otherwise
+    ("disk I/O error") than a process that finds the file read-only does."""
+    import shutil
+
+    def read_only(db: Path) -> str:
+        copy = db.with_name(f"read-only-{db.name}")
+        shutil.copy(db, copy)
+        uri = f"sqlite:///{unwritable(copy)}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        return uri
+
+    return read_only
 
 
 def test_an_eval_that_cannot_be_logged_is_shown_and_saved(
@@ -599,6 +622,44 @@ def test_a_comparison_that_cannot_be_logged_is_shown_and_saved(
     [saved] = (root / "unlogged-runs").glob(f"compare-{NAME}-*.json")
     assert line.endswith(f"the results are saved in unlogged-runs/{saved.name} instead")
     assert json.loads(saved.read_text())["params"]["n"] == 3
+
+
+def test_a_study_whose_store_fails_mid_trial_keeps_the_trial_and_resumes_without_redoing_it(
+        git_project, mlflow_store: str, scripted_model, unwritable, commit_all) -> None:
+    import optuna
+
+    from promptops.errors import TrackingError
+
+    root = Path(git_project.working_tree_dir)
+    model = scripted_model("card-arrival", lambda request: {"intent": "card_arrival"}, prompts=[NAME])  # the reference too
+    for split, rows in (("dev", 6), ("test", 4)):
+        path = root / DEV.with_name(f"{split}.jsonl")
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:rows]))
+    (root / "experiments" / "tiny.yaml").write_text(
+        SPACE.replace("[local/smollm2-135m]", f"[{model.model_id}]") + "  demos: [1]\n  train_limit: 4\nbudget:\n  n_trials: 2\n")
+    commit_all("A tiny study on a scripted model")
+    store = Path(mlflow_store.removeprefix("sqlite:///"))
+    locked: list[Path] = []
+
+    def fail_the_store_while_scoring(progress) -> None:
+        if progress.stage.startswith("scoring") and not locked:
+            locked.append(unwritable(store))  # as a disk that fails: the trial's result cannot reach MLflow
+
+    with pytest.raises(TrackingError) as caught:
+        promptops.optimize("tiny", write_winner=False, on_progress=fail_the_store_while_scoring)
+    message = str(caught.value)
+    assert message.startswith(f"cannot log a trial in MLflow at {mlflow_store}: ")
+    assert message.endswith(f"the study promptops/tiny/1 keeps every finished trial (sqlite:///{root / 'optuna.db'}): once the"
+                            " store takes writes again, continue it with promptops optimize tiny --resume")
+    [study] = optuna.get_all_study_summaries(f"sqlite:///{root / 'optuna.db'}")
+    trials = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{root / 'optuna.db'}").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"]  # its model calls were paid: the study has the result
+    paid = len(model.requests)
+
+    writable_again(store)
+    resumed = promptops.optimize("tiny", resume=True, write_winner=False)
+    assert [t.state for t in resumed.study.trials] == ["COMPLETE", "COMPLETE"]  # trial 0 is not redone
+    assert resumed.study.trials[0].number == 0 and len(model.requests) > paid
 
 
 def test_a_run_saved_instead_keeps_no_secret(project: Path, mlflow_store: str, monkeypatch) -> None:

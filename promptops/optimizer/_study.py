@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 from promptops.artifact import Prompt, find_project_root, load_prompt_file, resolve_prompt_path
 from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.evaluation import load_dataset
-from promptops.errors import PromptopsError
+from promptops.errors import PromptopsError, TrackingError
 from promptops.evaluation import resolve_metric
 from promptops.optimizer._candidates import TrialConfig, compile_candidate, configured_prompt, example_metric
 from promptops.optimizer._experiment import Experiment, load_experiment
@@ -227,14 +227,21 @@ def run_study(
                     except BudgetExhausted as exc:
                         stopped_by = str(exc)
                     _wait_for_running(study, progress, context, budget, on_progress)
-    except BaseException:
+    except BaseException as exc:
         try:
             others = any(w.alive and w.worker != shared.worker for w in shared.workers())
         except Exception:  # the storage is what failed: the original error says more
             others = False
         if not others:
-            runs.finish_study_run(parent_run_id, "KILLED")  # the last worker standing; others would carry on
+            try:
+                runs.finish_study_run(parent_run_id, "KILLED")  # the last worker standing; others would carry on
+            except TrackingError:
+                if not isinstance(exc, TrackingError):
+                    raise
         shared.close()
+        if isinstance(exc, TrackingError):  # MLflow failed, not the study: what the trials found is in Optuna's storage
+            raise TrackingError(f"{exc}; the study {study.study_name} keeps every finished trial ({_display_storage(storage)}):"
+                                f" once the store takes writes again, continue it with promptops optimize {spec.name} --resume") from None
         raise
     wall_time_s = time.perf_counter() - started
     if concluded_by is not None:
@@ -485,7 +492,11 @@ def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget:
         _repeat(study, trial, earlier, context, parent_run_id, config, progress)
         return
     calls_before, spent_before = budget.own_model_calls, budget.own_spent_usd  # this worker's: the others spend meanwhile
-    run_id = runs.log_trial(parent_run_id, study.study_name, trial.number, "RUNNING", config.params(), {}, None)
+    try:
+        run_id = runs.log_trial(parent_run_id, study.study_name, trial.number, "RUNNING", config.params(), {}, None)
+    except TrackingError:
+        study.tell(trial, state=TrialState.FAIL)  # nothing was spent on it yet
+        raise
     trial.set_user_attr("mlflow_run_id", run_id)
 
     def account() -> dict[str, float]:
@@ -503,6 +514,7 @@ def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget:
             on_progress(progress)
 
     candidate: Optional[Prompt] = None
+    told = False  # Optuna has the trial's outcome: MLflow is told after it, so a store that fails loses no paid trial
     try:
         show(f"compiling ({config.optimizer}, {config.demos} demos, {config.model.id})")
         if baseline:  # the file as committed, demos, calibration and all: what every winner is measured against
@@ -523,17 +535,24 @@ def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget:
             account()
             if step < len(context.rungs) - 1 and study.pruner.prune(study, _frozen(study, trial.number)):
                 metrics = {**_trial_metrics(result, context), **account()}
-                runs.log_trial(parent_run_id, study.study_name, trial.number, "PRUNED", {}, metrics, candidate.to_yaml(), run_id)
                 study.tell(trial, state=TrialState.PRUNED)
+                told = True
+                runs.log_trial(parent_run_id, study.study_name, trial.number, "PRUNED", {}, metrics, candidate.to_yaml(), run_id)
                 progress.last = f"trial {trial.number} pruned after {size} dev examples ({context.metric_key} {result.score:.3f})"
                 return
         assert result is not None
         values = [_objective_value(name, result, context) for name in context.objective_names]
         metrics = {**_trial_metrics(result, context), **account()}
         trial.set_user_attr("candidate", candidate.to_yaml())
-        runs.log_trial(parent_run_id, study.study_name, trial.number, "COMPLETE", {}, metrics, candidate.to_yaml(), run_id)
         study.tell(trial, values)
+        told = True
+        runs.log_trial(parent_run_id, study.study_name, trial.number, "COMPLETE", {}, metrics, candidate.to_yaml(), run_id)
         progress.last = f"trial {trial.number}: " + ", ".join(f"{n} {v:.4g}" for n, v in zip(context.objective_names, values))
+    except TrackingError:
+        if not told:
+            trial.set_user_attr("stopped_by", "MLflow could not log the trial")
+            study.tell(trial, state=TrialState.FAIL)
+        raise
     except BudgetExhausted as exc:
         _fail(study, trial, run_id, parent_run_id, candidate, account(), f"budget: {exc}")
         raise

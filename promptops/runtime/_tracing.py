@@ -282,7 +282,7 @@ def get(trace_id: str) -> TraceRecord:
 
     trace = tracking.get_trace(trace_id)
     if trace is None:
-        raise TrackingError(f"no trace {trace_id!r} in MLflow at {tracking.tracking_uri()}: list them with promptops traces NAME")
+        raise TrackingError(f"no trace {trace_id!r} in MLflow at {tracking.display_uri()}: list them with promptops traces NAME")
     return trace
 
 
