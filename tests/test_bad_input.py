@@ -464,7 +464,7 @@ def test_a_tracking_server_that_answers_503_is_asked_once_not_retried(
         line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
     assert time.monotonic() - started < STORE_CHECK_S
     assert line == (f"Error: the MLflow tracking server {unavailable_server} (set by MLFLOW_TRACKING_URI) answered HTTP 503 to"
-                    " a search for experiments: is it an MLflow tracking server? Its log says more")
+                    " a search for experiments: check that it is an MLflow tracking server, and its log")
     assert len(_Unavailable.requests) == 1 and "/api/2.0/mlflow/experiments/search" in _Unavailable.requests[0]
     assert not [record for record in caplog.records if "Retrying" in record.getMessage()]  # urllib3's retry warnings
 
@@ -577,10 +577,12 @@ def read_only_store(unwritable, monkeypatch) -> Callable[[Path], str]:
 
 
 def test_an_eval_that_cannot_be_logged_is_shown_and_saved(
-        project: Path, mlflow_store: str, scripted_model, read_only_store, assert_one_line_error) -> None:
+        project: Path, mlflow_store: str, scripted_model, read_only_store, monkeypatch, assert_one_line_error) -> None:
     from promptops import tracking
 
     model = scripted_model("card-arrival", lambda request: {"intent": "card_arrival"}, prompts=[NAME])
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "zq-secret-value-0042")  # in the prompt's text: masked in the file, as in MLflow
+    edit(project, PROMPT, "Read the customer's message", "Internal ref zq-secret-value-0042. Read the customer's message")
     promptops.evaluate(NAME, limit=1)  # the store and the prompt's experiment exist, as after any eval
     uri = read_only_store(Path(mlflow_store.removeprefix("sqlite:///")))
     paid = len(model.requests)
@@ -598,6 +600,7 @@ def test_an_eval_that_cannot_be_logged_is_shown_and_saved(
     assert record["tables"]["predictions.json"]["predicted.intent"] == ["card_arrival"] * 3
     assert record["metrics"]["accuracy"] == pytest.approx(sum(
         expected == "card_arrival" for expected in record["tables"]["predictions.json"]["expected.intent"]) / 3)
+    assert "zq-secret-value-0042" not in saved[0].read_text() and "Internal ref ***." in record["texts"][f"prompt/{NAME}.yaml"]
 
     as_json = CliRunner().invoke(main, ["eval", NAME, "--limit", "2", "--json"])
     assert json.loads(as_json.stdout)["n"] == 2 and json.loads(as_json.stdout)["run_id"] is None
@@ -660,18 +663,6 @@ def test_a_study_whose_store_fails_mid_trial_keeps_the_trial_and_resumes_without
     resumed = promptops.optimize("tiny", resume=True, write_winner=False)
     assert [t.state for t in resumed.study.trials] == ["COMPLETE", "COMPLETE"]  # trial 0 is not redone
     assert resumed.study.trials[0].number == 0 and len(model.requests) > paid
-
-
-def test_a_run_saved_instead_keeps_no_secret(project: Path, mlflow_store: str, monkeypatch) -> None:
-    from promptops import tracking
-    from promptops.errors import TrackingError
-
-    monkeypatch.setenv("MY_SERVICE_TOKEN", "zq-secret-value-0042")
-    error = tracking._store.save_unlogged(
-        "eval", NAME, {"tables": {"predictions.json": {"text": ["my key is zq-secret-value-0042"]}}},
-        TrackingError("cannot log the eval to MLflow at sqlite:///x.db: disk full"))
-    assert "zq-secret-value-0042" not in error.saved_to.read_text() and "***" in error.saved_to.read_text()
-    assert str(error).endswith(f"the results are saved in unlogged-runs/{error.saved_to.name} instead")
 
 
 # --- the corpus: every one-line error through the CLI ------------------------------------------

@@ -28,7 +28,7 @@ from promptops.tracking._registry import (
     set_alias,
 )
 from promptops.tracking._runs import last_evals, load_run, load_table, log_audit, log_comparison, log_eval, predictions_table
-from promptops.tracking._store import UNLOGGED_FOLDER, check_store, display_uri, tracking_uri
+from promptops.tracking._store import check_store, display_uri, tracking_uri
 from promptops.tracking._study import (
     close_trial_run,
     finish_study_run,
@@ -51,7 +51,6 @@ from promptops.tracking._traces import (
 )
 
 __all__ = [
-    "UNLOGGED_FOLDER",
     "RequestSpan",
     "TraceAssessment",
     "TraceRecord",

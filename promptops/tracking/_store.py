@@ -180,7 +180,7 @@ def _server_failure(text: str) -> str:
         return f"did not answer within {_check_timeout_s()} s: check that it is up and reachable from here, or {_elsewhere()}"
     if status:
         code = next(group for group in status.groups() if group)
-        return f"answered HTTP {code} to a search for experiments: is it an MLflow tracking server? Its log says more"
+        return f"answered HTTP {code} to a search for experiments: check that it is an MLflow tracking server, and its log"
     errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if errno:
         return f"cannot be reached ({errno.group(1).strip().lower()}): start it, or {_elsewhere()}"
