@@ -391,8 +391,20 @@ def _changed_prompt(root: Path) -> None:
     edit(root, PROMPT, "Read the customer's message", "Read the message")
 
 
+def status_store_problem() -> str:
+    """`status` on a store that fails its check: the prompts from git, then the store's one `problem` line; exit 1, no
+    traceback, nothing on stderr. Returns the line without its `problem ` prefix."""
+    result = CliRunner().invoke(main, ["status"], env={"COLUMNS": "1000"})  # wide: no line is wrapped
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and result.stderr.strip() == "", result.stderr
+    assert NAME in result.stdout  # the rows git knows are still listed
+    problems = [line.removeprefix("problem ") for line in result.stdout.splitlines() if line.startswith("problem ")]
+    assert len(problems) == 1, result.stdout
+    return problems[0]
+
+
 @pytest.mark.parametrize("args", [
-    ["status"],
     ["versions", NAME],
     ["traces", NAME],
     ["eval", NAME, "--limit", "2"],
@@ -418,6 +430,17 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds_before_any_model_
                     " (connection refused): start it, or point MLFLOW_TRACKING_URI at another store"), line
     assert model.requests == []  # checked before any model call: nothing was paid for
     assert not (root / "optuna.db").exists() and not (root / "unlogged-runs").exists()
+
+
+def test_status_on_an_unreachable_tracking_server_says_so_in_one_problem_line(git_project, monkeypatch) -> None:
+    import time
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", UNREACHABLE)
+    started = time.monotonic()
+    line = status_store_problem()
+    assert time.monotonic() - started < STORE_CHECK_S
+    assert line == ("the MLflow tracking server http://***@127.0.0.1:9 (set by MLFLOW_TRACKING_URI) cannot be reached"
+                    " (connection refused): start it, or point MLFLOW_TRACKING_URI at another store")
 
 
 class _Unavailable(BaseHTTPRequestHandler):
@@ -461,7 +484,7 @@ def test_a_tracking_server_that_answers_503_is_asked_once_not_retried(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", unavailable_server)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
-        line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
+        line = assert_one_line_error(CliRunner().invoke(main, ["versions", NAME]))
     assert time.monotonic() - started < STORE_CHECK_S
     assert line == (f"Error: the MLflow tracking server {unavailable_server} (set by MLFLOW_TRACKING_URI) answered HTTP 503 to"
                     " a search for experiments: check that it is an MLflow tracking server, and its log")
@@ -481,7 +504,7 @@ def test_a_tracking_server_that_never_answers_is_given_up_after_the_timeout(
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # the user's own, shorter than the check's 5 s
         started = time.monotonic()
-        line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
+        line = assert_one_line_error(CliRunner().invoke(main, ["versions", NAME]))
         assert time.monotonic() - started < STORE_CHECK_S
     assert line == (f"Error: the MLflow tracking server {url} (set by MLFLOW_TRACKING_URI) did not answer within 1 s: check that"
                     " it is up and reachable from here, or point MLFLOW_TRACKING_URI at another store")
@@ -495,28 +518,29 @@ def test_a_damaged_store_is_one_line_naming_the_file(git_project, tmp_path: Path
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(bytes(range(256)) * 64)  # garbage, not sqlite's header
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{damaged}")
-    line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
-    assert line == (f"Error: the MLflow store {damaged} (set by MLFLOW_TRACKING_URI) is not a database sqlite can read"
+    line = status_store_problem()
+    assert line == (f"the MLflow store {damaged} (set by MLFLOW_TRACKING_URI) is not a database sqlite can read"
                     " (damaged, or another kind of file): move it aside and a new store starts there, or point"
                     " MLFLOW_TRACKING_URI at another store")
+    assert assert_one_line_error(CliRunner().invoke(main, ["traces", NAME])) == f"Error: {line}"
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the project's own store, mlflow.db at its root
     (root / "mlflow.db").write_bytes(b"not a database\n" * 100)
-    line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
-    assert line.startswith("Error: the MLflow store mlflow.db (the project's default store) is not a database sqlite can read")
+    line = status_store_problem()
+    assert line.startswith("the MLflow store mlflow.db (the project's default store) is not a database sqlite can read")
 
 
 def test_a_store_in_a_folder_that_does_not_exist_is_one_line(git_project, tmp_path: Path, monkeypatch, assert_one_line_error) -> None:
     missing = tmp_path / "no" / "such" / "folder"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}/mlflow.db")
-    line = assert_one_line_error(CliRunner().invoke(main, ["status"]))
-    assert line == (f"Error: the MLflow store sqlite:///{missing}/mlflow.db (set by MLFLOW_TRACKING_URI) is in a folder that"
+    line = status_store_problem()
+    assert line == (f"the MLflow store sqlite:///{missing}/mlflow.db (set by MLFLOW_TRACKING_URI) is in a folder that"
                     f" does not exist, {missing}: create the folder, or point MLFLOW_TRACKING_URI at another store")
     assert not missing.exists()
 
     missing.mkdir(parents=True)
     (missing / "mlflow.db").mkdir()
-    assert "is a folder, not a database file" in assert_one_line_error(CliRunner().invoke(main, ["status"]))
+    assert "is a folder, not a database file" in assert_one_line_error(CliRunner().invoke(main, ["versions", NAME]))
 
 
 @pytest.fixture()
