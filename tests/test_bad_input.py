@@ -413,6 +413,9 @@ def status_store_problem() -> str:
     ["check", "--limit", "2"],
     ["optimize", "tiny", "--no-write"],
     ["judge", "check", "judges/ticket_title.yaml", "--data", "labelled.jsonl"],
+    ["promote", NAME, "--version", "v1"],
+    ["rollback", NAME],
+    ["sync"],
 ], ids=lambda args: args[0] if args[0] != "judge" else "judge check")
 def test_an_unreachable_tracking_server_is_one_line_in_seconds_before_any_model_call(
         args: list[str], git_project, scripted_model, write_experiment, monkeypatch, assert_one_line_error) -> None:

@@ -201,9 +201,12 @@ def promote(
     _check_channel(channel)
     if force and not reason:
         raise PromptopsError("--force needs --reason: say why the gate is overridden, it goes into the audit trail")
+    from promptops import tracking
+
     prompt_file = resolve_prompt_path(name)
     repo = versions.open_repo(prompt_file)
     _refuse_branch_state(repo)
+    tracking.check_store()  # before the gate's paid evals, not after them
     if version is None and versions.has_uncommitted_changes(prompt_file):
         raise PromptopsError(
             f"{prompt_file.name} has uncommitted changes: commit them (they become the next version) or name a --version"
@@ -252,10 +255,12 @@ def rollback(name: str, *, channel: str = "production", to: Optional[str] = None
     """Move `channel` back to the commit it served before its last move (or to `to`); no gate.
 
     Run again after a rollback that was killed, it finishes that rollback and does not roll back once more."""
+    from promptops import tracking
 
     _check_channel(channel)
     prompt_file = resolve_prompt_path(name)
     repo = versions.open_repo(prompt_file)
+    tracking.check_store()  # the move's registry steps need it: fail before git moves, not half-way
     with channel_lock(repo):
         _refuse_branch_state(repo)
         interrupted = finish_interrupted_move(repo)
@@ -741,6 +746,7 @@ def sync(names: Optional[list[str]] = None, *, repair: bool = True) -> list[Drif
     from promptops import tracking
 
     root = find_project_root()
+    tracking.check_store()
     drifts = []
     if repair:
         repo = versions.open_repo(root / "prompts")
