@@ -45,7 +45,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from promptops._secrets import redact, scrub_log_records
         from promptops.models import BudgetExhausted
-        from promptops.errors import PromptopsError
+        from promptops.errors import PromptopsError, WriteRefusedError
 
         scrub_log_records()  # what MLflow, DSPy or LiteLLM log to this terminal keeps no secret either
         try:
@@ -53,6 +53,11 @@ class _Group(click.Group):
         except (PromptopsError, BudgetExhausted) as exc:
             click.echo(f"Error: {redact(str(exc))}", err=True)  # a message may quote what the user typed or a provider said
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a read-only .git or project folder, a full disk: the file, not a traceback
+            if exc.errno not in WriteRefusedError.REFUSALS or not exc.filename:
+                raise
+            click.echo(f"Error: {WriteRefusedError(exc.filename, exc)}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted: stopped before anything was logged.", err=True)
             ctx.exit(130)

@@ -7,6 +7,7 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -19,9 +20,10 @@ class PromptopsError(Exception):
 def where(path: str | Path, line: int | None = None) -> str:
     """`file:line` as editors and terminals understand it, relative to the working folder when inside it."""
     text = str(path)
-    try:
-        text = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
+    try:  # the folders resolved, the file itself not: a symlink is named as the user sees it, not by its target
+        absolute = Path(path).absolute()
+        text = str((absolute.parent.resolve() / absolute.name).relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
         pass
     return f"{text}:{line}" if line else text
 
@@ -38,12 +40,33 @@ class UnknownPromptError(PromptopsError):
     """No prompt file with that name in the project."""
 
 
+class PromptReferenceError(PromptopsError):
+    """A prompt reference that is not a prompt's name: a path outside `prompts/`, `..`, or a symlink that leaves the project."""
+
+
 class DatasetError(PromptopsError):
     """An eval set that cannot be read, or a row that does not match the prompt's fields."""
 
     def __init__(self, path: str | Path, line: int | None, message: str):
         self.path, self.line = str(path), line
         super().__init__(f"{where(path, line)}: {message}")
+
+
+class WriteRefusedError(PromptopsError):
+    """The operating system refused a write promptops needs: permissions, a read-only file system, a full disk."""
+
+    REFUSALS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)  # other OSErrors keep their traceback
+
+    def __init__(self, path: str | Path, exc: OSError):
+        self.path = str(path)
+        if exc.errno == errno.EROFS:
+            why = "the file system is read-only; run where the project can be written"
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            why = "the disk is full; free some space and run the command again"
+        else:
+            folder = Path(path) if Path(path).is_dir() else Path(path).parent
+            why = f"permission denied; make {where(folder)} writable for this user, or run as its owner"
+        super().__init__(f"cannot write {where(path)}: {why}")
 
 
 class UnknownModelError(PromptopsError):

@@ -298,6 +298,31 @@ def assert_one_line_error() -> Callable[..., str]:
     return check
 
 
+@pytest.fixture()
+def read_only() -> Iterator[Callable[[Path], Path]]:
+    """`read_only(folder)`: the folder refuses new, renamed and removed entries until the test ends, as on a read-only
+    mount. As root, whom permission bits do not stop, with `chattr +i` (EPERM, a PermissionError as EACCES is);
+    otherwise with chmod."""
+    locked: list[tuple[Path, int]] = []
+
+    def lock(folder: Path) -> Path:
+        mode = folder.stat().st_mode & 0o7777
+        if os.geteuid() == 0:
+            done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"chattr +i is refused here, so root cannot be shown a read-only folder: {done.stderr.strip()}")
+        else:
+            folder.chmod(mode & ~0o222)
+        locked.append((folder, mode))
+        return folder
+
+    yield lock
+    for folder, mode in reversed(locked):
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(mode)
+
+
 # --- traces ----------------------------------------------------------------------------------------
 
 

@@ -691,6 +691,204 @@ def test_a_study_whose_store_fails_mid_trial_keeps_the_trial_and_resumes_without
     assert [t.state for t in resumed.study.trials] == ["COMPLETE", "COMPLETE"]  # trial 0 is not redone
     assert resumed.study.trials[0].number == 0 and len(model.requests) > paid
 
+# --- issue 25: paths and tracebacks ---------------------------------------------------------------
+# A prompt reference names a file in prompts/ and nothing else; ordinary states of the disk and of git (a folder or a
+# broken symlink where the prompt file should be, a committed version that is not UTF-8, no git program, a stale
+# index.lock, a read-only .git or project folder) and a metric that does not fit the prompt are one line each.
+
+OUTSIDE = "is outside the project's prompts folder (prompts/)"
+
+
+@pytest.mark.parametrize("reference", ["../../../../../../../../etc/passwd", "/etc/hostname", f"../{NAME}", "prompts/../../x"])
+def test_a_prompt_reference_outside_prompts_is_refused_by_every_reader(project: Path, reference: str) -> None:
+    from promptops.errors import PromptReferenceError
+
+    for read in (promptops.load_prompt, promptops.show, promptops.versions, lambda ref: promptops.load(ref, trace=False),
+                 lambda ref: promptops.load(f"{ref}@production", trace=False)):  # not looked up in the registry either
+        with pytest.raises(PromptReferenceError) as caught:
+            read(reference)
+        assert str(caught.value) == (f"{reference!r} {OUTSIDE}: a prompt is named by its file there, for example "
+                                     "`banking_agent` for prompts/banking_agent.yaml")
+
+
+def test_a_path_to_the_prompt_file_inside_prompts_still_names_it(project: Path) -> None:
+    from promptops.errors import PromptReferenceError
+
+    for reference in (NAME, f"prompts/{NAME}.yaml", project / "prompts" / f"{NAME}.yaml", f"prompts/../prompts/{NAME}.yaml"):
+        assert promptops.load_prompt(reference).name == NAME
+    (project.parent / f"{NAME}.yaml").write_text((project / PROMPT).read_text())  # the same file, outside prompts/
+    for reference in (f"../{NAME}.yaml", f"{NAME}.yaml", str(project.parent / f"{NAME}.yaml")):
+        with pytest.raises(PromptReferenceError) as caught:
+            promptops.load_prompt(reference)
+        assert str(caught.value) == (f"{reference!r} is not in the project's prompts folder (prompts/): name the prompt "
+                                     f"instead, as `{NAME}` for prompts/{NAME}.yaml")
+
+
+def test_a_symlinked_prompt_file_is_read_only_if_it_stays_inside_the_project(project: Path) -> None:
+    from promptops.errors import PromptReferenceError
+
+    prompt_file = project / PROMPT
+    shared = project / "shared" / f"{NAME}.yaml"
+    shared.parent.mkdir()
+    prompt_file.rename(shared)
+    prompt_file.symlink_to(Path("..") / "shared" / f"{NAME}.yaml")
+    assert promptops.load_prompt(NAME).name == NAME and promptops.show(NAME).path == prompt_file
+
+    outside = project.parent / f"{NAME}.yaml"
+    shared.rename(outside)
+    prompt_file.unlink()
+    prompt_file.symlink_to(outside)
+    with pytest.raises(PromptReferenceError) as caught:
+        promptops.load(NAME, trace=False)
+    assert str(caught.value) == (f"prompts/{NAME}.yaml leads to {outside}, outside the project ({project}); "
+                                 "copy the file into prompts/ instead of linking it")
+    listed = {listing.name: listing.error for listing in promptops.list_prompts()}
+    assert listed[NAME] == str(caught.value)  # listed with its error, its content not read
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda path: path.symlink_to("gone.yaml"),
+     "a broken symlink (its target gone.yaml does not exist); point it at a prompt file or remove it"),
+    (lambda path: (path.symlink_to("loop.yaml"), path.with_name("loop.yaml").symlink_to(path.name)),
+     "a symlink that loops back on itself (to loop.yaml); point it at a prompt file or remove it"),
+    (lambda path: path.mkdir(),
+     "a folder, not a prompt file; a prompt is one YAML file, so remove or rename the folder"),
+], ids=["broken symlink", "looping symlink", "folder"])
+def test_a_prompt_file_that_cannot_be_read_says_what_it_is(project: Path, make, message: str) -> None:
+    path = project / PROMPT
+    path.unlink()
+    make(path)
+    for read in (promptops.load_prompt, promptops.show, lambda ref: promptops.load(ref, trace=False)):
+        with pytest.raises(PromptFileError) as caught:
+            read(NAME)
+        assert str(caught.value) == f"prompts/{NAME}.yaml: {message}"  # not "unknown prompt ...; known prompts: ..."
+    listed = {listing.name: listing.error for listing in promptops.list_prompts()}
+    assert listed[NAME] == f"prompts/{NAME}.yaml: {message}" and listed["restaurant_booking"] is None
+
+
+def test_an_experiment_names_its_prompt_and_never_a_path(project: Path) -> None:
+    from promptops.optimizer import ExperimentFileError, load_experiment
+
+    (project / "experiments" / "tiny.yaml").write_text(SPACE.replace(f"prompt: {NAME}", "prompt: ../../etc/passwd"))
+    with pytest.raises(ExperimentFileError) as caught:
+        load_experiment("tiny")
+    assert str(caught.value) == ("experiments/tiny.yaml:2: prompt: '../../etc/passwd' is not a prompt's name; write the "
+                                 "name of a file in prompts/ (banking_intent for prompts/banking_intent.yaml)")
+
+
+def _commit_latin1_version(root: Path) -> tuple[str, int, int]:
+    """v2 of the prompt saved as Latin-1 (é as byte 0xe9), v3 back to UTF-8; returns v2's sha, and the line and column."""
+    import git
+
+    repo = git.Repo(root)
+    path = root / PROMPT
+    good = path.read_bytes()
+    path.write_bytes(good.replace(b"support router", b"support caf\xe9 router", 1))
+    repo.git.add(str(path))
+    v2 = git_commit(repo, "Saved as Latin-1")
+    path.write_bytes(good)
+    repo.git.add(str(path))
+    git_commit(repo, "Back to UTF-8")
+    line = next(number for number, text in enumerate(good.splitlines(), 1) if b"support router" in text)
+    return v2, line, good.splitlines()[line - 1].index(b"support router") + len("support caf") + 1
+
+
+def test_a_committed_version_that_is_not_utf8_is_named_by_show_diff_and_load(git_project) -> None:
+    v2, line, column = _commit_latin1_version(Path(git_project.working_tree_dir))
+    message = (f"prompts/{NAME}.yaml@{v2[:8]}:{line}: not UTF-8 text (byte 0xe9 at column {column}); "
+               "this version cannot be read, so use another one (or commit the file again as UTF-8)")
+    for read in (lambda: promptops.show(f"{NAME}@v2"), lambda: promptops.diff(f"{NAME}@v1", f"{NAME}@v2"),
+                 lambda: promptops.load(f"{NAME}@v2", trace=False)):
+        with pytest.raises(PromptFileError) as caught:
+            read()
+        assert str(caught.value) == message
+    assert "support router" in promptops.show(f"{NAME}@v3").text and not promptops.diff(f"{NAME}@v1", f"{NAME}@v3").changes
+
+
+def _without_git(tmp_path: Path) -> dict[str, str]:
+    """The environment with a PATH on which there is no git program."""
+    import os
+
+    empty = tmp_path / "bin-without-git"
+    empty.mkdir(exist_ok=True)
+    environment = {**os.environ, "PATH": str(empty)}
+    environment.pop("GIT_PYTHON_GIT_EXECUTABLE", None)
+    return environment
+
+
+def test_without_a_git_program_a_command_says_so_in_one_line(git_project, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for args, cwd in ((["versions", NAME], git_project.working_tree_dir), (["init", "fresh"], tmp_path)):
+        done = subprocess.run([sys.executable, "-m", "promptops", *args], cwd=cwd, env=_without_git(tmp_path),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and done.stderr.splitlines() == [
+            "Error: promptops needs the git program, which is not on PATH: install git, or set GIT_PYTHON_GIT_EXECUTABLE "
+            "to the full path of the git executable"], done.stderr
+    assert not (tmp_path / "fresh").exists()  # init said so before writing anything
+
+
+def test_a_stale_index_lock_refuses_a_promote_and_changes_nothing(
+        git_project, mlflow_store: str, pass_the_gate, registry_label, assert_one_line_error) -> None:
+    pass_the_gate()
+    lock = Path(git_project.git_dir) / "index.lock"
+    lock.touch()
+    head, status = git_project.head.commit.hexsha, git_project.git.status("--porcelain")
+    line = assert_one_line_error(CliRunner().invoke(main, ["promote", NAME]))
+    assert line == (f"Error: git could not update the index for prompts/channels/{NAME}.yaml: .git/index.lock exists, so another "
+                    "git process may be running in this repository; if none is, remove .git/index.lock and run the command again")
+    assert (git_project.head.commit.hexsha, git_project.git.status("--porcelain"), registry_label()) == (head, status, None)
+    lock.unlink()
+    assert CliRunner().invoke(main, ["promote", NAME]).exit_code == 0 and registry_label() == "v1"
+
+
+@pytest.mark.parametrize("lock_file_there", [False, True], ids=["first promote", "lock file left by an earlier one"])
+def test_a_read_only_git_folder_refuses_a_promote_naming_it(
+        git_project, mlflow_store: str, pass_the_gate, registry_label, read_only, assert_one_line_error,
+        lock_file_there: bool) -> None:
+    pass_the_gate()
+    git_dir = Path(git_project.git_dir)
+    if lock_file_there:
+        (git_dir / "promptops.lock").touch()
+    head, status = git_project.head.commit.hexsha, git_project.git.status("--porcelain")
+    read_only(git_dir)
+    line = assert_one_line_error(CliRunner().invoke(main, ["promote", NAME]))
+    written = "promptops-move.json" if lock_file_there else "promptops.lock"
+    assert line == f"Error: cannot write .git/{written}: permission denied; make .git writable for this user, or run as its owner"
+    assert (git_project.head.commit.hexsha, git_project.git.status("--porcelain"), registry_label()) == (head, status, None)
+
+
+def test_init_in_a_read_only_folder_or_a_locked_repository_leaves_nothing_behind(
+        tmp_path: Path, monkeypatch, read_only, assert_one_line_error) -> None:
+    import git
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locked").mkdir()
+    read_only(tmp_path / "locked")
+    line = assert_one_line_error(CliRunner().invoke(main, ["init", "locked"]))
+    assert line == "Error: cannot write locked/README.md: permission denied; make locked writable for this user, or run as its owner"
+    assert not any((tmp_path / "locked").iterdir())
+
+    clone = tmp_path / "clone"
+    repo = git.Repo.init(clone)
+    (clone / "README.md").write_text("Ours.\n")
+    (Path(repo.git_dir) / "index.lock").touch()
+    line = assert_one_line_error(CliRunner().invoke(main, ["init", "clone"]))
+    assert "clone/.git/index.lock exists, so another git process may be running" in line
+    assert sorted(path.name for path in clone.iterdir()) == [".git", "README.md"] and (clone / "README.md").read_text() == "Ours.\n"
+    (Path(repo.git_dir) / "index.lock").unlink()
+    assert CliRunner().invoke(main, ["init", "clone"]).exit_code == 0  # nothing left in the way
+
+
+def test_similarity_on_a_prompt_without_free_text_output_is_refused_before_any_call(project: Path) -> None:
+    from promptops.errors import MetricError
+
+    with pytest.raises(MetricError) as caught:
+        promptops.evaluate(NAME, metric="similarity", track=False)
+    assert str(caught.value) == ("metric 'similarity' compares free-text answers with their references, but prompt "
+                                 "'banking_intent' has no string output (its outputs: intent (enum)); use accuracy or f1")
+
 
 # --- the corpus: every one-line error through the CLI ------------------------------------------
 
@@ -782,6 +980,46 @@ def _unreachable(root: Path) -> list[str]:
     return ["eval", NAME, "--limit", "2", "--no-track"]
 
 
+def _prompt_as(make: Callable[[Path], object]) -> Callable[[Path], list[str]]:
+    """prompts/NAME.yaml replaced by what `make` puts at its path (a symlink, a folder)."""
+
+    def setup(root: Path) -> list[str]:
+        path = root / PROMPT
+        (root.parent / "elsewhere.yaml").write_bytes(path.read_bytes())
+        path.unlink()
+        make(path)
+        return ["eval", NAME, "--limit", "2", "--no-track"]
+
+    return setup
+
+
+def _prompt_copy_outside(root: Path) -> list[str]:
+    (root / f"{NAME}.yaml").write_bytes((root / PROMPT).read_bytes())
+    return ["show", f"{NAME}.yaml"]
+
+
+def _tiny_prompt(reference: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        (root / "experiments" / "tiny.yaml").write_text(SPACE.replace(f"prompt: {NAME}", f"prompt: {reference}"))
+        return ["optimize", "tiny", "--no-write"]
+
+    return setup
+
+
+def _latin1_version(*args: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        _commit_latin1_version(root)
+        return list(args)
+
+    return setup
+
+
+def _index_lock(root: Path) -> list[str]:
+    """A git process killed mid-way left its lock; `init` in a new folder of the repository then cannot commit."""
+    (root / ".git" / "index.lock").touch()
+    return ["init", "fresh"]
+
+
 CASES = [
     # issue 13
     Case("data file not UTF-8 (jsonl)", _dev_bytes, ("dev.jsonl:2:", "not UTF-8 text (byte 0xe9 at column 17)", "save the file as UTF-8")),
@@ -822,6 +1060,27 @@ CASES = [
     Case("unknown input field", _production("txt=card?"), ("unknown input field 'txt'",)),
     Case("input not FIELD=VALUE", lambda root: ["run", NAME, "-i", "text"], ("--input 'text' is not FIELD=VALUE",)),
     Case("unknown version", lambda root: ["show", f"{NAME}@v9"], ("v9",)),
+    # issue 25: paths and tracebacks
+    Case("show a path out of the project", lambda root: ["show", "../../../../../../../../etc/passwd"], ("'../../../../../../../../etc/passwd'", OUTSIDE)),
+    Case("show an absolute path", lambda root: ["show", "/etc/hostname"], ("'/etc/hostname'", OUTSIDE)),
+    Case("run an absolute path", lambda root: ["run", "/etc/hostname", "-i", "text=hi"], ("'/etc/hostname'", OUTSIDE)),
+    Case("versions of a path", lambda root: ["versions", "/etc/passwd"], ("'/etc/passwd'", OUTSIDE)),
+    Case("traces of a path", lambda root: ["traces", f"../{NAME}"], (f"'../{NAME}'", OUTSIDE)),
+    Case("diff with a path", lambda root: ["diff", "/etc/passwd", NAME], ("'/etc/passwd'", OUTSIDE)),
+    Case("a prompt file outside prompts/", _prompt_copy_outside, (f"'{NAME}.yaml' is not in the project's prompts folder", f"as `{NAME}`")),
+    Case("prompt file symlinked out of the project", _prompt_as(lambda path: path.symlink_to(path.parent.parent.parent / "elsewhere.yaml")),
+         (f"prompts/{NAME}.yaml leads to", "outside the project", "copy the file into prompts/")),
+    Case("prompt file a broken symlink", _prompt_as(lambda path: path.symlink_to("gone.yaml")),
+         (f"prompts/{NAME}.yaml: a broken symlink (its target gone.yaml does not exist)",)),
+    Case("prompt file a looping symlink", _prompt_as(lambda path: (path.symlink_to("loop.yaml"), path.with_name("loop.yaml").symlink_to(path.name))),
+         (f"prompts/{NAME}.yaml: a symlink that loops back on itself",)),
+    Case("prompt file a folder", _prompt_as(lambda path: path.mkdir()), (f"prompts/{NAME}.yaml: a folder, not a prompt file",)),
+    Case("experiment prompt a path", _tiny_prompt("../../etc/passwd"), ("tiny.yaml:2:", "prompt: '../../etc/passwd' is not a prompt's name")),
+    Case("show a version not UTF-8", _latin1_version("show", f"{NAME}@v2"), ("@", "not UTF-8 text (byte 0xe9", "this version cannot be read")),
+    Case("diff a version not UTF-8", _latin1_version("diff", f"{NAME}@v1", f"{NAME}@v2"), ("not UTF-8 text (byte 0xe9",)),
+    Case("similarity on an enum prompt", lambda root: ["eval", NAME, "--metric", "similarity", "--no-track"],
+         ("metric 'similarity' compares free-text answers", "no string output (its outputs: intent (enum))", "use accuracy or f1")),
+    Case("stale index.lock", _index_lock, (".git/index.lock exists, so another git process may be running", "remove .git/index.lock")),
 ]
 
 

@@ -18,19 +18,18 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from promptops.errors import PromptFileError, UnknownPromptError
+from promptops.errors import PromptFileError, PromptReferenceError, UnknownPromptError
 from promptops.artifact._metric_spec import MetricField
 from promptops.artifact._tools import ToolError, resolve_tools
 from promptops.artifact._agent_spec import AgentSpec, GuardrailsSpec, ToolSpec
 from promptops._text import read_utf8
 from promptops.artifact._yaml import line_of, parse_yaml_model
 from promptops.artifact._base import Strict
-from promptops.artifact._files import atomic_write_text, find_project_root
+from promptops.artifact._files import PROMPT_NAME, atomic_write_text, check_prompt_file, find_project_root
 from promptops.artifact._model_spec import ModelSpec
 
 FieldTypeName = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 
 class FieldSpec(Strict):
@@ -131,7 +130,7 @@ class Prompt(Strict):
     @field_validator("name")
     @classmethod
     def _name_is_slug(cls, name: str) -> str:
-        if not _PROMPT_NAME.match(name):
+        if not PROMPT_NAME.match(name):
             raise ValueError(f"prompt name {name!r} must be lowercase letters, digits, '_' or '-'")
         return name
 
@@ -286,6 +285,7 @@ def load_prompt_file(path: str | Path) -> Prompt:
     try:
         text = read_utf8(path, PromptFileError)
     except FileNotFoundError:
+        check_prompt_file(path)  # a broken symlink says so
         raise UnknownPromptError(f"{path}: no such prompt file") from None
     prompt = parse_prompt(text, path)
     if path.suffix in (".yaml", ".yml") and path.stem != prompt.name:
@@ -368,7 +368,8 @@ def list_prompts(root: str | Path | None = None) -> list[PromptListing]:
     listings = []
     for path in sorted(folder.glob("*.yaml")):
         try:
+            check_prompt_file(path, folder.parent)  # a folder, a broken symlink, a link out of the project
             listings.append(PromptListing(path.stem, path, load_prompt_file(path), None))
-        except PromptFileError as exc:
+        except (PromptFileError, PromptReferenceError) as exc:
             listings.append(PromptListing(path.stem, path, None, str(exc)))
     return listings

@@ -13,6 +13,7 @@ A judge file (`judges/NAME.yaml`) holds one `JudgeSpec` that several prompts can
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,7 @@ def judge_path(reference: str, root: Optional[Path] = None) -> Path:
 
 def find_judge(reference: str, root: Optional[Path] = None) -> JudgeSpec:
     """A judge by file (`judges/NAME.yaml`, a name or a path), or the judge a prompt's `eval.metric` names."""
-    from promptops.artifact import find_project_root
+    from promptops.artifact import PROMPT_NAME, find_project_root
 
     root = root or find_project_root()
     try:
@@ -82,12 +83,13 @@ def find_judge(reference: str, root: Optional[Path] = None) -> JudgeSpec:
     except JudgeFileError:
         raise
     except PromptopsError as not_a_file:
-        if Path(reference).suffix in (".yaml", ".yml") or not (root / "prompts" / f"{reference}.yaml").is_file():
+        if Path(reference).suffix in (".yaml", ".yml") or not PROMPT_NAME.match(reference) \
+                or not os.path.lexists(root / "prompts" / f"{reference}.yaml"):
             raise not_a_file from None
-    from promptops.artifact import load_prompt_file
+    from promptops.artifact import load_prompt_file, resolve_prompt_path
     from promptops.artifact import MetricSpec
 
-    prompt = load_prompt_file(root / "prompts" / f"{reference}.yaml")
+    prompt = load_prompt_file(resolve_prompt_path(reference, root))  # a symlink out of the project is refused
     metric = prompt.eval.metric
     if not (isinstance(metric, MetricSpec) and metric.judge is not None):
         raise PromptopsError(f"prompt {reference!r} has no judge under eval.metric, and there is no judges/{reference}.yaml")

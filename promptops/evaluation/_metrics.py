@@ -197,6 +197,11 @@ def resolve_metric(metric: "str | MetricSpec | Metric | None", prompt: Prompt, r
     if isinstance(metric, Metric):
         return metric
     spec = default_metric(prompt) if metric is None else metric
+    if (spec == "similarity" or (isinstance(spec, MetricSpec) and spec.similarity is not None)) \
+            and not any(field.type == "string" for field in prompt.outputs):
+        outputs = ", ".join(f"{field.name} ({field.type})" for field in prompt.outputs)
+        raise MetricError(f"metric 'similarity' compares free-text answers with their references, but prompt {prompt.name!r} "
+                          f"has no string output (its outputs: {outputs}); use accuracy or f1")
     if isinstance(spec, str):
         if spec == "similarity":
             own = prompt.eval.metric

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from promptops._text import read_utf8
-from promptops.artifact import ModelSpec, find_project_root
+from promptops.artifact import PROMPT_NAME, ModelSpec, find_project_root
 from promptops.errors import PromptFileError, UnknownPromptError
 from promptops.artifact import MetricField
 from promptops.artifact import parse_yaml_model
@@ -211,6 +211,14 @@ class Experiment(Strict):
     winner: WinnerRule = Field(default_factory=WinnerRule)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = Field(0, ge=0, lt=2**32)  # what Optuna's samplers (numpy) accept
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_is_a_name(cls, prompt: str) -> str:
+        if not PROMPT_NAME.match(prompt):  # the optimizer writes its winner back to this file: never outside prompts/
+            raise ValueError(f"{prompt!r} is not a prompt's name; write the name of a file in prompts/ "
+                             "(banking_intent for prompts/banking_intent.yaml)")
+        return prompt
 
     @model_validator(mode="after")
     def _objectives_known(self) -> "Experiment":

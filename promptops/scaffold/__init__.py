@@ -13,7 +13,7 @@ import os
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from promptops.artifact import atomic_write_text
 from promptops.errors import PromptopsError, where
@@ -32,8 +32,9 @@ def init_project(path: str | Path = ".") -> Path:
     fresh clone), the new files are committed to it. Without a git identity configured, the
     repository gets a local fallback one so that this commit and later promotions can be made.
     """
-    from promptops.versioning import commit_new_project
+    from promptops.versioning import check_git, commit_new_project
 
+    check_git()  # no git program: say so before a file is written
     root = Path(path).expanduser().resolve()
     if (root / "prompts").exists():
         raise PromptopsError(f"{where(root / 'prompts')} already exists: promptops init makes a new project; "
@@ -44,18 +45,42 @@ def init_project(path: str | Path = ".") -> Path:
         raise PromptopsError(f"{where(root / clashes[0])} already exists: promptops init writes only new files; "
                              "run it in an empty folder or give it a new one")
     mode = _file_mode()
-    written = []
-    for name, text in templates.items():
-        target = root / name
-        if target.exists() and name in _KEPT_IF_PRESENT:
-            continue
-        if target.exists() and name in _MERGED_IF_PRESENT:
-            text = _merged_lines(target.read_text(encoding="utf-8"), text)
-        atomic_write_text(target, text)
-        target.chmod(mode)  # the temporary file it was written as is private (0600); these are ordinary files
-        written.append(target)
-    commit_new_project(root, written, f"New promptops project: the {EXAMPLE_PROMPT} example (promptops init)")
+    written: dict[Path, Optional[str]] = {}  # each file written → its text before (None: it is new)
+    made = {folder for name in templates for folder in ((root / name).parent, *(root / name).parents) if not folder.exists()}
+    try:
+        for name, text in templates.items():
+            target = root / name
+            if target.exists() and name in _KEPT_IF_PRESENT:
+                continue
+            before = target.read_text(encoding="utf-8") if target.exists() else None
+            if before is not None and name in _MERGED_IF_PRESENT:
+                text = _merged_lines(before, text)
+            written[target] = before
+            atomic_write_text(target, text)
+            target.chmod(mode)  # the temporary file it was written as is private (0600); these are ordinary files
+        commit_new_project(root, list(written), f"New promptops project: the {EXAMPLE_PROMPT} example (promptops init)")
+    except BaseException:
+        _take_back(written, made)  # a refused commit (a lock, a read-only .git) leaves the folder as it was, so init can run again
+        raise
     return root
+
+
+def _take_back(written: dict[Path, Optional[str]], made: set[Path]) -> None:
+    """Undo `init`'s writes: new files removed, changed ones restored, the folders it made removed if empty."""
+    for target, before in written.items():
+        try:
+            if before is None:
+                target.unlink(missing_ok=True)
+            elif target.read_text(encoding="utf-8") != before:
+                target.write_text(before, encoding="utf-8")
+        except OSError:  # the folder refuses this too: the error being raised already names it
+            pass
+    for folder in sorted(made, key=lambda folder: len(folder.parts), reverse=True):
+        try:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:
+            pass
 
 
 def _templates() -> Iterator[tuple[str, str]]:

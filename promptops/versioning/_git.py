@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from promptops.errors import NothingToCommitError, RepositoryError, UnknownVersionError
+from promptops._text import decode_utf8
+from promptops.errors import NothingToCommitError, PromptFileError, RepositoryError, UnknownVersionError, WriteRefusedError, where
 
 if TYPE_CHECKING:
     import git
@@ -25,6 +27,8 @@ CHANNELS = ("production", "staging", "candidate")
 _VERSION_LABEL = re.compile(r"^v(\d+)$")
 # Unit and record separators: they cannot occur in a sha, a date, a name or a commit message.
 _FIELD, _RECORD = "\x1f", "\x1e"
+# What to do about a committed file that is not UTF-8: history cannot be re-saved, only superseded.
+_UNREADABLE_VERSION = "this version cannot be read, so use another one (or commit the file again as UTF-8)"
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,29 @@ class PromptVersion:
                 "date": self.date.isoformat(), "author": self.author, "message": self.message}
 
 
+def _import_git() -> Any:
+    """GitPython, which looks for the git program when first imported; without one, one sentence saying what to do."""
+    try:
+        import git
+    except ImportError as exc:
+        if "git executable" not in str(exc):  # GitPython itself is missing: a broken install keeps its traceback
+            raise
+        raise RepositoryError("promptops needs the git program, which is not on PATH: install git, or set "
+                              "GIT_PYTHON_GIT_EXECUTABLE to the full path of the git executable") from None
+    return git
+
+
+def check_git() -> None:
+    """Refuse, in one sentence, before anything is written, where there is no git program to commit with."""
+    _import_git()
+
+
 # --- reading history -----------------------------------------------------------------
 
 
 def open_repo(path: str | Path) -> "git.Repo":
     """The repository whose work tree holds `path` (which need not exist yet)."""
-    import git
+    git = _import_git()
 
     path = Path(path).resolve()
     start = next((folder for folder in (path, *path.parents) if folder.is_dir()), path)
@@ -166,7 +187,7 @@ def read_text_at(prompt_file: str | Path, commit: str) -> str:
         blob = repo.commit(resolved).tree / relative
     except KeyError:
         raise UnknownVersionError(f"{relative} does not exist at {commit} ({resolved[:8]})") from None
-    return blob.data_stream.read().decode("utf-8")
+    return decode_utf8(blob.data_stream.read(), f"{relative}@{resolved[:8]}", PromptFileError, advice=_UNREADABLE_VERSION)
 
 
 def load_prompt_at(prompt_file: str | Path, commit: str) -> "Prompt":
@@ -200,14 +221,15 @@ def parse_prompt_ref(text: str) -> tuple[str, Optional[str]]:
 
 def read_committed(repo: "git.Repo", relative: str, commit: str = "HEAD") -> Optional[str]:
     """The text of `relative` as committed at `commit` (HEAD by default); None if it is not in that commit."""
-    import git
+    git = _import_git()
 
     if not repo.head.is_valid():
         return None
     try:
-        return repo.git.show(f"{commit}:{relative}", strip_newline_in_stdout=False)
+        data = repo.git.show(f"{commit}:{relative}", strip_newline_in_stdout=False, stdout_as_string=False)
     except git.GitCommandError:
         return None
+    return decode_utf8(data, f"{relative}@{commit[:8] if len(commit) == 40 else commit}", PromptFileError, advice=_UNREADABLE_VERSION)
 
 
 def has_commit(repo: "git.Repo", commit: str) -> bool:
@@ -217,7 +239,7 @@ def has_commit(repo: "git.Repo", commit: str) -> bool:
 
 def blob_id(repo: "git.Repo", commit: str, relative: str) -> Optional[str]:
     """The git object id of the file at `commit`: equal ids mean byte-identical content."""
-    import git
+    git = _import_git()
 
     try:
         return repo.git.rev_parse("--verify", "--quiet", f"{commit}:{relative}") or None
@@ -251,20 +273,16 @@ def commit_paths(repo: "git.Repo", paths: list[Path], message: str) -> str:
 
     Other staged or unstaged changes stay where they are and out of the commit.
     """
-    import git
-
     relatives = [relative_path(repo, path) for path in paths]
     known = [r for r in relatives if (Path(repo.working_tree_dir) / r).exists() or _is_tracked(repo, r)]
-    where_ = ", ".join(relatives) or "no paths"
-    if known:
-        repo.git.add("--all", "--", *known)
-    staged = repo.git.diff("--cached", "--name-only", "--", *known) if known else ""
-    if not staged.strip():
-        raise NothingToCommitError(f"nothing to commit: {where_} unchanged since the last commit")
-    try:
+    where_ = ", ".join(relatives[:3]) + (f" and {len(relatives) - 3} more files" if len(relatives) > 3 else "") or "no paths"
+    with _git_errors(f"commit {where_}"):
+        if known:
+            repo.git.add("--all", "--", *known)
+        staged = repo.git.diff("--cached", "--name-only", "--", *known) if known else ""
+        if not staged.strip():
+            raise NothingToCommitError(f"nothing to commit: {where_} unchanged since the last commit")
         repo.git.commit("--only", "--quiet", "-m", message, "--", *known)
-    except git.GitCommandError as exc:
-        raise RepositoryError(f"git could not commit {where_}: {_git_reason(exc)}") from None
     return repo.head.commit.hexsha
 
 
@@ -274,17 +292,19 @@ def commit_new_project(folder: Path, paths: list[Path], message: str) -> str:
     Where no git identity is configured (`user.name`, `user.email` at any level), the repository
     gets a local fallback, as `make demo` does: promptops commits on a promotion, so it needs one.
     """
-    import git
+    git = _import_git()
 
     try:
         repo = open_repo(folder)
     except RepositoryError:
-        repo = git.Repo.init(folder)
+        with _git_errors(f"make a repository in {folder}"):
+            repo = git.Repo.init(folder)
     for key, fallback in (("user.name", "promptops"), ("user.email", "promptops@localhost")):
         try:
             repo.git.config("--get", key)
         except git.GitCommandError:
-            repo.git.config(key, fallback)
+            with _git_errors(f"set {key} in {folder}"):
+                repo.git.config(key, fallback)
     return commit_paths(repo, paths, message)
 
 
@@ -296,20 +316,17 @@ def make_commit(repo: "git.Repo", path: str | Path, text: str, message: str, *, 
     before that leaves nothing but an unreferenced object. Other changes in the index and the
     work tree are never touched; `sync_work_tree` brings the file itself up to date afterwards.
     """
-    import git
-
     relative = relative_path(repo, path)
     scratch = Path(repo.git_dir) / f"promptops-{os.getpid()}"
     environment = {"GIT_INDEX_FILE": f"{scratch}.index"}
     try:
-        Path(f"{scratch}.blob").write_text(text, encoding="utf-8")
-        blob = repo.git.hash_object("-w", f"--path={relative}", f"{scratch}.blob")
-        repo.git.read_tree(parent, env=environment)
-        repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{relative}", env=environment)
-        tree = repo.git.write_tree(env=environment)
-        return repo.git.commit_tree(tree, "-p", parent, "-m", message)
-    except git.GitCommandError as exc:
-        raise RepositoryError(f"git could not commit {relative}: {_git_reason(exc)}") from None
+        with _git_errors(f"commit {relative}"):
+            Path(f"{scratch}.blob").write_text(text, encoding="utf-8")
+            blob = repo.git.hash_object("-w", f"--path={relative}", f"{scratch}.blob")
+            repo.git.read_tree(parent, env=environment)
+            repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{relative}", env=environment)
+            tree = repo.git.write_tree(env=environment)
+            return repo.git.commit_tree(tree, "-p", parent, "-m", message)
     finally:
         Path(f"{scratch}.index").unlink(missing_ok=True)
         Path(f"{scratch}.blob").unlink(missing_ok=True)
@@ -324,11 +341,17 @@ def sync_work_tree(repo: "git.Repo", path: str | Path, commit: str = "HEAD") -> 
     target = Path(repo.working_tree_dir) / relative
     if text is None:
         target.unlink(missing_ok=True)
-        repo.git.update_index("--force-remove", "--", relative)
+        with _git_errors(f"update the index for {relative}"):
+            repo.git.update_index("--force-remove", "--", relative)
         return
-    if not target.exists() or target.read_text(encoding="utf-8") != text:
+    try:
+        unchanged = target.read_text(encoding="utf-8") == text
+    except (FileNotFoundError, UnicodeDecodeError):
+        unchanged = False
+    if not unchanged:
         atomic_write_text(target, text)
-    repo.git.update_index("--add", "--", relative)
+    with _git_errors(f"update the index for {relative}"):
+        repo.git.update_index("--add", "--", relative)
 
 
 class IndexLock:
@@ -449,18 +472,12 @@ def author_identity(repo: "git.Repo") -> Optional[str]:
 
 def move_head(repo: "git.Repo", new: str, *, expected: str) -> None:
     """Move the current branch from `expected` to `new` in one compare-and-swap (`git update-ref`)."""
-    import git
-
-    try:
+    with _git_errors(f"move HEAD from {expected[:8]} to {new[:8]}"):
         repo.git.update_ref("-m", f"promptops: {new[:8]}", "HEAD", new, expected)
-    except git.GitCommandError as exc:
-        raise RepositoryError(f"git could not move HEAD from {expected[:8]} to {new[:8]}: {_git_reason(exc)}") from None
 
 
 def tag(repo: "git.Repo", name: str, commit: str, message: str) -> None:
     """Create an annotated tag; a no-op if it already marks `commit`, an error if it marks another."""
-    import git
-
     target = resolve_commit(repo, commit)
     if target is None:
         raise UnknownVersionError(f"cannot tag {name!r}: {commit!r} is not a commit, tag or branch")
@@ -469,16 +486,15 @@ def tag(repo: "git.Repo", name: str, commit: str, message: str) -> None:
         return
     if existing is not None:
         raise RepositoryError(f"tag {name!r} already marks {existing[:8]}, not {target[:8]}; delete it first to move it")
-    try:
+    with _git_errors(f"create tag {name!r}"):
         repo.git.tag("--annotate", "--message", message, "--", name, target)
-    except git.GitCommandError as exc:
-        raise RepositoryError(f"git could not create tag {name!r}: {_git_reason(exc)}") from None
 
 
 def delete_tag(repo: "git.Repo", name: str) -> None:
     """Remove the tag if present; deleting what is not there is not an error."""
     if resolve_commit(repo, f"refs/tags/{name}") is not None:
-        repo.git.tag("--delete", "--", name)
+        with _git_errors(f"delete tag {name!r}"):
+            repo.git.tag("--delete", "--", name)
 
 
 def reset_paths_to(repo: "git.Repo", commit: str, *, expected_head: Optional[str] = None) -> None:
@@ -489,8 +505,6 @@ def reset_paths_to(repo: "git.Repo", commit: str, *, expected_head: Optional[str
     those files also has uncommitted changes. `expected_head` guards against undoing a commit
     someone else made in between; `commit` must be an ancestor of HEAD.
     """
-    import git
-
     target = resolve_commit(repo, commit)
     if target is None:
         raise UnknownVersionError(f"cannot reset to {commit!r}: not a commit, tag or branch")
@@ -499,10 +513,8 @@ def reset_paths_to(repo: "git.Repo", commit: str, *, expected_head: Optional[str
         raise RepositoryError(f"HEAD moved to {head[:8]} (expected {expected_head[:8]}), so it was not reset to {target[:8]}")
     if not repo.is_ancestor(target, head):
         raise RepositoryError(f"{target[:8]} is not an ancestor of HEAD ({head[:8]}), so resetting to it would not undo commits")
-    try:
+    with _git_errors(f"reset to {target[:8]}"):
         repo.git.reset("--keep", target)
-    except git.GitCommandError as exc:
-        raise RepositoryError(f"git could not reset to {target[:8]}: {_git_reason(exc)}") from None
 
 
 def undo_commit(repo: "git.Repo", commit: str, paths: list[Path]) -> None:
@@ -523,7 +535,7 @@ def undo_commit(repo: "git.Repo", commit: str, paths: list[Path]) -> None:
 
 def resolve_commit(repo: "git.Repo", ref: str) -> Optional[str]:
     """The full sha `ref` names, or None; a leading '-' is never passed to git as an option."""
-    import git
+    git = _import_git()
 
     if not ref or ref.startswith("-"):
         return None
@@ -534,7 +546,7 @@ def resolve_commit(repo: "git.Repo", ref: str) -> Optional[str]:
 
 
 def _exists_at(repo: "git.Repo", commit: str, relative: str) -> bool:
-    import git
+    git = _import_git()
 
     try:
         repo.git.cat_file("-e", f"{commit}:{relative}")
@@ -555,9 +567,34 @@ def _version_range(versions: list[PromptVersion]) -> str:
     return f"v1..v{len(versions)}"
 
 
+@contextmanager
+def _git_errors(doing: str) -> Iterator[None]:
+    """A git command that fails, as `git could not {doing}: {why}`; a write the OS refuses, naming the file."""
+    git = _import_git()
+    try:
+        yield
+    except git.GitCommandError as exc:
+        raise RepositoryError(f"git could not {doing}: {_git_reason(exc)}") from None
+    except OSError as exc:
+        if exc.errno not in WriteRefusedError.REFUSALS:
+            raise
+        raise WriteRefusedError(exc.filename or doing, exc) from None
+
+
+# git's "fatal: Unable to create '/repo/.git/index.lock': File exists." (or Permission denied, ...)
+_CANNOT_CREATE = re.compile(r"Unable to create '([^']+)': ([^.\n]+)")
+
+
 def _git_reason(exc: Any) -> str:
-    """git's own first line of complaint, without the command echo GitPython adds."""
+    """git's own first line of complaint, without the command echo GitPython adds; a lock file or a
+    read-only .git said in words, with what to do."""
     stderr = str(getattr(exc, "stderr", "") or "").strip().strip("'").strip()
+    cannot = _CANNOT_CREATE.search(stderr)
+    if cannot and cannot[2].startswith("File exists"):
+        return (f"{where(cannot[1])} exists, so another git process may be running in this repository; "
+                f"if none is, remove {where(cannot[1])} and run the command again")
+    if cannot:
+        return f"{where(cannot[1])} cannot be created ({cannot[2].strip()}); make {where(Path(cannot[1]).parent)} writable for this user"
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     reason = next((line for line in lines if line.lower().startswith(("fatal:", "error:"))), lines[0] if lines else str(exc))
     return reason.removeprefix("stderr:").strip()
@@ -584,7 +621,7 @@ def resolve_base(repo: Any, base: Optional[str] = None) -> tuple[str, str]:
 
     Without `base`: origin/$GITHUB_BASE_REF in a pull-request build, else main, origin/main,
     master, origin/master; with none of them, HEAD (the check covers uncommitted changes)."""
-    import git
+    git = _import_git()
 
     if not repo.head.is_valid():
         raise RepositoryError(f"the git repository at {repo.working_tree_dir} has no commits yet: commit the prompts, then check")

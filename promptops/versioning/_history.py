@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from promptops._text import read_utf8
 from promptops.artifact import PromptChange, diff_prompts, resolve_prompt_path
+from promptops.errors import PromptFileError
 from promptops.versioning._channels import ResolvedVersion, resolve, served_version
 from promptops.versioning._git import PromptVersion, parse_prompt_ref, prompt_versions, read_text_at
 from promptops.versioning._promotion import version_columns
@@ -64,7 +66,7 @@ def show(reference: str) -> PromptSource:
     name, ref = parse_prompt_ref(reference)
     path = resolve_prompt_path(name)
     if ref is None:
-        return PromptSource(path.stem, path, path.read_text(encoding="utf-8"))
+        return PromptSource(path.stem, path, read_utf8(path, PromptFileError))
     resolved = resolve(path, ref)
     described = {version.commit: version for version in prompt_versions(path)}.get(resolved.commit)
     text = read_text_at(path, resolved.commit)
