@@ -86,7 +86,10 @@ def doctor(models: Optional[list[str]] = None, *, timeout_s: float = 180.0) -> "
 
 
 def load_prompt(reference: "str | Path | Prompt") -> "Prompt":
-    """A prompt by name (`banking_intent`, looked up in `prompts/`) or by path to its YAML file."""
+    """A prompt by name (`banking_intent`, read from `prompts/banking_intent.yaml`) or by the path of that file.
+
+    Only files in the project's `prompts/` folder are read: `../x`, an absolute path elsewhere or a symlink out of the
+    project is refused (`PromptReferenceError`). `promptops.artifact.load_prompt_file` reads a prompt file anywhere."""
     from promptops.artifact import Prompt, load_prompt_file, resolve_prompt_path
 
     if isinstance(reference, Prompt):

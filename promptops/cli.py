@@ -106,7 +106,7 @@ def init_command(directory: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[str], limit: Optional[int],
                  threads: Optional[int], metric: Optional[str], no_cache: bool, no_track: bool, as_json: bool) -> None:
-    """Evaluate PROMPT (a name in prompts/ or a YAML path) and log the run to MLflow."""
+    """Evaluate PROMPT (a name in prompts/, or the path of its file there) and log the run to MLflow."""
     import promptops
     from promptops.reports import tables
 

@@ -746,6 +746,18 @@ def test_a_symlinked_prompt_file_is_read_only_if_it_stays_inside_the_project(pro
     assert listed[NAME] == str(caught.value)  # listed with its error, its content not read
 
 
+def test_check_fails_a_prompt_file_linked_out_of_the_project_without_reading_it(git_project, mlflow_store: str) -> None:
+    from promptops.versioning import check
+
+    root = Path(git_project.working_tree_dir)
+    outside = root.parent / f"{NAME}.yaml"
+    (root / PROMPT).rename(outside)
+    (root / PROMPT).symlink_to(outside)
+    rows = {row.prompt: row for row in check(limit=2, track=False).checks}
+    assert rows[NAME].reasons == (f"prompts/{NAME}.yaml leads to {outside}, outside the project ({root}); "
+                                  "copy the file into prompts/ instead of linking it",)
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda path: path.symlink_to("gone.yaml"),
      "a broken symlink (its target gone.yaml does not exist); point it at a prompt file or remove it"),

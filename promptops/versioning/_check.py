@@ -135,7 +135,7 @@ def check_prompt(
     from promptops import tracking
     from promptops.evaluation import gate_verdict, rule_for
     from promptops.evaluation import evaluate
-    from promptops.artifact import load_prompt_file
+    from promptops.artifact import check_prompt_file, load_prompt_file
     from promptops.evaluation import IncomparableError
     from promptops.evaluation import compare_contenders
     from promptops.versioning._contenders import require_committed_data
@@ -145,6 +145,7 @@ def check_prompt(
 
     path = root / "prompts" / f"{name}.yaml"
     try:
+        check_prompt_file(path, root)  # a symlink out of the project is not read
         revision = file_revision(path)
         candidate = Contender(name, "this change", load_prompt_file(path), None if revision.dirty else revision.commit)
         spec = rule_for(candidate.prompt, rule=rule, tolerance=tolerance)
@@ -207,7 +208,7 @@ def _baseline(path: Path, base_commit: str) -> Optional[Contender]:
 
 def touched_prompts(paths: list[Path], root: Path) -> tuple[dict[str, list[str]], list[str]]:
     """Prompt name → the changed paths that touch it (its file, its eval set, an experiment naming it); and removed prompts."""
-    from promptops.artifact import load_prompt_file
+    from promptops.artifact import check_prompt_file, load_prompt_file
     from promptops.evaluation import default_data_path
 
     root = root.resolve()
@@ -215,6 +216,7 @@ def touched_prompts(paths: list[Path], root: Path) -> tuple[dict[str, list[str]]
     eval_sets: dict[str, Path] = {}
     for file in sorted(prompts_folder.glob("*.yaml")):
         try:
+            check_prompt_file(file, root)
             eval_sets[file.stem] = default_data_path(load_prompt_file(file), root).resolve()
         except PromptopsError:
             pass  # a broken file is reported when it is itself changed, and checked

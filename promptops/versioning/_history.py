@@ -55,7 +55,8 @@ class PromptDiff:
 
 
 def versions(prompt: str) -> VersionHistory:
-    """`prompt` (a name or a path) and every committed version of its file, with its channels and last full eval."""
+    """`prompt` (a name, or the path of its file in prompts/) and every committed version of its file, with its channels
+    and last full eval."""
     path = resolve_prompt_path(prompt)
     history = prompt_versions(path)
     return VersionHistory(path.stem, path, tuple(history), version_columns(path, history))
