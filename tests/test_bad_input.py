@@ -815,6 +815,7 @@ def test_a_committed_version_that_is_not_utf8_is_named_by_show_diff_and_load(git
             read()
         assert str(caught.value) == message
     assert "support router" in promptops.show(f"{NAME}@v3").text and not promptops.diff(f"{NAME}@v1", f"{NAME}@v3").changes
+    assert promptops.versions(NAME).columns["problem"] == {2: f"invalid: {message}"}  # listed, not a failure of `versions`
 
 
 def _without_git(tmp_path: Path) -> dict[str, str]:
@@ -848,8 +849,10 @@ def test_a_stale_index_lock_refuses_a_promote_and_changes_nothing(
     lock.touch()
     head, status = git_project.head.commit.hexsha, git_project.git.status("--porcelain")
     line = assert_one_line_error(CliRunner().invoke(main, ["promote", NAME]))
-    assert line == (f"Error: git could not update the index for prompts/channels/{NAME}.yaml: .git/index.lock exists, so another "
-                    "git process may be running in this repository; if none is, remove .git/index.lock and run the command again")
+    root = git_project.working_tree_dir
+    assert line == (f"Error: git's index is locked ({root}/.git/index.lock exists): another git command is running in {root}, "
+                    "or one was killed and left the file; wait for it to end, or remove the file if no git command is running, "
+                    "then run again")
     assert (git_project.head.commit.hexsha, git_project.git.status("--porcelain"), registry_label()) == (head, status, None)
     lock.unlink()
     assert CliRunner().invoke(main, ["promote", NAME]).exit_code == 0 and registry_label() == "v1"
@@ -887,7 +890,10 @@ def test_init_in_a_read_only_folder_or_a_locked_repository_leaves_nothing_behind
     (clone / "README.md").write_text("Ours.\n")
     (Path(repo.git_dir) / "index.lock").touch()
     line = assert_one_line_error(CliRunner().invoke(main, ["init", "clone"]))
-    assert "clone/.git/index.lock exists, so another git process may be running" in line
+    assert line.startswith("Error: git could not commit experiments/card_intent.yaml, experiments/data/card_intent/")
+    assert line.endswith(f"more files: git's index is locked ({clone}/.git/index.lock exists): another git command is running, "
+                         "or one was killed and left the file; wait for it to end, or remove the file if no git command is "
+                         "running, then run again")
     assert sorted(path.name for path in clone.iterdir()) == [".git", "README.md"] and (clone / "README.md").read_text() == "Ours.\n"
     (Path(repo.git_dir) / "index.lock").unlink()
     assert CliRunner().invoke(main, ["init", "clone"]).exit_code == 0  # nothing left in the way
@@ -1092,7 +1098,7 @@ CASES = [
     Case("diff a version not UTF-8", _latin1_version("diff", f"{NAME}@v1", f"{NAME}@v2"), ("not UTF-8 text (byte 0xe9",)),
     Case("similarity on an enum prompt", lambda root: ["eval", NAME, "--metric", "similarity", "--no-track"],
          ("metric 'similarity' compares free-text answers", "no string output (its outputs: intent (enum))", "use accuracy or f1")),
-    Case("stale index.lock", _index_lock, (".git/index.lock exists, so another git process may be running", "remove .git/index.lock")),
+    Case("stale index.lock", _index_lock, ("git's index is locked (", ".git/index.lock exists)", "remove the file if no git command is running")),
 ]
 
 

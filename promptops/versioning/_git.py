@@ -430,8 +430,13 @@ def release_index_lock(repo: "git.Repo", inode: Optional[int]) -> bool:
 
 
 def index_locked_message(repo: "git.Repo") -> str:
-    path = git_dir(repo) / "index.lock"
-    return (f"git's index is locked ({path} exists): another git command is running in {repo.working_tree_dir}, or one was "
+    return _lock_held_message(git_dir(repo) / "index.lock", repo.working_tree_dir)
+
+
+def _lock_held_message(path: str | Path, work_tree: Optional[str] = None) -> str:
+    """A git lock file that exists: a git command holds it, or a killed one left it behind."""
+    held = "git's index is locked" if Path(path).name == "index.lock" else "a git lock is held"
+    return (f"{held} ({path} exists): another git command is running{f' in {work_tree}' if work_tree else ''}, or one was "
             "killed and left the file; wait for it to end, or remove the file if no git command is running, then run again")
 
 
@@ -461,7 +466,7 @@ def branch_problem(repo: "git.Repo") -> Optional[str]:
 
 def author_identity(repo: "git.Repo") -> Optional[str]:
     """`Name <email>`: the author git writes into the next commit (GIT_AUTHOR_NAME and the config), or None."""
-    import git
+    git = _import_git()
 
     try:
         ident = repo.git.var("GIT_AUTHOR_IDENT")
@@ -591,8 +596,7 @@ def _git_reason(exc: Any) -> str:
     stderr = str(getattr(exc, "stderr", "") or "").strip().strip("'").strip()
     cannot = _CANNOT_CREATE.search(stderr)
     if cannot and cannot[2].startswith("File exists"):
-        return (f"{where(cannot[1])} exists, so another git process may be running in this repository; "
-                f"if none is, remove {where(cannot[1])} and run the command again")
+        return _lock_held_message(cannot[1])
     if cannot:
         return f"{where(cannot[1])} cannot be created ({cannot[2].strip()}); make {where(Path(cannot[1]).parent)} writable for this user"
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
