@@ -377,6 +377,10 @@ class IndexLock:
             descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             raise RepositoryError(index_locked_message(self.repo)) from None
+        except OSError as exc:
+            if exc.errno not in WriteRefusedError.REFUSALS:
+                raise
+            raise WriteRefusedError(self.path, exc) from None
         try:
             index = git_dir(self.repo) / "index"
             if index.exists():
@@ -398,11 +402,12 @@ class IndexLock:
         # build it in a scratch file and copy the bytes into the lock file, which keeps the inode the journal names.
         scratch = git_dir(self.repo) / f"promptops-{os.getpid()}.index"
         try:
-            scratch.write_bytes(self.path.read_bytes())
-            self.repo.git.update_index("--add", "--", relative, env={"GIT_INDEX_FILE": str(scratch)})
-            with open(self.path, "r+b") as handle:
-                handle.truncate(0)
-                handle.write(scratch.read_bytes())
+            with _git_errors(f"stage {relative}"):
+                scratch.write_bytes(self.path.read_bytes())
+                self.repo.git.update_index("--add", "--", relative, env={"GIT_INDEX_FILE": str(scratch)})
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(0)
+                    handle.write(scratch.read_bytes())
         finally:
             scratch.unlink(missing_ok=True)
 

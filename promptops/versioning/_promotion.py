@@ -48,7 +48,7 @@ from promptops.versioning._channels import (
     read_channels,
     resolve,
 )
-from promptops.errors import PromptopsError
+from promptops.errors import PromptopsError, WriteRefusedError
 from promptops.versioning import _git as versions
 
 DEFAULT_LOCK_TIMEOUT_S = 120.0
@@ -97,7 +97,13 @@ def channel_lock(repo: Any, timeout_s: Optional[float] = None) -> Iterator[None]
     so a crashed promote never leaves the channels locked."""
     timeout_s = _lock_timeout_s() if timeout_s is None else timeout_s
     path = versions.git_dir(repo) / "promptops.lock"
-    with open(path, "a+") as handle:
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        if exc.errno not in WriteRefusedError.REFUSALS:
+            raise
+        raise WriteRefusedError(path, exc) from None
+    with handle:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
