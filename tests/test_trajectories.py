@@ -226,7 +226,7 @@ def test_trajectory_metrics_omit_what_has_nothing_to_average_but_keep_unsafe_act
     metrics = trajectory_metrics([score_trajectory(None, [call(TRACK)], steps=1, model_calls=1)])
     assert not any(name.startswith("tool_calls/") for name in metrics) and "tool_args" not in metrics
     assert metrics["unsafe_actions"] == 0.0
-    assert metrics["approvals_requested"] == 1.0  # none required, none missed
+    assert "approvals_requested" not in metrics  # none required: n/a (issue 26), not a flattering 1.000
     assert metrics["tool_calls_per_task"] == 1.0
 
 
