@@ -49,3 +49,24 @@ def test_with_a_production_version_the_next_commands_compare_with_it(decided_stu
     assert shown["next"] == [f"promptops diff {NAME}@production {NAME}@candidate", f"promptops promote {NAME} --version v2"]
     run_each(shown["next"])
     assert read_channels(NAME)["production"]["label"] == "v2"
+
+
+def test_off_a_terminal_the_live_view_is_a_line_per_step(capsys) -> None:
+    """Issue 26: with output to a file the live view wrote nothing for 10 minutes; now each step is a line."""
+    from promptops.optimizer import Progress
+    from promptops.reports.optimize_view import live_view
+
+    with live_view() as update:
+        progress = Progress("promptops/tiny/1", 3)
+        for stage in ("compiling (labeled, 1 demos, local/smollm2-135m)", "scoring on dev[:4]", "scoring on dev[:4]"):
+            progress.trial, progress.stage = 0, stage
+            update(progress)
+        progress.finished, progress.model_calls, progress.spent_usd = 1, 12, 0.000042
+        progress.last = "trial 0: accuracy 0.5, cost_usd 4.2e-05"
+        update(progress)
+        update(progress)
+    assert capsys.readouterr().err.splitlines() == [
+        "trial 0: compiling (labeled, 1 demos, local/smollm2-135m)",
+        "trial 0: scoring on dev[:4]",
+        "trial 0: accuracy 0.5, cost_usd 4.2e-05 (1 complete, 0 pruned, 0 failed; spent $0.000042 · 12 model calls)",
+    ]

@@ -28,6 +28,9 @@ def live_view(*, enabled: bool = True) -> Iterator[Optional[Callable[["Progress"
         yield None
         return
     console = Console(file=sys.stderr)
+    if not console.is_terminal:  # a log file or a CI job: a line per step, never a frame redrawn in place
+        yield _line_per_step(console)
+        return
     bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     task = bar.add_task("trials", total=None)
     status = Text()
@@ -47,6 +50,24 @@ def live_view(*, enabled: bool = True) -> Iterator[Optional[Callable[["Progress"
         yield update
     finally:
         live.stop()
+
+
+def _line_per_step(console: Console) -> Callable[["Progress"], None]:
+    """Progress as plain lines: each new stage of a trial, each finished trial with the spend so far."""
+    said: dict[str, object] = {}
+
+    def update(progress: "Progress") -> None:
+        step = f"trial {progress.trial}: {progress.stage}" if progress.trial is not None else progress.stage
+        if step and step != said.get("step"):
+            said["step"] = step
+            console.print(step, highlight=False, soft_wrap=True)
+        if progress.last and progress.last != said.get("last"):
+            said["last"] = progress.last
+            spend = f"spent ${progress.spent_usd:.6f} · {progress.model_calls} model calls"
+            console.print(f"{progress.last} ({progress.finished} complete, {progress.pruned} pruned, "
+                          f"{progress.failed} failed; {spend})", highlight=False, soft_wrap=True)
+
+    return update
 
 
 def _status_lines(progress: "Progress") -> str:
