@@ -103,18 +103,24 @@ def init_command(directory: str) -> None:
 @click.option("--metric", help="Primary metric: accuracy, f1, schema_validity, similarity, module:function, or a judge file (judges/NAME.yaml). Default: the prompt's.")
 @click.option("--no-cache", is_flag=True, help="Call the model even when DSPy's cache has the answer.")
 @click.option("--no-track", is_flag=True, help="Do not log an MLflow run.")
+@click.option("--rows", type=click.Choice(["all", "wrong", "held"]), is_flag=False, flag_value="all",
+              help="Also list every row (input, expected, predicted, right or wrong, confidence); `--rows wrong` only the "
+                   "wrong ones, `--rows held` those below min_confidence. With --json, as a `rows` list.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[str], limit: Optional[int],
-                 threads: Optional[int], metric: Optional[str], no_cache: bool, no_track: bool, as_json: bool) -> None:
+                 threads: Optional[int], metric: Optional[str], no_cache: bool, no_track: bool, rows: Optional[str],
+                 as_json: bool) -> None:
     """Evaluate PROMPT (a name in prompts/, or the path of its file there) and log the run to MLflow."""
     import promptops
     from promptops.reports import tables
 
     def show(result: Any) -> None:
         if as_json:
-            click.echo(json.dumps(result.summary(), default=str))
+            click.echo(json.dumps({**result.summary(), **({"rows": result.rows(rows)} if rows else {})}, default=str))
         else:
             tables.eval_result(result)
+            if rows:
+                tables.eval_rows(result, rows)
 
     with _shown_if_unlogged(show), tables.progress_bar("evaluating", enabled=not as_json) as on_progress:
         result = promptops.evaluate(

@@ -116,3 +116,22 @@ def test_one_broken_prompt_file_is_an_error_row_and_the_others_are_listed(git_pr
         assert names == ["banking_agent", "banking_intent", "banking_summary", "broken", "restaurant_booking"]
         [broken] = [row for row in rows if row["error"]]
         assert broken["error"].startswith("prompts/broken.yaml:3: not valid YAML")
+
+
+def test_eval_rows_lists_every_row_or_the_wrong_ones_at_80_columns_and_in_json(
+        git_project, mlflow_store, literal_model, edit_prompt, run) -> None:
+    """Issue 26: eval showed the 5 least confident rows and --json had no per-row data."""
+    from conftest import MISREAD
+
+    edit_prompt(NAME, "Read the customer's message", f"{MISREAD} Read the customer's message")
+    every = lines_of(run("eval", NAME, "--split", "test", "--limit", "6", "--no-track", "--rows"))
+    assert_fits(every, "6 rows of 6", "test.jsonl:1", "test.jsonl:6")
+    assert sum("✗" in line for line in every) == 1 and sum("✓" in line for line in every) == 5
+    wrong = lines_of(run("eval", NAME, "--split", "test", "--limit", "6", "--no-track", "--rows", "wrong"))
+    assert_fits(wrong, "1 wrong row of 6", "test.jsonl:1")
+    assert not any("test.jsonl:2" in line for line in wrong)
+    data = json.loads(run("eval", NAME, "--split", "test", "--limit", "6", "--no-track", "--rows", "wrong", "--json").stdout)
+    [row] = data["rows"]
+    assert row["row"].endswith("test.jsonl:1") and row["correct"] is False and row["expected"] != row["predicted"]
+    assert set(row) >= {"inputs", "expected", "predicted", "correct", "confidence", "held"}
+    assert "rows" not in json.loads(run("eval", NAME, "--split", "test", "--limit", "2", "--no-track", "--json").stdout)

@@ -108,11 +108,32 @@ class EvalResult:
         return (f"no answer reported a label confidence, so none reaches min_confidence {self.min_confidence:g}: a hosted model"
                 " needs model.params logprobs: true")
 
+    def rows(self, which: str = "all") -> list[dict[str, Any]]:
+        """Every row (`all`), the wrong ones (`wrong`: not correct, or failed) or those held for review (`held`: below the
+        prompt's min_confidence), each as input, expected, predicted, correct and confidence: `eval --rows`."""
+        if which not in ROW_FILTERS:
+            raise ValueError(f"rows must be one of {', '.join(ROW_FILTERS)}, not {which!r}")
+        chosen = []
+        for example in self.examples:
+            held = (self.min_confidence is not None and example.confidence is not None
+                    and example.confidence < self.min_confidence)
+            if which == "wrong" and example.correct and not example.error:
+                continue
+            if which == "held" and not held:
+                continue
+            chosen.append({"row": example.source, "inputs": example.inputs, "expected": example.expected,
+                           "predicted": example.predicted, "correct": example.correct, "confidence": example.confidence,
+                           "held": held, "score": example.score, "error": example.error})
+        return chosen
+
     def summary(self) -> dict[str, Any]:
         """Everything but the per-example rows, flat, for `--json` and notebooks."""
         data = {key: value for key, value in asdict(self).items() if key not in ("examples", "metrics", "judge")}
         warnings = [warning for warning in (self.truncation_warning, self.confidence_warning) if warning]
         return {**data, **self.metrics, "warnings": warnings}
+
+
+ROW_FILTERS = ("all", "wrong", "held")
 
 
 def default_threads(model_id: str) -> int:

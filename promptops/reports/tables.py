@@ -120,6 +120,39 @@ def eval_result(result: "EvalResult") -> None:
         console.print(f"MLflow run {result.run_id}", highlight=False)
 
 
+def eval_rows(result: "EvalResult", which: str = "all") -> None:
+    """`eval --rows`: one line per row, input, expected, predicted, right or wrong, confidence; long text wraps."""
+    rows = result.rows(which)
+    kind = {"all": "", "wrong": "wrong ", "held": "held "}[which]
+    table = _listing(f"{len(rows)} {kind}row{'s' if len(rows) != 1 else ''} of {result.n}")
+    _id_column(table, "row")
+    _text_column(table, "input", ratio=3)
+    _text_column(table, "expected", ratio=2)
+    _text_column(table, "predicted", ratio=2)
+    _id_column(table, "ok")
+    if any(row["confidence"] is not None for row in rows):
+        _id_column(table, "conf", justify="right")
+    for row in rows:
+        mark = "[green]✓[/]" if row["correct"] else "[red]✗[/]"
+        predicted = row["error"] if row["error"] else _values(row["predicted"])
+        cells = [row["row"], escape(_shortened(_values(row["inputs"]), 300)), escape(_values(row["expected"])),
+                 escape(_shortened(str(predicted), 300)), mark]
+        if len(table.columns) == 6:
+            held = " [yellow]held[/]" if row["held"] else ""
+            cells.append("-" if row["confidence"] is None else f"{row['confidence']:.2f}{held}")
+        table.add_row(*cells)
+    console.print(table, highlight=False)
+
+
+def _values(values: Optional[dict]) -> str:
+    """`intent=card_arrival`; one field alone is just its value."""
+    if values is None:
+        return "no answer"
+    if len(values) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
 _JUDGE_ACCOUNTS = {"judge_calls", "judge_cache_hits", "judge_errors", "judge_cost_usd"}  # shown in the judge's own section
 
 
