@@ -121,8 +121,10 @@ def evaluate(
     """
     import dataclasses
 
+    from contextlib import nullcontext
+
     from promptops.evaluation import evaluate as evaluate_prompt
-    from promptops.artifact import Prompt, find_project_root, resolve_prompt_path
+    from promptops.artifact import Prompt, errors_placed_in, find_project_root, resolve_prompt_path, written_values
 
     prompt_file = None if isinstance(prompt, Prompt) else resolve_prompt_path(str(prompt))
     loaded = load_prompt(prompt_file or prompt)
@@ -130,10 +132,14 @@ def evaluate(
         from promptops import tracking
 
         tracking.check_store()  # before the model calls: a store that does not answer is said now, not after them
-    result = evaluate_prompt(
-        loaded, data=data, split=split, model=model, limit=limit, threads=threads,
-        cache=cache, metric=metric, on_progress=on_progress,
-    )
+    # An unknown model, metric or eval set that the prompt file names is reported at its line; one passed here is not.
+    placing = errors_placed_in(prompt_file, written_values(loaded, model=not model, metric=metric is None, data=not data)) \
+        if prompt_file else nullcontext()
+    with placing:
+        result = evaluate_prompt(
+            loaded, data=data, split=split, model=model, limit=limit, threads=threads,
+            cache=cache, metric=metric, on_progress=on_progress,
+        )
     if not track:
         return result
     from promptops.versioning import file_revision

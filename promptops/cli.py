@@ -22,6 +22,8 @@ def _field_values(items: tuple[str, ...], option: str) -> dict[str, str]:
         field, equals, value = item.partition("=")
         if not equals:
             raise PromptopsError(f"{option} {item!r} is not FIELD=VALUE")
+        if field in values:  # the last would win silently
+            raise PromptopsError(f"{option} {field!r} is given twice ({field}={values[field]!r}, {field}={value!r}): give it once")
         values[field] = value
     return values
 
@@ -36,6 +38,22 @@ def _shown_if_unlogged(show: Callable[[Any], None]) -> Iterator[None]:
     except UnloggedError as exc:
         if exc.result is not None:
             show(exc.result)
+        raise
+
+
+@contextmanager
+def _flags(**values: Any) -> Iterator[None]:
+    """An error about a value given on the command line (`PromptopsError.value`) is led by its flag, `--model: unknown
+    model 'gpt5': ...`, so it is not taken for the prompt file's."""
+    from promptops.errors import PromptopsError
+
+    given = {f"--{name.replace('_', '-')}": str(value) for name, value in values.items() if value is not None}
+    try:
+        yield
+    except PromptopsError as exc:
+        flag = next((flag for flag, value in given.items() if exc.value is not None and value == exc.value), None)
+        if flag is not None:
+            exc.placed(flag)
         raise
 
 
@@ -122,7 +140,8 @@ def eval_command(prompt: str, data: Optional[str], split: str, model: Optional[s
             if rows:
                 tables.eval_rows(result, rows)
 
-    with _shown_if_unlogged(show), tables.progress_bar("evaluating", enabled=not as_json) as on_progress:
+    with _shown_if_unlogged(show), tables.progress_bar("evaluating", enabled=not as_json) as on_progress, \
+            _flags(model=model, metric=metric, data=data):
         result = promptops.evaluate(
             prompt, data=data, split=split, model=model, limit=limit, threads=threads,
             cache=not no_cache, metric=metric, track=not no_track, on_progress=on_progress,
@@ -242,8 +261,12 @@ def optimize_command(experiment: str, n_trials: Optional[int], storage: Optional
                      no_write: bool, write_anyway: bool, as_json: bool) -> None:
     """Search the space of EXPERIMENT (a name in experiments/ or a YAML path); the winner becomes the candidate version."""
     import promptops
+    from promptops.errors import PromptopsError
     from promptops.reports import optimize_view
 
+    if no_write and write_anyway:
+        raise PromptopsError("--no-write and --write-anyway contradict each other: --no-write commits nothing, --write-anyway"
+                             " commits the winner even if it fails the gate; give one")
     try:
         with optimize_view.live_view(enabled=not as_json) as on_progress:
             result = promptops.optimize(experiment, n_trials=n_trials, storage=storage, resume=resume, join=join, workers=workers,
@@ -275,8 +298,9 @@ def promote_command(prompt: str, version: Optional[str], channel: str, data: Opt
     import promptops
     from promptops.reports import tables
 
-    move = promptops.promote(prompt, version=version, channel=channel, data=data, split=split, limit=limit,
-                             rule=rule, tolerance=tolerance, max_cost_usd=max_cost_usd, force=force, reason=reason)
+    with _flags(data=data):
+        move = promptops.promote(prompt, version=version, channel=channel, data=data, split=split, limit=limit,
+                                 rule=rule, tolerance=tolerance, max_cost_usd=max_cost_usd, force=force, reason=reason)
     tables.channel_move(move)
 
 
@@ -349,9 +373,10 @@ def run_command(reference: str, inputs: tuple[str, ...], model: Optional[str], k
     from promptops.program import ask_in_terminal
     from promptops.reports import tables
 
-    result = promptops.run(reference, _field_values(inputs, "--input"), model=model, key=key, trace=not no_trace,
-                           approve=ask_in_terminal if approve == "ask" else None,
-                           on_tool_calls=None if as_json else tables.tool_calls)
+    with _flags(model=model):
+        result = promptops.run(reference, _field_values(inputs, "--input"), model=model, key=key, trace=not no_trace,
+                               approve=ask_in_terminal if approve == "ask" else None,
+                               on_tool_calls=None if as_json else tables.tool_calls)
     if as_json:
         click.echo(json.dumps(result.summary(), ensure_ascii=False))
     else:
@@ -398,7 +423,8 @@ def replay_command(trace_id: str, version: Optional[str], model: Optional[str], 
     import promptops
     from promptops.reports import tables
 
-    result = promptops.replay(trace_id, version=version, model=model, cache=not no_cache, live_tools=live_tools)
+    with _flags(model=model):
+        result = promptops.replay(trace_id, version=version, model=model, cache=not no_cache, live_tools=live_tools)
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(result), "same": result.same}, default=str, ensure_ascii=False))
     else:
@@ -458,7 +484,7 @@ def judge_check_command(judge: str, data: str, limit: Optional[int], no_cache: b
         else:
             tables.judge_check(result)
 
-    with _shown_if_unlogged(show), tables.progress_bar("judging", enabled=not as_json) as on_progress:
+    with _shown_if_unlogged(show), tables.progress_bar("judging", enabled=not as_json) as on_progress, _flags(data=data):
         result = promptops.check_judge(judge, data, limit=limit, cache=not no_cache, track=not no_track, on_progress=on_progress)
     show(result)
 
@@ -483,7 +509,7 @@ def check_command(base: Optional[str], report_file: Optional[str], split: str, l
     from promptops.reports import tables
     from promptops.reports.markdown import check_markdown
 
-    with tables.progress_bar("checking", enabled=not as_json) as on_progress:
+    with tables.progress_bar("checking", enabled=not as_json) as on_progress, _flags(model=model):
         report = promptops.check(base, split=split, limit=limit, rule=rule, tolerance=tolerance, model=model, track=not no_track,
                                  on_progress=on_progress)
     markdown = check_markdown(report)
@@ -515,7 +541,8 @@ def compare_command(a: str, b: str, data: Optional[str], split: str, limit: Opti
         click.echo(json.dumps(comparison.summary(), default=str) if as_json else comparison_markdown(comparison, heading="##"),
                    nl=as_json)
 
-    with _shown_if_unlogged(show), tables.progress_bar("comparing", enabled=not as_json) as on_progress:
+    with _shown_if_unlogged(show), tables.progress_bar("comparing", enabled=not as_json) as on_progress, \
+            _flags(model=model, metric=metric, data=data):
         comparison = promptops.compare(a, b, data=data, split=split, limit=limit, model=model, metric=metric,
                                        track=not no_track, on_progress=on_progress)
     show(comparison)

@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
+from typing import Optional
 
 
 class PromptopsError(Exception):
-    """A problem the user can fix; the message says what and where."""
+    """A problem the user can fix; the message says what and where.
+
+    `value` is the string the user wrote that the message is about (a model string, a metric, a data path), when it
+    can have come from several places (a flag, a prompt file, an experiment file): the code that knows where it was
+    written says so with `placed`.
+    """
 
     exit_code = 1
+
+    def __init__(self, *args: object, value: Optional[str] = None):
+        super().__init__(*args)
+        self.value = value
+
+    def placed(self, place: str) -> "PromptopsError":
+        """This error, its message led by where its value was written (`prompts/x.yaml:22: model.id`, `--model`)."""
+        self.args = (f"{place}: {self}",)
+        self.value = None  # placed once: an outer caller does not place it again
+        return self
 
 
 def where(path: str | Path, line: int | None = None) -> str:
@@ -47,9 +63,9 @@ class PromptReferenceError(PromptopsError):
 class DatasetError(PromptopsError):
     """An eval set that cannot be read, or a row that does not match the prompt's fields."""
 
-    def __init__(self, path: str | Path, line: int | None, message: str):
+    def __init__(self, path: str | Path, line: int | None, message: str, *, value: Optional[str] = None):
         self.path, self.line = str(path), line
-        super().__init__(f"{where(path, line)}: {message}")
+        super().__init__(f"{where(path, line)}: {message}", value=value)
 
 
 class WriteRefusedError(PromptopsError):
@@ -71,6 +87,20 @@ class WriteRefusedError(PromptopsError):
 
 class UnknownModelError(PromptopsError):
     """A model string that no backend can serve."""
+
+
+class UnknownParameterError(PromptopsError):
+    """A `model.params` key the model's client cannot send, such as a misspelt `temprature`."""
+
+    def __init__(self, key: str, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__(f"model.params.{key}: {problem}", value=key)
+
+    def placed(self, place: str) -> "PromptopsError":
+        """The place names the key already (`prompts/x.yaml:24: model.params.temprature`): the problem follows it."""
+        self.args = (f"{place}: {self.problem}",)
+        self.value = None
+        return self
 
 
 class ModelUnavailableError(PromptopsError):

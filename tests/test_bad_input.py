@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -908,6 +909,220 @@ def test_similarity_on_a_prompt_without_free_text_output_is_refused_before_any_c
                                  "'banking_intent' has no string output (its outputs: intent (enum)); use accuracy or f1")
 
 
+# --- issue 25: silent accepts and misleading messages ------------------------------------------
+
+INSTRUCTIONS = ("instructions: |\n  You are a bank's support router. Read the customer's message and answer with the one intent"
+                " label that fits it best.\n")
+LABELS = re.compile(r"    values:\n(?:      - .*\n)+")
+
+
+@pytest.mark.parametrize("blank", ["''", "'  \t '", "|\n  \n"])
+def test_blank_instructions_are_refused_at_their_line(project: Path, blank: str) -> None:
+    edit(project, PROMPT, INSTRUCTIONS, f"instructions: {blank}\n")
+    with pytest.raises(PromptFileError) as caught:
+        promptops.load_prompt(NAME)
+    assert str(caught.value) == (f"prompts/{NAME}.yaml:3: instructions: the text is blank: write what the model should do with"
+                                 " the inputs")
+
+
+def test_an_enum_chooses_among_distinct_labels(project: Path) -> None:
+    path = project / PROMPT
+    original = path.read_text()
+    edit(project, PROMPT, "      - change_pin\n", "      - card_arrival\n")
+    with pytest.raises(PromptFileError) as caught:
+        promptops.load_prompt(NAME)
+    assert str(caught.value) == f"prompts/{NAME}.yaml:15: outputs[0].values[2]: label 'card_arrival' repeats values[0]; list each label once"
+
+    path.write_text(LABELS.sub("    values: [card_arrival]\n", original))
+    with pytest.raises(PromptFileError) as caught:
+        promptops.load_prompt(NAME)
+    assert str(caught.value).startswith(f"prompts/{NAME}.yaml:12: outputs[0].values: enum field 'intent' has one label"
+                                        " ('card_arrival'), so there is nothing to choose")
+    path.write_text(LABELS.sub("    values: [card_arrival]\n    nullable: true\n", original))  # the label, or null
+    assert promptops.load_prompt(NAME).outputs[0].values == ["card_arrival"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "threshold", "message"),
+    [
+        ("accuracy", "60", "eval.threshold: 60 is above 1, the best accuracy score: write 60% as 0.6"),
+        ("accuracy", "-0.1", "eval.threshold: -0.1 is outside 0 to 1, the range of accuracy scores"),
+        ("f1", "1.5", "eval.threshold: 1.5 is above 1, the best f1 score: write 1.5% as 0.015"),
+        ("similarity", "-2", "eval.threshold: -2 is outside -1 to 1, the range of similarity scores"),
+        ("\n    judge: judges/ticket_title.yaml", "4", "eval.threshold: 4 is outside 0 to 1, the range of judge scores"),
+    ],
+)
+def test_a_threshold_the_metric_cannot_reach_is_refused(project: Path, metric: str, threshold: str, message: str) -> None:
+    path = edit(project, PROMPT, "  metric: accuracy\n", f"  metric: {metric}\n  threshold: {threshold}\n")
+    with pytest.raises(PromptFileError) as caught:
+        promptops.load_prompt(NAME)
+    assert str(caught.value).startswith(f"prompts/{NAME}.yaml:{line_of(path, 'threshold')}: {message}"), str(caught.value)
+
+
+def test_a_user_metric_may_have_any_threshold(project: Path) -> None:
+    edit(project, PROMPT, "  metric: accuracy\n", "  metric: metrics:points\n  threshold: 60\n")
+    assert promptops.load_prompt(NAME).eval.threshold == 60
+
+
+def test_a_row_key_that_is_no_field_is_refused_with_the_closest_one(project: Path) -> None:
+    from promptops.evaluation import load_dataset
+
+    path = project / "rows.jsonl"
+    fine = {"text": "where is my card", "intent": "card_arrival", "split": "dev", "trace_id": "tr-1", "_note": "from a call"}
+
+    def rows(*extra: dict) -> None:
+        path.write_text("".join(json.dumps(row) + "\n" for row in (fine, *extra)))
+
+    rows({"text": "my pin", "intnet": "change_pin", "split": "dev"})
+    with pytest.raises(DatasetError, match=r"^rows.jsonl:2: unknown key 'intnet'; did you mean 'intent'\?$"):
+        load_dataset(promptops.load_prompt(NAME), path, "dev")
+    rows({"text": "my pin", "intent": "change_pin", "colour": "blue", "split": "dev"})
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(promptops.load_prompt(NAME), path, "dev")
+    assert str(caught.value) == ("rows.jsonl:2: unknown key 'colour': a row holds banking_intent's fields (text, intent) and"
+                                 " optionally split, trace_id, expected_tools; start a note's name with _ (_colour)")
+    rows()
+    assert len(load_dataset(promptops.load_prompt(NAME), path, "dev")) == 1  # split, trace_id and a _note are fine
+
+    # A free-text prompt's row without its output is judged by the rubric alone: a misspelt output must not make one.
+    (project / "titles.jsonl").write_text(json.dumps({"text": "card?", "summry": "Card arrival", "split": "dev"}) + "\n")
+    with pytest.raises(DatasetError, match=r"^titles.jsonl:1: unknown key 'summry'; did you mean 'summary'\?$"):
+        load_dataset(promptops.load_prompt("banking_summary"), project / "titles.jsonl", "dev")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text,intent,text,split\ncard?,card_arrival,x,dev\n",
+         "cases.csv:1: column 'text' appears twice in the header (columns 1 and 3); rename or remove one"),
+        ("\ntext,intnet,split\ncard?,card_arrival,dev\n", "cases.csv:2: unknown column 'intnet'; did you mean 'intent'?"),
+        ("text,intent,split\ncard?,card_arrival,dev\n\"where is my card,card_arrival,dev\nmy pin,change_pin,dev\n",
+         "cases.csv:3: a quote opens here and is never closed: close it, or double a quote that is part of the text (\"\")"),
+        ("text,intent,split\n\"two\nlines\",card_arrival,dev\nmy \"\"pin\"\",change_pin,\"dev\n",
+         "cases.csv:4: a quote opens here and is never closed"),
+        ("text,intent,split\n\"card\" now,card_arrival,dev\n", "cases.csv:2: not valid CSV: ',' expected after '\"'"),
+        ("text,intent,split\ncard?,card_arrival\n", "cases.csv:2: this row has 2 cells and the header 3"),
+    ],
+    ids=["column twice", "unknown column", "unclosed quote", "unclosed after a quoted line break", "text after a quote",
+         "missing cell"],
+)
+def test_a_csv_file_is_read_strictly(project: Path, content: str, message: str) -> None:
+    from promptops.evaluation import load_dataset
+
+    (project / "cases.csv").write_text(content)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(promptops.load_prompt(NAME), project / "cases.csv", "dev")
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_a_csv_row_is_numbered_by_its_first_line(project: Path) -> None:
+    from promptops.evaluation import load_dataset
+
+    (project / "cases.csv").write_text('text,intent,split\n"my card,\nstill not here",card_arrival,dev\n"my ""pin""",change_pin,dev\n')
+    dataset = load_dataset(promptops.load_prompt(NAME), project / "cases.csv", "dev")
+    assert [(e.source, e.inputs["text"]) for e in dataset.examples] == [
+        ("cases.csv:2", "my card,\nstill not here"), ("cases.csv:4", 'my "pin"')]
+
+
+@pytest.mark.parametrize(
+    ("objectives", "message"),
+    [
+        ("{cost_usd: minimize, accuracy: maximize}", "objectives.cost_usd: the first objective must be the quality metric"
+                                                     " (e.g. accuracy or f1), then the costs"),
+        ("{cost: minimize, accuracy: maximize}", "objectives.cost: the first objective must be the quality metric"),
+        ("{accuracy: maximize, cost: minimize}", "objectives.cost: unknown objective 'cost'; did you mean 'cost_usd'?"),
+        ("{accuracy: maximize, cost_usd: minimize, f1: maximize}", "objectives.f1: 'f1' is a quality metric, which only the"
+                                                                   " first objective can be"),
+        ("{accuracy: maximize, speed: minimize}", "objectives.speed: unknown objective 'speed': after the quality metric, use"
+                                                  " cost_usd, latency_p50_s, latency_p95_s, tokens"),
+    ],
+)
+def test_objectives_in_the_wrong_order_say_so(project: Path, objectives: str, message: str) -> None:
+    from promptops.optimizer import load_experiment
+
+    (project / "experiments" / "tiny.yaml").write_text(SPACE + f"objectives: {objectives}\n")
+    with pytest.raises(PromptopsError) as caught:
+        load_experiment("tiny")
+    assert str(caught.value).startswith(f"experiments/tiny.yaml:6: {message}"), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  id: local/smollm2-135m", "  id: gpt5", "prompts/banking_intent.yaml:22: model.id: unknown model 'gpt5': use"),
+        ("  id: local/smollm2-135m", "  id: local/gpt-5", "prompts/banking_intent.yaml:22: model.id: unknown local model 'local/gpt-5'"),
+        ("  metric: accuracy", "  metric: bleu", "prompts/banking_intent.yaml:27: eval.metric: unknown metric 'bleu'"),
+        ("  metric: accuracy", "  metric: metrics:nowhere", "prompts/banking_intent.yaml:27: eval.metric: metric 'metrics:nowhere':"
+                                                            " cannot import 'metrics'"),
+        ("  data: experiments/data/banking_intent", "  data: experiments/data/nowhere",
+         "prompts/banking_intent.yaml:26: eval.data: experiments/data/nowhere: no such dataset file or folder"),
+        ("  max_tokens: 32", "  max_tokens: 32\n  params: {top_p: 0.9, temprature: 0.3}",
+         "prompts/banking_intent.yaml:25: model.params.temprature: unknown parameter; did you mean 'temperature'?"),
+    ],
+)
+def test_a_value_the_prompt_file_sets_is_reported_at_its_line(project: Path, old: str, new: str, message: str) -> None:
+    edit(project, PROMPT, old, new)
+    with pytest.raises(PromptopsError) as caught:
+        promptops.evaluate(NAME, limit=1, track=False)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_a_value_passed_in_is_not_blamed_on_the_file(project: Path) -> None:
+    from promptops.errors import MetricError, UnknownModelError
+
+    with pytest.raises(UnknownModelError, match=r"^unknown model 'gpt5'"):
+        promptops.evaluate(NAME, model="gpt5", track=False)
+    with pytest.raises(MetricError, match=r"^unknown metric 'bleu'"):
+        promptops.evaluate(NAME, metric="bleu", track=False)
+    with pytest.raises(DatasetError, match=r"^nowhere.jsonl: no such dataset file or folder$"):
+        promptops.evaluate(NAME, data="nowhere.jsonl", track=False)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("prompt: banking_intent\n", "prompt: banking_intnet\n", "experiments/tiny.yaml:2: prompt: unknown prompt 'banking_intnet'"),
+        ("prompt: banking_intent\n", "prompt: banking_intent\ndata: nowhere.jsonl\n",
+         "experiments/tiny.yaml:3: data: nowhere.jsonl: no such dataset file or folder"),
+        ("prompt: banking_intent\n", "prompt: banking_intent\nmetric: bleu\n", "experiments/tiny.yaml:3: metric: unknown metric 'bleu'"),
+        ("[local/smollm2-135m]", "[local/smollm2-135m, gpt5]", "experiments/tiny.yaml:4: search.models[1].id: unknown model 'gpt5'"),
+        ("[local/smollm2-135m]", "\n    - {id: local/smollm2-135m, params: {top_kk: 4}}",
+         "experiments/tiny.yaml:5: search.models[0].params.top_kk: unknown parameter; did you mean 'top_k'?"),
+    ],
+)
+def test_a_value_the_experiment_sets_is_reported_at_its_line(project: Path, old: str, new: str, message: str) -> None:
+    from promptops.optimizer import load_context
+
+    (project / "experiments" / "tiny.yaml").write_text(SPACE.replace(old, new))
+    with pytest.raises(PromptopsError) as caught:
+        load_context("tiny")
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_the_prompts_own_values_are_blamed_on_it_under_an_experiment(project: Path) -> None:
+    from promptops.optimizer import load_context
+
+    edit(project, PROMPT, "  metric: accuracy", "  metric: bleu")
+    (project / "experiments" / "tiny.yaml").write_text(SPACE)
+    with pytest.raises(PromptopsError, match=r"^prompts/banking_intent.yaml:27: eval.metric: unknown metric 'bleu'"):
+        load_context("tiny")
+
+
+def test_model_params_are_checked_against_what_the_client_sends() -> None:
+    from promptops.artifact import ModelSpec
+    from promptops.errors import UnknownParameterError
+    from promptops.models import check_model_params
+
+    # A hosted model: known settings, DSPy's and the client's, and provider-specific keys LiteLLM forwards, pass.
+    check_model_params(ModelSpec(id="openai/gpt-4o-mini", params={"top_p": 0.5, "seed": 3, "num_retries": 0, "timeout": 20,
+                                                                  "extra_headers": {"X-Source": "ci"}, "safety_settings": []}))
+    check_model_params(ModelSpec(id="local/smollm2-135m", params={"decoding": "grammar", "calibrate": True, "n_ctx": 2048, "top_k": 4}))
+    with pytest.raises(UnknownParameterError, match=r"^model.params.top_pp: unknown parameter; did you mean 'top_p'\?$"):
+        check_model_params(ModelSpec(id="openai/gpt-4o-mini", params={"top_pp": 0.5}))
+    with pytest.raises(UnknownParameterError, match=r"^model.params.safety_settings: unknown parameter: local/smollm2-135m takes"):
+        check_model_params(ModelSpec(id="local/smollm2-135m", params={"safety_settings": []}))
+
+
 # --- the corpus: every one-line error through the CLI ------------------------------------------
 
 
@@ -918,10 +1133,27 @@ class Case:
     words: tuple[str, ...]  # in the error line
 
 
-def _tiny(extra: str) -> Callable[[Path], list[str]]:
+def _tiny(extra: str, *options: str, space: str = SPACE) -> Callable[[Path], list[str]]:
     def setup(root: Path) -> list[str]:
-        (root / "experiments" / "tiny.yaml").write_text(SPACE + extra)
-        return ["optimize", "tiny", "--no-write"]
+        (root / "experiments" / "tiny.yaml").write_text(space + extra)
+        return ["optimize", "tiny", "--no-write", *options]
+
+    return setup
+
+
+def _rewrite(root: Path, relative: Path, pattern: "re.Pattern[str]", new: str, args: list[str] | None = None) -> list[str]:
+    """The first match of `pattern` in the file replaced by `new`; returns the command's arguments (an eval by default)."""
+    path = root / relative
+    text, found = pattern.subn(new, path.read_text(), count=1)
+    assert found, pattern
+    path.write_text(text)
+    return args or ["eval", NAME, "--limit", "2", "--no-track"]
+
+
+def _csv(content: str) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        (root / "cases.csv").write_text(content)
+        return ["eval", NAME, "--data", "cases.csv", "--no-track"]
 
     return setup
 
@@ -1099,6 +1331,47 @@ CASES = [
     Case("similarity on an enum prompt", lambda root: ["eval", NAME, "--metric", "similarity", "--no-track"],
          ("metric 'similarity' compares free-text answers", "no string output (its outputs: intent (enum))", "use accuracy or f1")),
     Case("stale index.lock", _index_lock, ("git's index is locked (", ".git/index.lock exists)", "remove the file if no git command is running")),
+    # issue 25: silent accepts and misleading messages
+    Case("blank instructions", _prompt_edit(INSTRUCTIONS, "instructions: '   '\n"), ("banking_intent.yaml:3:", "instructions: the text is blank")),
+    Case("enum with one label", lambda root: _rewrite(root, PROMPT, LABELS, "    values: [card_arrival]\n"),
+         ("banking_intent.yaml:12:", "outputs[0].values: enum field 'intent' has one label")),
+    Case("enum label twice", _prompt_edit("      - change_pin\n", "      - card_arrival\n"),
+         ("banking_intent.yaml:15:", "outputs[0].values[2]: label 'card_arrival' repeats values[0]")),
+    Case("threshold as a percentage", _prompt_edit("  metric: accuracy\n", "  metric: accuracy\n  threshold: 60\n"),
+         ("banking_intent.yaml:28:", "eval.threshold: 60 is above 1, the best accuracy score: write 60% as 0.6")),
+    Case("misspelt key in a data row", lambda root: _rewrite(root, DEV, re.compile('"intent"'), '"intnet"', ["eval", NAME, "--no-track"]),
+         ("dev.jsonl:1:", "unknown key 'intnet'; did you mean 'intent'?")),
+    Case("CSV column twice", _csv("text,intent,text,split\ncard?,card_arrival,x,dev\n"),
+         ("cases.csv:1:", "column 'text' appears twice in the header (columns 1 and 3)")),
+    Case("unclosed CSV quote", _csv('text,intent,split\ncard?,card_arrival,dev\n"my pin,change_pin,dev\nrates?,exchange_rate,dev\n'),
+         ("cases.csv:3:", "a quote opens here and is never closed")),
+    Case("input given twice", lambda root: ["run", NAME, "-i", "text=a", "-i", "text=b"],
+         ("--input 'text' is given twice (text='a', text='b'): give it once",)),
+    Case("--no-write with --write-anyway", _tiny("  demos: 2\n", "--write-anyway"), ("--no-write and --write-anyway contradict each other",)),
+    Case("--workers on SQLite", _tiny("  demos: 2\n", "--workers", "3", "--n-trials", "2"),
+         ("--workers 3 needs a database server as --storage", "the default storage (sqlite:///optuna.db)")),
+    Case("--join on SQLite", _tiny("  demos: 2\n", "--join", "--storage", "sqlite:///shared.db"),
+         ("--join needs a database server as --storage", "--storage sqlite:///shared.db")),
+    Case("cost objective first", _tiny("  demos: 2\nobjectives: {cost_usd: minimize, accuracy: maximize}\n"),
+         ("tiny.yaml:7:", "objectives.cost_usd: the first objective must be the quality metric")),
+    Case("misspelt model param", _prompt_edit("  max_tokens: 32\n", "  max_tokens: 32\n  params: {temprature: 0.3}\n"),
+         ("banking_intent.yaml:25:", "model.params.temprature: unknown parameter; did you mean 'temperature'?")),
+    Case("unknown model in the prompt file", _prompt_edit("  id: local/smollm2-135m", "  id: gpt5"),
+         ("banking_intent.yaml:22:", "model.id: unknown model 'gpt5'")),
+    Case("unknown metric in the prompt file", _prompt_edit("  metric: accuracy", "  metric: bleu"),
+         ("banking_intent.yaml:27:", "eval.metric: unknown metric 'bleu'")),
+    Case("unknown data folder in the prompt file", _prompt_edit("experiments/data/banking_intent", "experiments/data/nowhere"),
+         ("banking_intent.yaml:26:", "eval.data: experiments/data/nowhere: no such dataset file or folder")),
+    Case("unknown prompt in an experiment", _tiny("  demos: 2\n", space=SPACE.replace("banking_intent", "banking_intnet")),
+         ("tiny.yaml:2:", "prompt: unknown prompt 'banking_intnet'")),
+    Case("unknown data in an experiment", _tiny("  demos: 2\n", space=SPACE.replace("search:", "data: nowhere.jsonl\nsearch:")),
+         ("tiny.yaml:3:", "data: nowhere.jsonl: no such dataset file or folder")),
+    Case("unknown model in an experiment", _tiny("  demos: 2\n", space=SPACE.replace("[local/smollm2-135m]", "[gpt5]")),
+         ("tiny.yaml:4:", "search.models[0].id: unknown model 'gpt5'")),
+    Case("--model names its flag", lambda root: ["eval", NAME, "--model", "gpt5", "--no-track"], ("Error: --model: unknown model 'gpt5'",)),
+    Case("--metric names its flag", lambda root: ["eval", NAME, "--metric", "bleu", "--no-track"], ("Error: --metric: unknown metric 'bleu'",)),
+    Case("--data names its flag", lambda root: ["eval", NAME, "--data", "nowhere.jsonl", "--no-track"],
+         ("Error: --data: nowhere.jsonl: no such dataset file or folder",)),
 ]
 
 

@@ -12,18 +12,23 @@ from promptops.artifact._agent_spec import AgentSpec, GuardrailsSpec, ToolSpec
 from promptops.artifact._base import Strict
 from promptops.artifact._diff import PromptChange, diff_prompts
 from promptops.artifact._files import PROMPT_NAME, atomic_write_text, check_prompt_file, find_project_root, resolve_prompt_path
-from promptops.artifact._metric_spec import JudgeSpec, MetricField, MetricSpec, SimilaritySpec, metric_name
+from promptops.artifact._metric_spec import (
+    BUILTIN_METRICS, JudgeSpec, MetricField, MetricSpec, SimilaritySpec, metric_name, score_range,
+)
 from promptops.artifact._model_spec import DEFAULT_MODEL, ModelSpec, Price
 from promptops.artifact._prompt import (
     EvalSpec, FieldSpec, GateSpec, Prompt, PromptListing, list_prompts, load_prompt_file, parse_prompt, write_prompt_file,
+    written_values,
 )
 from promptops.artifact._tools import ResolvedTool, ToolError, resolve_tools
-from promptops.artifact._yaml import compose_and_load, format_loc, line_of, parse_yaml_model, safe_load
+from promptops.artifact._yaml import (
+    compose_and_load, errors_placed_in, format_loc, line_of, parse_yaml_model, place_in_file, safe_load,
+)
 
 __all__ = [
-    "AgentSpec", "DEFAULT_MODEL", "PROMPT_NAME", "EvalSpec", "FieldSpec", "GateSpec", "GuardrailsSpec", "JudgeSpec", "MetricField",
-    "MetricSpec", "ModelSpec", "Price", "Prompt", "PromptChange", "PromptListing", "ResolvedTool", "SimilaritySpec",
-    "Strict", "ToolError", "ToolSpec", "atomic_write_text", "check_prompt_file", "compose_and_load", "diff_prompts", "find_project_root",
-    "format_loc", "line_of", "list_prompts", "load_prompt_file", "metric_name", "parse_prompt", "parse_yaml_model",
-    "resolve_prompt_path", "resolve_tools", "safe_load", "write_prompt_file",
+    "AgentSpec", "BUILTIN_METRICS", "DEFAULT_MODEL", "PROMPT_NAME", "EvalSpec", "FieldSpec", "GateSpec", "GuardrailsSpec", "JudgeSpec",
+    "MetricField", "MetricSpec", "ModelSpec", "Price", "Prompt", "PromptChange", "PromptListing", "ResolvedTool", "SimilaritySpec",
+    "Strict", "ToolError", "ToolSpec", "atomic_write_text", "check_prompt_file", "compose_and_load", "diff_prompts", "errors_placed_in",
+    "find_project_root", "format_loc", "line_of", "list_prompts", "load_prompt_file", "metric_name", "parse_prompt", "parse_yaml_model",
+    "place_in_file", "resolve_prompt_path", "resolve_tools", "safe_load", "score_range", "write_prompt_file", "written_values",
 ]

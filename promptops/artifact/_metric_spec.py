@@ -26,6 +26,7 @@ from promptops.artifact._base import Strict
 from promptops.artifact._model_spec import ModelSpec
 from typing_extensions import Annotated
 
+BUILTIN_METRICS = ("accuracy", "f1", "schema_validity", "similarity")  # besides a judge and a user's module:function
 DEFAULT_JUDGE_MODEL = "local/smollm2-135m"
 DEFAULT_EMBEDDER = "local/minilm-l6-v2"
 _JUDGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -144,6 +145,17 @@ def _metric_mapping(value: Any) -> Any:
 
 
 MetricField = Annotated[Optional[Union[str, MetricSpec]], BeforeValidator(_metric_mapping)]
+
+
+def score_range(metric: "str | MetricSpec | None") -> Optional[tuple[float, float]]:
+    """The lowest and highest score `metric` gives: 0 to 1 for every built-in metric and judge (a judge's 1-5 is
+    normalized), -1 to 1 for similarity (a cosine); None for a user's `module:function`, whose range only it knows."""
+    name = metric_name(metric)
+    if name is None:
+        return 0.0, 1.0  # the default: accuracy or f1
+    if ":" in name:
+        return None
+    return (-1.0, 1.0) if name == "similarity" else (0.0, 1.0)
 
 
 def metric_name(metric: "str | MetricSpec | None") -> Optional[str]:

@@ -19,7 +19,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from promptops.errors import PromptFileError, PromptReferenceError, UnknownPromptError
-from promptops.artifact._metric_spec import MetricField
+from promptops.artifact._metric_spec import MetricField, metric_name, score_range
 from promptops.artifact._tools import ToolError, resolve_tools
 from promptops.artifact._agent_spec import AgentSpec, GuardrailsSpec, ToolSpec
 from promptops._text import read_utf8
@@ -54,6 +54,8 @@ class FieldSpec(Strict):
     def _shape_matches_type(self) -> "FieldSpec":
         if self.type == "enum" and not self.values:
             raise ValueError(f"enum field {self.name!r} needs a non-empty `values` list of labels")
+        if self.type == "enum" and self.values:
+            _check_labels(self.name, self.values, self.nullable)
         if self.type != "enum" and self.values is not None:
             raise ValueError(f"field {self.name!r} has `values` but is not of type enum")
         if self.type == "object" and not self.fields:
@@ -110,6 +112,25 @@ class EvalSpec(Strict):
     threshold: Optional[float] = None  # the primary metric's floor on the gate split
     gate: Optional[GateSpec] = None  # None: the default rule (GateSpec())
 
+    @model_validator(mode="after")
+    def _threshold_within_the_scores(self) -> "EvalSpec":
+        """A floor the metric can never reach (`threshold: 60` for a share) would fail every check, whatever the prompt."""
+        bounds = score_range(self.metric)
+        if self.threshold is None or bounds is None:
+            return self
+        low, high = bounds
+        name = metric_name(self.metric) or "accuracy or f1"
+        threshold = self.threshold
+        if low <= threshold <= high:
+            return self
+        if name == "judge" or Path(name).suffix in (".yaml", ".yml"):  # a judge, or a judge file
+            raise ValueError(f"threshold: {threshold:g} is outside 0 to 1, the range of judge scores (pass 1, fail 0; a 1-5"
+                             " score s counts (s - 1) / 4, so 4 is 0.75)")
+        if high < threshold <= 100:
+            raise ValueError(f"threshold: {threshold:g} is above {high:g}, the best {name} score: write {threshold:g}% as"
+                             f" {threshold / 100:g}")
+        raise ValueError(f"threshold: {threshold:g} is outside {low:g} to {high:g}, the range of {name} scores")
+
 
 class Prompt(Strict):
     """A versionable prompt: instructions, typed fields, demos, model and agent config."""
@@ -133,6 +154,13 @@ class Prompt(Strict):
         if not PROMPT_NAME.match(name):
             raise ValueError(f"prompt name {name!r} must be lowercase letters, digits, '_' or '-'")
         return name
+
+    @field_validator("instructions")
+    @classmethod
+    def _instructions_say_something(cls, instructions: str) -> str:
+        if not instructions.strip():
+            raise ValueError("the text is blank: write what the model should do with the inputs")
+        return instructions
 
     @model_validator(mode="after")
     def _fields_and_demos_agree(self) -> "Prompt":
@@ -253,6 +281,16 @@ def _check_unique(names: list[str], where_: str) -> None:
         seen.add(name)
 
 
+def _check_labels(name: str, labels: list[str], nullable: bool) -> None:
+    """An enum chooses: two labels at least (one and null, when nullable), each listed once."""
+    if len(labels) == 1 and not nullable:
+        raise ValueError(f"values: enum field {name!r} has one label ({labels[0]!r}), so there is nothing to choose; add the"
+                         " other labels, make it nullable (the label or null), or make it type: string")
+    for index, label in enumerate(labels):
+        if label in labels[:index]:
+            raise ValueError(f"values[{index}]: label {label!r} repeats values[{labels.index(label)}]; list each label once")
+
+
 def _chooses_a_label(spec: FieldSpec) -> bool:
     """An enum or boolean field, or an object holding one: what a label confidence is reported for."""
     return spec.type in ("enum", "boolean") or any(_chooses_a_label(field) for field in spec.fields or ())
@@ -267,6 +305,28 @@ def _first_error(exc: ValidationError) -> str:
     location = ".".join(str(part) for part in error["loc"])
     message = error["msg"]
     return f"{location}: {message}" if location else message
+
+
+def written_values(prompt: Prompt, *, model: bool = True, metric: bool = True, data: bool = True) -> dict[tuple[Any, ...], str]:
+    """The values of a prompt file that other packages check (its model string and parameter names, metric, judge, eval
+    set), by their place in the file, for `errors_placed_in`; `model=False` (metric, data) leaves out one a caller
+    overrides (`--model`)."""
+    values: dict[tuple[Any, ...], str] = {("model", "params", key): key for key in prompt.model.params}  # sent on any model
+    if model:
+        values[("model", "id")] = prompt.model.id
+    if data and prompt.eval.data:
+        values[("eval", "data")] = prompt.eval.data
+    spec = prompt.eval.metric if metric else None
+    if isinstance(spec, str):
+        values[("eval", "metric")] = spec
+    elif spec is not None and spec.judge is not None:
+        if isinstance(spec.judge, str):
+            values[("eval", "metric", "judge")] = spec.judge
+        elif isinstance(spec.judge.model, str):
+            values[("eval", "metric", "judge", "model")] = spec.judge.model
+        else:
+            values[("eval", "metric", "judge", "model", "id")] = spec.judge.model_id
+    return values
 
 
 # --- reading and writing -------------------------------------------------------------

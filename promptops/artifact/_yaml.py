@@ -9,13 +9,15 @@ key written twice in one mapping (PyYAML would silently keep the second).
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Iterator, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from promptops._text import FileError
+from promptops.errors import PromptopsError, where
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -127,3 +129,26 @@ def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> Optional[int]:
         else:
             break
     return line
+
+
+def place_in_file(path: str | Path, loc: tuple[Any, ...]) -> str:
+    """`file:line: key` of the value at `loc` in a YAML file (without the line when the file cannot be read now)."""
+    try:
+        node = compose_and_load(Path(path).read_text(encoding="utf-8"))[0]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        node = None
+    return f"{where(path, line_of(node, loc) if node is not None else None)}: {format_loc(loc)}"
+
+
+@contextmanager
+def errors_placed_in(path: str | Path, written: dict[tuple[Any, ...], Any]) -> Iterator[None]:
+    """An error about a value this YAML file sets, at `written`'s place (`("model", "id")`), is led by its file, line and
+    key: `prompts/x.yaml:22: model.id: unknown model 'gpt5': ...`. The packages that check a model string, a metric or
+    a data path do not know which file wrote it; the caller that read the file does. Other errors pass unchanged."""
+    try:
+        yield
+    except PromptopsError as exc:
+        loc = next((loc for loc, value in written.items() if value is not None and exc.value == value), None)
+        if loc is not None:
+            exc.placed(place_in_file(path, loc))
+        raise

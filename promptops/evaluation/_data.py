@@ -23,6 +23,10 @@ from promptops.errors import DatasetError
 
 SPLITS = ("train", "dev", "test")
 _SUFFIXES = (".jsonl", ".csv")
+# Keys a row may hold besides the prompt's fields: its split (one-file datasets), the trace it came from (feedback),
+# an agent's expected tool calls. Any other key is refused (a misspelt output would leave the row without it), except
+# a key starting with `_`: the author's own note, never read.
+EXTRA_KEYS = ("split", "trace_id", "expected_tools")
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,10 @@ def default_data_path(prompt: Prompt, root: Optional[Path] = None) -> Path:
     return root / "experiments" / "data" / prompt.name
 
 
-def split_file(path: Path, split: str) -> Path:
-    """The file that holds `split`: the file itself, or `SPLIT.jsonl|csv` inside a folder."""
+def split_file(path: Path, split: str, *, written: Optional[str] = None) -> Path:
+    """The file that holds `split`: the file itself, or `SPLIT.jsonl|csv` inside a folder.
+
+    `written` is the path as the user wrote it (a flag's value, a file's `data:`), so an error can say where."""
     if split not in SPLITS:
         raise DatasetError(path, None, f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     if path.is_file():
@@ -79,18 +85,22 @@ def split_file(path: Path, split: str) -> Path:
             candidate = path / f"{split}{suffix}"
             if candidate.is_file():
                 return candidate
-        raise DatasetError(path, None, f"no {split}.jsonl or {split}.csv in this folder")
-    raise DatasetError(path, None, "no such dataset file or folder")
+        raise DatasetError(path, None, f"no {split}.jsonl or {split}.csv in this folder", value=written)
+    raise DatasetError(path, None, "no such dataset file or folder", value=written)
 
 
 def load_dataset(prompt: Prompt, path: Optional[str | Path] = None, split: str = "dev") -> Dataset:
     """Rows of `split` checked against the prompt's fields."""
     source = Path(path) if path else default_data_path(prompt)
-    file = split_file(source, split)
+    file = split_file(source, split, written=str(path) if path else prompt.eval.data)
     split_column = source.is_file()
-    rows = read_rows(file)
+    rows, header_line = _read_rows_and_header(file)
+    if header_line is not None and rows:  # a CSV file: its columns are checked once, at the header
+        _check_keys(prompt, rows[0][1], file, header_line, "column")
     examples = []
     for line, row in rows:
+        if header_line is None:
+            _check_keys(prompt, row, file, line, "key")
         if split_column:
             if "split" not in row:
                 raise DatasetError(file, line, "a single-file dataset needs a 'split' column (train, dev or test)")
@@ -117,6 +127,11 @@ def split_size(file: Path, split: str) -> Optional[int]:
 
 def read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
     """The rows of a .jsonl or .csv file with their line numbers, each a JSON object; unchecked against any prompt."""
+    return _read_rows_and_header(file)[0]
+
+
+def _read_rows_and_header(file: Path) -> tuple[list[tuple[int, dict[str, Any]]], Optional[int]]:
+    """`read_rows`, and the line of a CSV file's header (None for JSON lines)."""
     if file.suffix not in _SUFFIXES:
         raise DatasetError(file, None, "datasets must be .jsonl or .csv files")
     content = read_utf8(file, DatasetError)
@@ -133,15 +148,65 @@ def read_rows(file: Path) -> list[tuple[int, dict[str, Any]]]:
                 if not isinstance(row, dict):
                     raise DatasetError(file, line, "each line must be a JSON object of field values")
                 rows.append((line, row))
-        return rows
-    with io.StringIO(content, newline="") as handle:  # a .csv file
-        reader = csv.DictReader(handle)
-        rows = []
-        for row in reader:
-            if None in row:
-                raise DatasetError(file, reader.line_num, "this row has more cells than the header")
-            rows.append((reader.line_num, dict(row)))
-        return rows
+        return rows, None
+    return _read_csv(file, content)
+
+
+def _read_csv(file: Path, content: str) -> tuple[list[tuple[int, dict[str, Any]]], Optional[int]]:
+    """A CSV file's rows, each at the line it starts on, and its header's line. Read strictly: an unclosed quote would
+    otherwise swallow the rest of the file into one cell, silently."""
+    header: Optional[list[str]] = None
+    header_line: Optional[int] = None
+    rows = []
+    with io.StringIO(content, newline="") as handle:
+        reader = csv.reader(handle, strict=True)
+        while True:
+            start = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    raise DatasetError(file, _unclosed_quote_line(content, start), "a quote opens here and is never closed:"
+                                       " close it, or double a quote that is part of the text (\"\")") from None
+                raise DatasetError(file, reader.line_num, f"not valid CSV: {exc}") from None
+            if not cells:  # a blank line
+                continue
+            if header is None:
+                header, header_line = cells, start
+                for index, name in enumerate(cells):
+                    if name in cells[:index]:
+                        raise DatasetError(file, start, f"column {name!r} appears twice in the header (columns"
+                                           f" {cells.index(name) + 1} and {index + 1}); rename or remove one")
+                continue
+            if len(cells) > len(header):
+                raise DatasetError(file, start, "this row has more cells than the header")
+            if len(cells) < len(header):
+                raise DatasetError(file, start, f"this row has {len(cells)} cells and the header {len(header)}: write every"
+                                   " cell, an empty one for a null")
+            rows.append((start, dict(zip(header, cells))))
+    return rows, header_line
+
+
+def _unclosed_quote_line(content: str, start: int) -> int:
+    """The line of the quote that opens the cell an unclosed record ends in, scanning from the record's first line as
+    the csv module does: a quote opens a cell only at its start, and `""` inside a quoted cell is a quote."""
+    text = "".join(content.splitlines(keepends=True)[start - 1:])
+    line, opened, quoted, at_cell_start, index = start, start, False, True, 0
+    while index < len(text):
+        char = text[index]
+        if quoted:
+            if char == '"' and text[index + 1:index + 2] == '"':
+                index += 1
+            elif char == '"':
+                quoted = False
+        elif char == '"' and at_cell_start:
+            quoted, opened = True, line
+        line += char == "\n"
+        at_cell_start = not quoted and char in ",\r\n"
+        index += 1
+    return opened
 
 
 def _check_row(prompt: Prompt, row: dict[str, Any], file: Path, line: int, *, from_csv: bool) -> Example:
@@ -161,6 +226,21 @@ def _check_row(prompt: Prompt, row: dict[str, Any], file: Path, line: int, *, fr
         source=f"{file.name}:{line}",
         expected_tools=_expected_tools(prompt, row, file, line, from_csv) if "expected_tools" in row else None,
     )
+
+
+def _check_keys(prompt: Prompt, row: dict[str, Any], file: Path, line: int, noun: str) -> None:
+    """Every key is a field of the prompt, one of EXTRA_KEYS, or a note (`_...`): a misspelt `intnet` is not ignored."""
+    import difflib
+
+    fields = [spec.name for spec in prompt.inputs + prompt.outputs]
+    for key in row:
+        if key in fields or key in EXTRA_KEYS or key.startswith("_"):
+            continue
+        close = difflib.get_close_matches(key, fields + list(EXTRA_KEYS), n=1)
+        if close:
+            raise DatasetError(file, line, f"unknown {noun} {key!r}; did you mean {close[0]!r}?")
+        raise DatasetError(file, line, f"unknown {noun} {key!r}: a row holds {prompt.name}'s fields ({', '.join(fields)}) and"
+                                       f" optionally {', '.join(EXTRA_KEYS)}; start a note's name with _ (_{key})")
 
 
 def _rubric_only(prompt: Prompt, row: dict[str, Any]) -> bool:

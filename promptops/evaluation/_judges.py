@@ -69,7 +69,7 @@ def judge_path(reference: str, root: Optional[Path] = None) -> Path:
     if not path.is_file():
         known = sorted(p.stem for p in (root / JUDGES_FOLDER).glob("*.yaml")) if (root / JUDGES_FOLDER).is_dir() else []
         hint = f"; judges here: {', '.join(known)}" if known else f"; {root / JUDGES_FOLDER} has no judge files"
-        raise PromptopsError(f"no judge file {candidate}{hint}")
+        raise PromptopsError(f"no judge file {candidate}{hint}", value=reference)
     return path
 
 

@@ -16,9 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 
 from promptops.artifact import FieldSpec, Prompt
 from promptops.errors import MetricError
-from promptops.artifact import JudgeSpec, MetricSpec, SimilaritySpec
+from promptops.artifact import BUILTIN_METRICS, JudgeSpec, MetricSpec, SimilaritySpec
 
-BUILTIN_METRICS = ("accuracy", "f1", "schema_validity", "similarity")
 _SPACES = re.compile(r"\s+")
 _EDGE_PUNCTUATION = ".,;:!?\"'"
 
@@ -143,16 +142,17 @@ def load_user_metric(reference: str, root: Optional[Path] = None) -> UserMetric:
     """`module:function`, importable from the project root; called as fn(example, prediction) -> float."""
     module_name, _, function_name = reference.partition(":")
     if not module_name or not function_name:
-        raise MetricError(f"unknown metric {reference!r}: use one of {', '.join(BUILTIN_METRICS)} or module:function")
+        raise MetricError(f"unknown metric {reference!r}: use one of {', '.join(BUILTIN_METRICS)} or module:function",
+                          value=reference)
     if root is not None and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise MetricError(f"metric {reference!r}: cannot import {module_name!r} ({exc})") from None
+        raise MetricError(f"metric {reference!r}: cannot import {module_name!r} ({exc})", value=reference) from None
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise MetricError(f"metric {reference!r}: {module_name} has no function {function_name!r}")
+        raise MetricError(f"metric {reference!r}: {module_name} has no function {function_name!r}", value=reference)
     return function
 
 
@@ -209,7 +209,8 @@ def resolve_metric(metric: "str | MetricSpec | Metric | None", prompt: Prompt, r
         if spec == "judge":
             own = prompt.eval.metric
             if not (isinstance(own, MetricSpec) and own.judge is not None):
-                raise MetricError(f"metric 'judge': {prompt.name} has no judge under eval.metric; name a judge file (judges/NAME.yaml)")
+                raise MetricError(f"metric 'judge': {prompt.name} has no judge under eval.metric; name a judge file (judges/NAME.yaml)",
+                                  value="judge")
             spec = own
         elif Path(spec).suffix in (".yaml", ".yml"):
             spec = MetricSpec(judge=spec)

@@ -176,9 +176,10 @@ def evaluate(
     """
     from promptops.program import build_program
 
-    from promptops.models import check_model_id
+    from promptops.models import check_model_id, check_model_params
 
     check_model_id(model or prompt.model.id)  # an unknown model fails before the eval set is read
+    check_model_params(prompt.model.model_copy(update={"id": model}) if model else prompt.model)
     scoring = resolve_metric(metric, prompt, find_project_root())
     if scoring.judge is not None:
         check_model_id(scoring.judge.model_id)

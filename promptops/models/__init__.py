@@ -20,12 +20,14 @@ from promptops.models._catalog import LOCAL_MODELS, LocalModel, local_model
 from promptops.models._confidence import least_sure
 from promptops.models._doctor import ModelHealth, diagnose
 from promptops.models._engines import register_engine, registered_engine
-from promptops.models._lm import LocalModelListing, build_lm, check_model_id, engine_model_name, is_local, list_local_models, price_of
+from promptops.models._lm import (
+    LocalModelListing, build_lm, check_model_id, check_model_params, engine_model_name, is_local, list_local_models, price_of,
+)
 from promptops.models._metered import metering
 
 __all__ = [
     "Budget", "BudgetExhausted", "LOCAL_MODELS", "LocalModel", "LocalModelListing", "ModelHealth", "Reservation",
-    "active_budgets", "admit_all", "build_lm", "check_model_id", "diagnose", "engine_model_name", "is_local",
+    "active_budgets", "admit_all", "build_lm", "check_model_id", "check_model_params", "diagnose", "engine_model_name", "is_local",
     "least_sure", "list_local_models", "local_model", "metering", "price_of", "register_engine", "registered_engine",
     "request_limits", "spending_limit",
 ]

@@ -76,4 +76,5 @@ def local_model(model_id: str) -> LocalModel:
         return LOCAL_MODELS[model_id]
     except KeyError:
         known = ", ".join(LOCAL_MODELS)
-        raise UnknownModelError(f"unknown local model {model_id!r}; local models are {known}, or gguf:PATH for your own file") from None
+        raise UnknownModelError(f"unknown local model {model_id!r}; local models are {known}, or gguf:PATH for your own file",
+                                value=model_id) from None

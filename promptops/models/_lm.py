@@ -86,11 +86,75 @@ def check_model_id(model_id: str) -> None:
     elif model_id.startswith("gguf:"):
         path = Path(model_id.removeprefix("gguf:")).expanduser()
         if not path.is_file():
-            raise UnknownModelError(f"model {model_id!r}: no GGUF file at {path}")
+            raise UnknownModelError(f"model {model_id!r}: no GGUF file at {path}", value=model_id)
     elif "/" not in model_id or model_id.endswith("/"):
         raise UnknownModelError(
-            f"unknown model {model_id!r}: use local/smollm2-135m, gguf:PATH, or a provider/model string such as openai/gpt-4o-mini"
+            f"unknown model {model_id!r}: use local/smollm2-135m, gguf:PATH, or a provider/model string such as openai/gpt-4o-mini",
+            value=model_id,
         )
+
+
+def check_model_params(spec: ModelSpec) -> None:
+    """Refuse a `model.params` key the model's client cannot send, before any call: a misspelt `temprature` would
+    otherwise fail every call with lm15's contract text (embedded models, registered engines) or go to the provider.
+
+    A key is sent when DSPy's LM or its client takes it as a setting, or when lm15 carries it in a request (probed
+    with lm15's own reader of a Chat Completions body). Any other key is refused for the engines that speak only
+    lm15; for a hosted model only when it is close to a known key, since LiteLLM forwards provider-specific ones.
+    """
+    import difflib
+
+    from promptops.errors import UnknownParameterError
+
+    settings = _client_settings(spec.id)
+    for key, value in spec.params.items():
+        if key in settings or _carried_by_lm15(key, value):
+            continue
+        known = sorted(settings | {name for name in _request_fields() if _carried_by_lm15(name, None)})
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            raise UnknownParameterError(key, f"unknown parameter; did you mean {close[0]!r}?")
+        if is_local(spec.id) or registered_engine(spec.id) is not None:
+            raise UnknownParameterError(key, f"unknown parameter: {spec.id} takes request settings such as temperature,"
+                                             f" top_p, top_k, stop, seed, and {', '.join(ENGINE_OPTIONS)}")
+
+
+def _client_settings(model_id: str) -> set[str]:
+    """`model.params` keys that configure the client rather than the request: DSPy's LM settings, its connection
+    settings, and the embedded engine's options."""
+    import inspect
+
+    import dspy
+    from dspy.clients.backend_selection import CLIENT_KEYS  # the keys DSPy itself keeps out of a request body
+
+    names = {name for name, parameter in inspect.signature(dspy.LM.__init__).parameters.items()
+             if parameter.kind is parameter.KEYWORD_ONLY or parameter.kind is parameter.POSITIONAL_OR_KEYWORD}
+    names |= set(CLIENT_KEYS) | {"rollout_id", "num_generations"}
+    if is_local(model_id):
+        names |= {*ENGINE_OPTIONS, "n_ctx"}
+    return names - {"self", "model"}
+
+
+def _request_fields() -> list[str]:
+    """The canonical request's settings (`dspy.lm15.Config`), as names to suggest for a misspelt one."""
+    import dataclasses
+
+    from dspy.lm15 import Config
+
+    return [field.name for field in dataclasses.fields(Config)]
+
+
+def _carried_by_lm15(key: str, value: Any) -> bool:
+    """Whether lm15 reads `key` in a Chat Completions body (its value is checked when the request is sent)."""
+    from dspy.lm15 import UnsupportedFeatureError, request_from_openai_chat
+
+    try:
+        request_from_openai_chat({"model": "promptops-check", "messages": [{"role": "user", "content": "."}], key: value})
+    except UnsupportedFeatureError:
+        return False
+    except (ValueError, TypeError):  # a key it reads, with a value it does not take alone
+        return True
+    return True
 
 
 def build_lm(spec: ModelSpec, *, cache: bool = True, num_retries: Optional[int] = None) -> Any:
@@ -102,6 +166,7 @@ def build_lm(spec: ModelSpec, *, cache: bool = True, num_retries: Optional[int] 
     from promptops.models._metered import MeteredLM, UsdPerMillion
 
     check_model_id(spec.id)
+    check_model_params(spec)
     price = price_of(spec)
     options: dict[str, Any] = {
         "temperature": spec.temperature,

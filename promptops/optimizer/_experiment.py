@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from promptops._text import read_utf8
 from promptops.artifact import PROMPT_NAME, ModelSpec, find_project_root
 from promptops.errors import PromptFileError, UnknownPromptError
-from promptops.artifact import MetricField
+from promptops.artifact import BUILTIN_METRICS, MetricField
 from promptops.artifact import parse_yaml_model
 from promptops.artifact import Strict
 
@@ -222,17 +222,40 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _objectives_known(self) -> "Experiment":
-        extra = [name for name in list(self.objectives)[1:] if name not in COST_OBJECTIVES]
-        if extra:
-            raise ValueError(f"objective {extra[0]!r} is unknown: after the quality metric, use {', '.join(COST_OBJECTIVES)}")
-        if self.objectives and list(self.objectives)[0] in COST_OBJECTIVES:
-            raise ValueError("the first objective must be the quality metric (e.g. accuracy or f1), then costs")
+        """The quality metric first, then costs; the order is checked first, so `{cost_usd: ..., accuracy: ...}` is
+        reported as out of order, not as an unknown `accuracy`."""
+        names = list(self.objectives)
+        costs = ", ".join(COST_OBJECTIVES)
+        if names and (names[0] in COST_OBJECTIVES or _close_to(names[0], COST_OBJECTIVES) and not _is_metric(names[0])):
+            raise ValueError(f"objectives.{names[0]}: the first objective must be the quality metric (e.g. accuracy or f1),"
+                             f" then the costs ({costs}); move {names[0]!r} after it")
+        for name in names[1:]:
+            if name in COST_OBJECTIVES:
+                continue
+            if _is_metric(name):
+                raise ValueError(f"objectives.{name}: {name!r} is a quality metric, which only the first objective can be;"
+                                 f" the others are costs ({costs})")
+            close = _close_to(name, COST_OBJECTIVES)
+            hint = f"; did you mean {close!r}?" if close else f": after the quality metric, use {costs}"
+            raise ValueError(f"objectives.{name}: unknown objective {name!r}{hint}")
         return self
 
     @property
     def content_hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json", exclude={"budget", "description"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _close_to(name: str, choices: tuple[str, ...]) -> Optional[str]:
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=1)
+    return close[0] if close else None
+
+
+def _is_metric(name: str) -> bool:
+    """A quality metric's key: a built-in metric, a judge's score, or a user function's name (`module:function`)."""
+    return name in BUILTIN_METRICS or name == "judge" or ":" in name
 
 
 def load_experiment(reference: str | Path, root: Optional[Path] = None) -> tuple[Experiment, Path]:

@@ -42,6 +42,18 @@ def optimize(
     from promptops.optimizer import _runs as runs
     from promptops.versioning import has_uncommitted_changes
 
+    if write_anyway and not write_winner:
+        raise PromptopsError("write_anyway=True commits the winner even if it fails the gate, write_winner=False commits"
+                             " nothing: set one of them")
+    if workers < 1:
+        raise PromptopsError(f"--workers {workers}: give 1 or more")
+    if (workers > 1 or join) and (storage is None or storage.startswith("sqlite")):
+        # Optuna never recommends SQLite for parallel optimization: its one write lock serializes every worker, and
+        # a queued trial (the baseline, a dead worker's retried one) can be taken by two of them.
+        flag = f"--workers {workers}" if workers > 1 else "--join"
+        where_ = f"--storage {storage}" if storage else "the default storage (sqlite:///optuna.db)"
+        raise PromptopsError(f"{flag} needs a database server as --storage, e.g. postgresql://host/db: several processes on"
+                             f" {where_} would race for SQLite's one write lock and can run a queued trial twice")
     context = study.load_context(experiment)
     if write_winner and _in_git(context.prompt_file) and has_uncommitted_changes(context.prompt_file):
         raise PromptopsError(
@@ -49,8 +61,6 @@ def optimize(
         )
     if write_winner and _in_git(context.prompt_file):
         require_committed_data(context.base, context.data, "test")  # before any model call
-    if workers < 1:
-        raise PromptopsError(f"--workers {workers}: give 1 or more")
     runs.check_store(context.root)  # before the study opens and workers start: every trial is logged there
     helpers = _Workers(context.experiment_path, n_trials, write_winner, write_anyway) if workers > 1 else None
     try:

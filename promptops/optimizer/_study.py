@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from promptops.artifact import Prompt, find_project_root, load_prompt_file, resolve_prompt_path
+from promptops.artifact import (
+    Prompt, errors_placed_in, find_project_root, load_prompt_file, place_in_file, resolve_prompt_path, written_values,
+)
 from promptops.models import Budget, BudgetExhausted, spending_limit
 from promptops.evaluation import load_dataset
-from promptops.errors import PromptopsError, TrackingError
+from promptops.errors import PromptopsError, TrackingError, UnknownPromptError
 from promptops.evaluation import resolve_metric
 from promptops.optimizer._candidates import TrialConfig, compile_candidate, configured_prompt, example_metric
 from promptops.optimizer._experiment import Experiment, load_experiment
@@ -95,32 +97,51 @@ class StudyContext:
     """Everything a trial needs, loaded and checked once before any model call."""
 
     def __init__(self, experiment: Experiment, experiment_path: Path, root: Path):
-        from promptops.models import check_model_id
+        # A model, metric or eval set that does not resolve is reported at the line that names it: the experiment
+        # file's, or the prompt file's where the experiment does not set it.
+        try:
+            self.prompt_file = resolve_prompt_path(experiment.prompt, root)
+        except UnknownPromptError as exc:
+            raise exc.placed(place_in_file(experiment_path, ("prompt",))) from None
+        self.base = load_prompt_file(self.prompt_file)
+        written = {("data",): experiment.data, ("metric",): experiment.metric if isinstance(experiment.metric, str) else None}
+        for index, model in enumerate(experiment.search.models):
+            written[("search", "models", index, "id")] = model.id
+            written.update({("search", "models", index, "params", key): key for key in model.params})
+        if experiment.search.reflection_model is not None:
+            written[("search", "reflection_model", "id")] = experiment.search.reflection_model.id
+            written.update({("search", "reflection_model", "params", key): key for key in experiment.search.reflection_model.params})
+        in_prompt = written_values(self.base, model=False, metric=experiment.metric is None, data=experiment.data is None)
+        with errors_placed_in(experiment_path, written), errors_placed_in(self.prompt_file, in_prompt):
+            self._load(experiment, experiment_path, root)
+
+    def _load(self, experiment: Experiment, experiment_path: Path, root: Path) -> None:
+        from promptops.models import check_model_id, check_model_params
 
         self.experiment = experiment
         self.experiment_path = experiment_path
         self.root = root
-        self.prompt_file = resolve_prompt_path(experiment.prompt, root)
-        self.base = load_prompt_file(self.prompt_file)
         self.metric = resolve_metric(experiment.metric, self.base, root)  # the experiment's, else the prompt's
         self.metric_key = self.metric.key
         if self.metric.judge is not None:  # judging is spent from the study's budget: its model must be here too
             check_model_id(self.metric.judge.model_id)
             _check_available(self.metric.judge.model_id)
         self.objectives = dict(experiment.objectives) or {self.metric_key: "maximize", "cost_usd": "minimize"}
-        if list(self.objectives)[0] != self.metric_key:
-            raise PromptopsError(
-                f"{experiment_path}: the first objective is {list(self.objectives)[0]!r} but the metric is {self.metric.name!r}; make them the same"
-            )
+        first = list(self.objectives)[0]
+        if first != self.metric_key:
+            raise PromptopsError(f"{place_in_file(experiment_path, ('objectives', first))}: the first objective is {first!r} but"
+                                 f" the metric is {self.metric.name!r}; make them the same")
         _check_agent_search(experiment, experiment_path, self.base)
         for model in experiment.search.models:
             check_model_id(model.id)
+            check_model_params(model)
             _check_available(model.id)
         data = experiment.data or None
         self.train = load_dataset(self.base, data, "train").head(experiment.search.train_limit)
         _check_demos_fit(experiment, experiment_path, self.train)
         if experiment.search.reflection_model is not None:
             check_model_id(experiment.search.reflection_model.id)
+            check_model_params(experiment.search.reflection_model)
             _check_available(experiment.search.reflection_model.id)
         self.dev = load_dataset(self.base, data, "dev").head(experiment.search.dev_limit)
         self.data = data
