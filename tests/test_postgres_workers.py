@@ -170,7 +170,7 @@ def test_postgres_three_workers_one_killed_mid_trial_share_one_study_budget_and_
         trials = _trials(postgres_url)
         states = [t.state.name for t in trials]
         assert "RUNNING" not in states and "WAITING" not in states
-        assert states.count("COMPLETE") + states.count("PRUNED") >= 10
+        assert states.count("COMPLETE") + states.count("PRUNED") == 10  # the killed trial is redone, no other added
         killed_trial = trials[killed[1]]
         assert killed_trial.state.name == "FAIL"  # failed by another worker once its heartbeat went stale ...
         retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[1]]
@@ -317,3 +317,40 @@ def test_postgres_a_worker_joining_before_the_parent_run_is_open_waits_for_it(po
     assert 0.8 <= time.monotonic() - started < 10
     silent = optuna.create_study(study_name="promptops/early/2", storage=_storage(postgres_url))
     assert _await_parent_run(silent, timeout_s=0.6) is None
+
+
+def test_postgres_workers_that_look_at_once_claim_no_more_trials_than_asked_for(postgres_url: str, monkeypatch) -> None:
+    """Three workers that see one trial left at the same moment: each would start it (3 trials for --n-trials 2, issue
+    25). Counted and asked under the study's lock, one gets it and the others get None. Optuna's `ask` is slowed so the
+    window between looking and asking is wide open."""
+    import threading
+
+    import optuna
+
+    from promptops.optimizer import SharedStudy
+    from promptops.optimizer._study import _claim_trial, _storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="promptops/race/1", storage=_storage(postgres_url))
+    ask = optuna.Study.ask
+    monkeypatch.setattr(optuna.Study, "ask", lambda self, *args, **kwargs: (time.sleep(0.5), ask(self, *args, **kwargs))[1])
+    claimed: list = []
+    everyone_looks = threading.Barrier(3, timeout=30)
+    workers = []
+    for number in range(3):  # one after the other: the first registers the study's row
+        shared = SharedStudy(postgres_url, "promptops/race/1", worker=f"host:{number}")
+        shared.start(max_cost_usd=None, max_model_calls=None, timeout_s=None, new_session=number == 0)
+        workers.append((shared, optuna.load_study(study_name="promptops/race/1", storage=_storage(postgres_url))))
+
+    def worker(shared, study) -> None:
+        everyone_looks.wait()
+        claimed.append(_claim_trial(study, shared, 1))
+        shared.close()
+
+    threads = [threading.Thread(target=worker, args=pair) for pair in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(claimed) == 3 and sum(trial is not None for trial in claimed) == 1
+    assert len(optuna.load_study(study_name="promptops/race/1", storage=postgres_url).trials) == 1

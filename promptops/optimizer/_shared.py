@@ -22,8 +22,9 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from promptops.models import BudgetExhausted, Reservation
 
@@ -116,6 +117,20 @@ class SharedStudy:
             row = db.execute(text("SELECT max_cost_usd, max_model_calls, deadline_epoch, concluded_by FROM promptops_studies"
                                   " WHERE study = :s"), {"s": self.study}).mappings().first()
         return dict(row) if row else {}
+
+    @contextmanager
+    def exclusively(self) -> Iterator[None]:
+        """Hold the study's lock (its row in `promptops_studies`, as `reserve` does) for the block: other workers'
+        admissions and claims wait. On SQLite, which only one process may use (`optimize` refuses more), nothing is
+        held: its lock is the whole database's, and Optuna's own writes in the block would wait for it forever."""
+        from sqlalchemy import text
+
+        if self.engine.dialect.name == "sqlite":
+            yield
+            return
+        with self.engine.begin() as db:
+            db.execute(text("UPDATE promptops_studies SET locks = locks + 1 WHERE study = :s"), {"s": self.study})
+            yield
 
     # -- the budget ------------------------------------------------------------------------
 

@@ -232,7 +232,8 @@ def run_study(
                     time.sleep(1.0)
                     continue
                 try:
-                    _run_trial(study, context, parent_run_id, budget, progress, on_progress, heartbeat)
+                    _run_trial(study, context, parent_run_id, budget, progress, on_progress, heartbeat,
+                               claim=lambda: _claim_trial(study, shared, n_trials))
                 except BudgetExhausted as exc:
                     stopped_by = str(exc)
                     break
@@ -482,16 +483,32 @@ def _suggest(trial: Any, context: StudyContext) -> TrialConfig:
 
 
 def _run_trial(study, context: StudyContext, parent_run_id: str, budget: Any, progress: Progress, on_progress,
-               heartbeat: Any = None) -> None:
-    import warnings
-
+               heartbeat: Any = None, claim: Optional[Callable[[], Any]] = None) -> None:
+    """One trial: `claim()`'s (None when the study's trials are all taken), else the next one Optuna hands out."""
     from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize beats with; ask/tell must do it itself
+
+    trial = claim() if claim is not None else _ask(study)
+    if trial is None:
+        return
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        _trial_body(study, trial, context, parent_run_id, budget, progress, on_progress, heartbeat)
+
+
+def _ask(study: Any) -> Any:
+    import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        trial = study.ask()
-    with get_heartbeat_thread(trial._trial_id, study._storage):
-        _trial_body(study, trial, context, parent_run_id, budget, progress, on_progress, heartbeat)
+        return study.ask()
+
+
+def _claim_trial(study: Any, shared: Any, n_trials: int) -> Any:
+    """The next trial, or None when `n_trials` are complete, pruned or running. Counted and asked under the study's
+    lock: workers that look at the same moment would otherwise each see one trial left and all start it."""
+    with shared.exclusively():
+        if _count(study, "COMPLETE", "PRUNED", "RUNNING") >= n_trials:
+            return None
+        return _ask(study)
 
 
 def _trial_body(study, trial, context: StudyContext, parent_run_id: str, budget: Any, progress: Progress, on_progress,
