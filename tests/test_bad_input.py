@@ -1372,6 +1372,11 @@ CASES = [
     Case("--metric names its flag", lambda root: ["eval", NAME, "--metric", "bleu", "--no-track"], ("Error: --metric: unknown metric 'bleu'",)),
     Case("--data names its flag", lambda root: ["eval", NAME, "--data", "nowhere.jsonl", "--no-track"],
          ("Error: --data: nowhere.jsonl: no such dataset file or folder",)),
+    Case("unknown model in the working file served", _prompt_edit("  id: local/smollm2-135m", "  id: gpt5", "run", NAME, "-i", "text=hi",
+                                                                  "--no-trace"), ("banking_intent.yaml:22:", "model.id: unknown model 'gpt5'")),
+    Case("misspelt model param served", _prompt_edit("  max_tokens: 32\n", "  max_tokens: 32\n  params: {temprature: 0.3}\n", "run", NAME,
+                                                     "-i", "text=hi", "--no-trace"),
+         ("Error: prompts/banking_intent.yaml:25: model.params.temprature: unknown parameter; did you mean 'temperature'?",)),
 ]
 
 

@@ -192,7 +192,8 @@ def _read_csv(file: Path, content: str) -> tuple[list[tuple[int, dict[str, Any]]
 def _unclosed_quote_line(content: str, start: int) -> int:
     """The line of the quote that opens the cell an unclosed record ends in, scanning from the record's first line as
     the csv module does: a quote opens a cell only at its start, and `""` inside a quoted cell is a quote."""
-    text = "".join(content.splitlines(keepends=True)[start - 1:])
+    with io.StringIO(content, newline="") as handle:  # lines as the csv module counts them
+        text = "".join(handle.readlines()[start - 1:])
     line, opened, quoted, at_cell_start, index = start, start, False, True, 0
     while index < len(text):
         char = text[index]
@@ -203,7 +204,7 @@ def _unclosed_quote_line(content: str, start: int) -> int:
                 quoted = False
         elif char == '"' and at_cell_start:
             quoted, opened = True, line
-        line += char == "\n"
+        line += char == "\n" or (char == "\r" and text[index + 1:index + 2] != "\n")
         at_cell_start = not quoted and char in ",\r\n"
         index += 1
     return opened

@@ -445,9 +445,10 @@ class GuardedProgram:
             return self._targets
 
     def _target(self, served: ServedVersion, model_id: str) -> Target:
-        from promptops.models import check_model_id
+        from promptops.models import check_model_id, check_model_params
 
         check_model_id(model_id)
+        check_model_params(served.prompt.model.model_copy(update={"id": model_id}))  # before a call, not as its failure
         breaker_rule = self.guardrails.circuit_breaker
         breaker = limits.breaker_for(self.name, model_id, breaker_rule.failures, breaker_rule.cooldown_s)
         return Target(f"{served.label} on {model_id}", served, model_id, self.cache, breaker)

@@ -3,9 +3,11 @@ the person running it needs to see (confidence, trace id, tool calls, an answer 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from promptops.artifact import errors_placed_in, resolve_prompt_path, written_values
 from promptops.errors import GuardrailError
 from promptops.program import Approver, prediction_values
 from promptops.runtime._guarded import GuardedProgram, NeedsReview
@@ -52,10 +54,15 @@ def run_request(
     A refused or failed request raises `GuardrailError` naming its trace; `on_tool_calls` sees an agent's
     calls whether the request succeeded or not.
     """
-    program = GuardedProgram(served_version(reference), model=model, key=key, trace=trace, approve=approve)
+    served = served_version(reference)
+    program = GuardedProgram(served, model=model, key=key, trace=trace, approve=approve)
     task = None
+    # The working file's model string or parameters that do not resolve are reported at their line.
+    placing = nullcontext() if "@" in reference else \
+        errors_placed_in(resolve_prompt_path(reference), written_values(served.prompt, model=not model, metric=False, data=False))
     try:
-        prediction = program(**inputs)
+        with placing:
+            prediction = program(**inputs)
     except GuardrailError as exc:
         if exc.trace_id:  # one line still, with what `promptops replay` and `feedback add` need
             raise GuardrailError(f"{exc} (trace {exc.trace_id})") from None
