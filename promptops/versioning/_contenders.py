@@ -66,7 +66,8 @@ def require_committed_data(prompt: Prompt, data: Any = None, split: str = "test"
     from promptops.evaluation import default_data_path, split_file
     from promptops.errors import where
 
-    path = split_file(Path(data) if data else default_data_path(prompt), split)  # as load_dataset finds it
+    path = split_file(Path(data) if data else default_data_path(prompt), split,  # as load_dataset finds it
+                      written=str(data) if data else prompt.eval.data)
     try:
         dirty = versions.has_uncommitted_changes(path)
     except PromptopsError:
