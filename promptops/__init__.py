@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from promptops.artifact import MetricSpec, Prompt, PromptListing, list_prompts
     from promptops.evaluation import Comparison, EvalResult, JudgeCheck, ProgressCallback
     from promptops.models import LocalModelListing, ModelHealth
-    from promptops.optimizer import OptimizationResult, Progress, optimize
+    from promptops.optimizer import OptimizationResult, Progress, TrialListing, optimize, parse_trial_reference, trial_prompt, trials
     from promptops.program import Approval, ApprovalRequest, Approver
     from promptops.runtime import (
         ABReport, Answer, FeedbackAdded, GuardedProgram, NeedsReview, ReplayResult, RunResult, TraceSummary, ab_report, add_feedback,
@@ -46,7 +46,7 @@ _getattr, __dir__, _exports = lazy_exports(__name__, {
     "artifact": "MetricSpec Prompt PromptListing list_prompts",
     "evaluation": "Comparison EvalResult JudgeCheck",
     "models": "LocalModelListing ModelHealth",
-    "optimizer": "OptimizationResult Progress optimize",
+    "optimizer": "OptimizationResult Progress TrialListing optimize parse_trial_reference trial_prompt trials",
     "program": "Approval ApprovalRequest",
     "runtime": "ABReport Answer FeedbackAdded GuardedProgram NeedsReview ReplayResult RunResult TraceSummary ab_report add_feedback "
                "record_feedback replay",

@@ -222,11 +222,34 @@ def versions_command(prompt: str, as_json: bool) -> None:
 @main.command("show")
 @click.argument("reference", metavar="PROMPT[@VERSION]")
 def show_command(reference: str) -> None:
-    """Print PROMPT's file as of VERSION: v3, a commit, tag or branch; without @, the working file."""
+    """Print PROMPT's file as of VERSION: v3, a commit, tag or branch; without @, the working file.
+    EXPERIMENT@trial:N prints the prompt trial N of the experiment's latest study compiled."""
     import promptops
     from promptops.reports import tables
 
+    trial = promptops.parse_trial_reference(reference)
+    if trial is not None:
+        tables.prompt_source(f"{trial[0]} trial {trial[1]} (the experiment's latest study)", promptops.trial_prompt(*trial).to_yaml())
+        return
     tables.prompt_file(promptops.show(reference))
+
+
+@main.command("trials")
+@click.argument("experiment")
+@click.option("--study", type=click.IntRange(min=1), help="Study number K of promptops/EXPERIMENT/K (default: the latest).")
+@click.option("--storage", help="The Optuna storage the study is in (default: sqlite:///optuna.db in the project).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def trials_command(experiment: str, study: Optional[int], storage: Optional[str], as_json: bool) -> None:
+    """List every trial of EXPERIMENT's study: configuration, scores, dev rows, calls, cost, state, MLflow run.
+    `promptops show EXPERIMENT@trial:N` prints a trial's prompt."""
+    import promptops
+    from promptops.reports import optimize_view
+
+    listing = promptops.trials(experiment, study=study, storage=storage)
+    if as_json:
+        click.echo(json.dumps(listing.summary(), default=str))
+    else:
+        optimize_view.trial_table(listing)
 
 
 @main.command("diff")

@@ -3,6 +3,8 @@ studies end to end on the embedded model (trials in MLflow, front, winner commit
 
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import subprocess
@@ -319,3 +321,21 @@ def test_the_baseline_trial_is_the_file_as_committed_with_its_demos(git_project,
     runs = mlflow.search_runs(experiment_names=[NAME], filter_string=f"tags.`mlflow.parentRunId` = '{result.study.parent_run_id}'")
     first = runs[runs["params.trial"] == "0"] if "params.trial" in runs else runs.sort_values("start_time").head(1)
     assert first["params.demos"].tolist() == ["2"] and first["params.optimizer"].tolist() == ["none"], first.T
+
+    # Issue 26: every trial without MLflow, and a trial's prompt, at 80 columns
+    from click.testing import CliRunner
+
+    from promptops.cli import main
+
+    listed = CliRunner().invoke(main, ["trials", "with_demos"], env={"COLUMNS": "80"})
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, listed.stdout
+    assert lines[0].startswith(result.study.study) and any(line.lstrip().startswith("0 base") for line in lines), listed.stdout
+    data = json.loads(CliRunner().invoke(main, ["trials", "with_demos", "--json"]).stdout)
+    assert [trial["number"] for trial in data["trials"]] == [0, 1, 2] and data["trials"][0]["baseline"] is True
+    assert data["trials"][0]["run_id"] == result.study.trials[0].run_id
+    shown = CliRunner().invoke(main, ["show", "with_demos@trial:0"])
+    assert shown.exit_code == 0 and "What rate do you give for euros?" in shown.stdout, shown.output
+    missing = CliRunner().invoke(main, ["show", "with_demos@trial:9"])
+    assert missing.exit_code == 1 and "has no trial 9; it has trials 0 to 2" in missing.stderr, missing.output

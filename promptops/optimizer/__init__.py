@@ -7,6 +7,7 @@
 - `_runs`: the MLflow parent run and one nested run per trial (through `tracking`).
 - `_winner`: the test comparison and the new version with the `candidate` alias.
 - `_optimize`: `optimize`, the whole of it.
+- `_trials`: a study's trials read back from its storage (`promptops trials`, `show EXPERIMENT@trial:N`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from promptops.optimizer._optimize import OptimizationResult, optimize
     from promptops.optimizer._shared import SharedBudget, SharedStudy
     from promptops.optimizer._study import Progress, StudyOutcome, load_context, worker_line
+    from promptops.optimizer._trials import TrialListing, TrialRow, parse_trial_reference, trial_prompt, trials
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "_candidates": "TrialConfig compile_candidate configured_prompt example_metric",
@@ -30,4 +32,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "_optimize": "OptimizationResult optimize",
     "_shared": "SharedBudget SharedStudy",
     "_study": "Progress StudyOutcome load_context worker_line",
+    "_trials": "TrialListing TrialRow parse_trial_reference trial_prompt trials",
 })
