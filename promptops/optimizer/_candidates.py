@@ -31,7 +31,7 @@ class TrialConfig:
     temperature: float
     instruction_index: int
     instruction: str
-    calibrate: bool = False  # embedded models only: contextual calibration of label choices
+    calibrate: Optional[bool] = False  # embedded models only: contextual calibration of label choices; None: the file's
     max_steps: Optional[int] = None  # agents: the loop's steps; None keeps the file's
     tool_variant: int = 0  # agents: 0 keeps the file's tool descriptions, N the experiment's tool_descriptions[N-1]
     tool_descriptions: Optional[dict[str, str]] = None  # that variant: tool name -> description
@@ -59,7 +59,7 @@ def configured_prompt(base: Prompt, config: TrialConfig) -> Prompt:
 
     overrides = {key: getattr(config.model, key) for key in config.model.model_fields_set}
     model = base.model.model_copy(update={**overrides, "temperature": config.temperature})
-    if is_local(model.id):
+    if is_local(model.id) and config.calibrate is not None:  # None: as the prompt file has it
         params = {key: value for key, value in model.params.items() if key != "calibrate"}
         # Explicit both ways: unset, the embedded engine calibrates label choices by default.
         model = model.model_copy(update={"params": {**params, "calibrate": bool(config.calibrate)}})

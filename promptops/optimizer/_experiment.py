@@ -60,7 +60,8 @@ class SearchSpace(Strict):
     demos: Union[int, list[int], IntRange] = 0
     temperature: Union[float, list[float], FloatRange] = 0.0
     instructions: list[str] = Field(default_factory=list)
-    calibrate: Union[bool, list[bool]] = Field(False, description="embedded models: offset label choices by a content-free input's")
+    calibrate: Union[None, bool, list[bool]] = Field(
+        None, description="embedded models: offset label choices by a content-free input's; unset: as the prompt file has it")
     reflection_model: Optional[ModelSpec] = None
     train_limit: int = Field(64, ge=1)
     dev_limit: Optional[int] = Field(None, ge=1, description="score trials on the first N dev rows only (an agent's task is slow)")

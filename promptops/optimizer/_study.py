@@ -32,6 +32,9 @@ from promptops.optimizer._experiment import Experiment, load_experiment
 from promptops.optimizer._front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
 
 STUDY_PREFIX = "promptops"
+# Repeats are free and do not count against n_trials; a space with fewer configurations than n_trials would draw
+# repeats for ever, so the study stops after this many (or n_trials, if more).
+MIN_REPEATS_BEFORE_STOP = 5
 PARENT_RUN_WAIT_S = 60.0  # how long a joining worker waits for the study's MLflow parent run to be opened
 
 
@@ -223,8 +226,13 @@ def run_study(
                 if on_progress:
                     on_progress(progress)
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again by Optuna's retry
-                done, running = _count(study, "COMPLETE", "PRUNED"), _count(study, "RUNNING")
+                done, running = _count(study, "COMPLETE", "PRUNED", repeats=False), _count(study, "RUNNING")
                 if done >= n_trials:
+                    break
+                repeated = _count(study, "COMPLETE", "PRUNED") - done
+                if repeated >= max(n_trials, MIN_REPEATS_BEFORE_STOP):  # the sampler keeps drawing points it has tried
+                    stopped_by = (f"the search space ran out of new configurations: {repeated} draws repeated earlier trials"
+                                  f" after {done} distinct ones")
                     break
                 if done + running >= n_trials:  # the last trials are other workers': wait for them (or for them to go stale)
                     heartbeat.show(None, "waiting for the other workers' last trials")
@@ -423,11 +431,13 @@ def _storage(url: str) -> Any:
                           engine_kwargs=engine_options(url))
 
 
-def _count(study: Any, *states: str) -> int:
-    """Trials in these states (names of `optuna.trial.TrialState`)."""
+def _count(study: Any, *states: str, repeats: bool = True) -> int:
+    """Trials in these states (names of `optuna.trial.TrialState`); without `repeats`, a configuration drawn again (answered
+    by the earlier trial's result, no call made) is not counted: it is free and does not use up `n_trials`."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=tuple(TrialState[state] for state in states)))
+    trials = study.get_trials(deepcopy=False, states=tuple(TrialState[state] for state in states))
+    return len(trials) if repeats else sum(1 for trial in trials if "repeat_of" not in trial.user_attrs)
 
 
 def worker_line(worker: Any) -> str:
@@ -506,7 +516,7 @@ def _claim_trial(study: Any, shared: Any, n_trials: int) -> Any:
     """The next trial, or None when `n_trials` are complete, pruned or running. Counted and asked under the study's
     lock: workers that look at the same moment would otherwise each see one trial left and all start it."""
     with shared.exclusively():
-        if _count(study, "COMPLETE", "PRUNED", "RUNNING") >= n_trials:
+        if _count(study, "COMPLETE", "PRUNED", "RUNNING", repeats=False) >= n_trials:
             return None
         return _ask(study)
 

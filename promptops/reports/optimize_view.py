@@ -96,7 +96,7 @@ def _value(name: str, value: float) -> str:
 def _param(params: dict, key: str) -> str:
     value = params.get(key, 0 if key in ("demos", "instruction") else "")
     if key == "calibrate":
-        return "yes" if value else "no"
+        return "file" if value is None else ("yes" if value else "no")
     return str(value)
 
 
