@@ -70,3 +70,25 @@ def test_off_a_terminal_the_live_view_is_a_line_per_step(capsys) -> None:
         "trial 0: scoring on dev[:4]",
         "trial 0: accuracy 0.5, cost_usd 4.2e-05 (1 complete, 0 pruned, 0 failed; spent $0.000042 · 12 model calls)",
     ]
+
+
+def test_the_front_table_fits_80_columns_with_costs_and_optimizers_whole(capsys, monkeypatch) -> None:
+    """Issue 26: at 80 columns the front cut the cost to `$0.000…` and the optimizer to `bootst…`, and hid calibrate."""
+    from promptops.optimizer import FrontPoint, OptimizationResult, StudyOutcome
+    from promptops.reports import optimize_view
+
+    monkeypatch.setenv("COLUMNS", "80")
+    params = [("local/gemma3-270m", "bootstrap", 8, True), ("local/smollm2-135m", "random_search", 8, True),
+              ("local/smollm2-135m", "none", 0, False)]
+    front = tuple(FrontPoint(n, {"accuracy": 0.6875 - n / 10, "cost_usd": 0.00132 / (n + 1)},
+                             {"model": m, "optimizer": o, "demos": d, "calibrate": c, "instruction": n}, f"{n:032x}")
+                  for n, (m, o, d, c) in enumerate(params))
+    study = StudyOutcome("banking_intent", "promptops/banking_intent/1", "sqlite:///optuna.db", "0" * 32,
+                         {"accuracy": "maximize", "cost_usd": "minimize"}, (), front, front[0], None, 2, None, 0.0031, 736, 175.0)
+    optimize_view.result(OptimizationResult(study, None, None))
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    assert not any("…" in line for line in lines), "\n".join(lines)
+    table = "\n".join(lines)
+    for value in ("$0.001320", "$0.000440", "random_search", "bootstrap", "calibrate", "0.6875"):
+        assert value in table, (value, table)

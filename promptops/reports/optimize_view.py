@@ -119,13 +119,18 @@ def result(outcome: "OptimizationResult") -> None:
     )
     if study.stopped_by:
         console.print(f"[yellow]stopped early[/]: {study.stopped_by}", highlight=False)
-    table = Table(title="Pareto front (dev)", title_justify="left")
-    # Only the dimensions the front's points differ in, so the model names fit in 80 columns.
+    from rich import box
+
+    # The listings' style (no side borders, collapsed padding) so that at 80 columns nothing is cut: a cost or an
+    # optimizer's name is never shortened to `$0.000…` or `bootst…`; a long model name folds instead.
+    table = Table(title="Pareto front (dev)", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    # Only the dimensions the front's points differ in (and the model), so the row fits in 80 columns.
     dimensions = [key for key in ("model", "optimizer", "demos", "instruction", "calibrate", "temperature")
                   if len({str(point.params.get(key, "")) for point in study.front}) > 1 or key == "model"]
     for column in ("trial", *dimensions, *names):
         table.add_column(column, justify="right" if column in names or column in ("trial", "demos") else "left",
-                         no_wrap=column == "model")
+                         no_wrap=column != "model", overflow="fold")
     for point in study.front:
         marker = " ★" if study.winner and point.number == study.winner.number else ""
         marker += " (baseline)" if point.number == study.baseline_trial else ""
