@@ -90,5 +90,5 @@ def test_the_front_table_fits_80_columns_with_costs_and_optimizers_whole(capsys,
     assert max(len(line) for line in lines) <= 80, "\n".join(lines)
     assert not any("…" in line for line in lines), "\n".join(lines)
     table = "\n".join(lines)
-    for value in ("$0.001320", "$0.000440", "random_search", "bootstrap", "calibrate", "0.6875"):
+    for value in ("$0.001320", "$0.000440", "random_search", "bootstrap", "uncalibrated", "0.6875", "local/smollm2-135m"):
         assert value in table, (value, table)

@@ -100,6 +100,24 @@ def _param(params: dict, key: str) -> str:
     return str(value)
 
 
+def _configuration(params: dict, dimensions: list[str]) -> str:
+    """`local/gemma3-270m · bootstrap · 8 demos · instruction 0 · calibrated`: a trial's settings in words."""
+    words = []
+    for key in dimensions:
+        value = _param(params, key)
+        if key == "demos":
+            words.append(f"{value} demos")
+        elif key == "instruction":
+            words.append(f"instruction {value}")
+        elif key == "calibrate":
+            words.append({"yes": "calibrated", "no": "uncalibrated", "file": "file's calibration"}[value])
+        elif key == "temperature":
+            words.append(f"temperature {value}")
+        else:
+            words.append(value)
+    return " · ".join(words)
+
+
 def result(outcome: "OptimizationResult") -> None:
     console = Console()
     study = outcome.study
@@ -125,16 +143,18 @@ def result(outcome: "OptimizationResult") -> None:
     # optimizer's name is never shortened to `$0.000…` or `bootst…`; a long model name folds instead.
     table = Table(title="Pareto front (dev)", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   collapse_padding=True)
-    # Only the dimensions the front's points differ in (and the model), so the row fits in 80 columns.
+    # The configuration as one wrapping cell (model whole, then what else the points differ in), so the numbers keep
+    # their width at 80 columns.
     dimensions = [key for key in ("model", "optimizer", "demos", "instruction", "calibrate", "temperature")
                   if len({str(point.params.get(key, "")) for point in study.front}) > 1 or key == "model"]
-    for column in ("trial", *dimensions, *names):
-        table.add_column(column, justify="right" if column in names or column in ("trial", "demos") else "left",
-                         no_wrap=column != "model", overflow="fold")
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("configuration", overflow="fold")
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True)
     for point in study.front:
         marker = " ★" if study.winner and point.number == study.winner.number else ""
-        marker += " (baseline)" if point.number == study.baseline_trial else ""
-        table.add_row(f"{point.number}{marker}", *[_param(point.params, key) for key in dimensions],
+        marker += " base" if point.number == study.baseline_trial else ""  # the prompt file as committed
+        table.add_row(f"{point.number}{marker}", _configuration(point.params, dimensions),
                       *[_value(name, point.values[name]) for name in names])
     console.print(table)
     test = outcome.test
