@@ -68,7 +68,7 @@ bench-faults: $(STAMP)
 	$(BIN)/python benchmarks/faults.py --out benchmarks/faults-results.json
 
 bench-secrets: $(STAMP)
-	$(BIN)/python benchmarks/secrets.py --out benchmarks/secrets-results.json
+	$(BIN)/python benchmarks/secret_detection.py --out benchmarks/secret-detection-results.json
 
 bench-scale: $(STAMP)
 	scripts/ensure_postgres.sh

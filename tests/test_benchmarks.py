@@ -136,8 +136,8 @@ def test_scale(repo_root: Path, tmp_path: Path) -> None:
         assert run["wall_s"] > 0 and run["speed_up"] > 0 and 1 <= len(run["workers_seen"]) <= run["workers"]
 
 
-def test_secrets(repo_root: Path, tmp_path: Path) -> None:
-    figures = smoke(repo_root, tmp_path, "secrets")  # exits 1 when the detector misses its targets
+def test_secret_detection(repo_root: Path, tmp_path: Path) -> None:
+    figures = smoke(repo_root, tmp_path, "secret_detection")  # exits 1 when the detector misses its targets
     corpus = figures["corpus"]
     assert corpus["secrets"] >= 40 and corpus["kinds"] >= 15 and corpus["lookalikes"] >= 40
     assert corpus["recall"] >= figures["targets"]["recall_at_least"] == 0.95

@@ -12,8 +12,8 @@ Speed: microseconds of CPU per KB of ordinary text (the README's prose, the eval
 request's spans as JSON) and per short value (a label, a model id, a trace id), the median over rounds.
 Also: every mask the scrubber puts in the repository's own prompts, eval sets and README.
 
-    python benchmarks/secrets.py [--seeds 50] [--rounds 7] [--out FILE]
-    python benchmarks/secrets.py --smoke [--out FILE]  # one seed, one round: checks the targets, in seconds
+    python benchmarks/secret_detection.py [--seeds 50] [--rounds 7] [--out FILE]
+    python benchmarks/secret_detection.py --smoke [--out FILE]  # one seed, one round: checks the targets, in seconds
 
 Exits 1 when recall is under 0.95 or the false-positive rate over 0.05 (on the first seed's corpus, the one
 `tests/test_secrets.py` checks sample by sample).
