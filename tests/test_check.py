@@ -192,17 +192,19 @@ def test_on_the_embedded_model_a_worse_instruction_exits_1_and_an_unchanged_one_
     test_rows = root / "experiments/data/banking_intent/test.jsonl"
     lines = test_rows.read_text().splitlines()
     test_rows.write_text("".join(lines[row - 1] + "\n" for row in GATE_ROWS))
+    # GATE_ROWS are rows the uncalibrated model answers right (label choices are calibrated by default since issue 26)
+    edit_prompt("banking_intent", "  max_tokens: 32\n", "  max_tokens: 32\n  params: {calibrate: false}\n")
     commit_all("Gate on rows the model answers")
 
     edit_prompt("banking_intent", "name: banking_intent", "# reviewed\nname: banking_intent")
     unchanged = CliRunner().invoke(main, ["check"])
     assert unchanged.exit_code == 0, unchanged.output
-    assert "✅ the changed prompt passes" in unchanged.stdout and "| 1.000 (v1 at base) | 1.000 |" in unchanged.stdout
+    assert "✅ the changed prompt passes" in unchanged.stdout and "| 1.000 (v2 at base) | 1.000 |" in unchanged.stdout, unchanged.stdout
 
     edit_prompt("banking_intent", "Read the customer's message and answer", f"{SWAPPED_LABELS} Read the customer's message and answer")
     worse = CliRunner().invoke(main, ["check", "--report", str(tmp_path / "report.md")])
     assert worse.exit_code == 1, worse.output
-    assert "vs 1.000 (v1 at base)" in worse.stdout and "rule non_inferior (tolerance 0.02) fails" in worse.stdout
+    assert "vs 1.000 (v2 at base)" in worse.stdout and "rule non_inferior (tolerance 0.02) fails" in worse.stdout
     assert "❌ fail" in worse.stdout
     assert (tmp_path / "report.md").read_text() == worse.stdout
     print(worse.stdout)
