@@ -404,7 +404,7 @@ def test_an_ab_split_is_sticky_serves_each_arm_its_channel_and_is_traced(served,
     from promptops.runtime import ab_report
 
     _commit_v2_and_v3(served, git_project, "  output: {retries: 0}\n")
-    promotion.promote(NAME, version="v2", limit=4)
+    promotion.promote(NAME, version="v2", limit=4, rule="not_worse")  # gated against v1 (issue 26), on 4 rows: the point rule
     promotion.assign_channel(NAME, "v3", "candidate", action="assign", metrics={}, reason="A/B test")
 
     split = {"production": 0.5, "candidate": 0.5}
