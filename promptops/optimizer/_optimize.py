@@ -66,7 +66,7 @@ def optimize(
     try:
         outcome, budget = study.run_study(
             context, n_trials=n_trials, storage=storage, resume=resume, join=join, on_progress=on_progress,
-            on_session=(lambda name, url: helpers.start(workers - 1, url, context.root)) if helpers else None)
+            on_session=(lambda name, url: helpers.start(workers - 1, url, context.root, name)) if helpers else None)
     except BaseException:
         if helpers:
             helpers.stop()
@@ -120,17 +120,20 @@ class _Workers:
         self.processes: list = []
         self.logs: list = []
 
-    def start(self, count: int, storage: str, root: Path) -> None:
+    def start(self, count: int, storage: str, root: Path, study_name: str) -> None:
+        import os
         import subprocess
         import sys
         import tempfile
+
+        from promptops.optimizer._study import SPAWNED_FOR
 
         for _ in range(count):
             log = tempfile.NamedTemporaryFile(prefix="promptops-worker-", suffix=".log", delete=False)
             command = [sys.executable, "-m", "promptops", "optimize", str(self.experiment_path), "--storage", storage, "--join",
                        "--json", *self.options]
             self.processes.append(subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                   stderr=log))
+                                                   stderr=log, env={**os.environ, SPAWNED_FOR: study_name}))
             self.logs.append(log)
 
     def wait(self) -> list[str]:

@@ -32,6 +32,14 @@ from promptops.optimizer._experiment import Experiment, load_experiment
 from promptops.optimizer._front import RUNGS_ATTR, FrontPoint, RungPruner, RungResult, pareto_front, pick_winner
 
 STUDY_PREFIX = "promptops"
+# Set by `--workers N` for the worker processes it starts: the study they were started for.
+SPAWNED_FOR = "PROMPTOPS_WORKER_FOR_STUDY"
+
+
+class StudyEndedError(PromptopsError):
+    """A worker started by `--workers` found its study already concluded (a small study the others finished): not a failure."""
+
+    exit_code = 0
 # Repeats are free and do not count against n_trials; a space with fewer configurations than n_trials would draw
 # repeats for ever, so the study stops after this many (or n_trials, if more).
 MIN_REPEATS_BEFORE_STOP = 5
@@ -199,6 +207,8 @@ def run_study(
     concluded = shared.settings().get("concluded_by") if join else None
     if concluded:
         shared.close()
+        if os.environ.get(SPAWNED_FOR) == study.study_name:  # started by --workers, after the others did every trial
+            raise StudyEndedError(f"study {study.study_name} has ended (worker {concluded} concluded it): nothing left to do")
         raise PromptopsError(f"study {study.study_name} has ended (worker {concluded} concluded it): nothing to join;"
                              " run without --join to start a new study, or --resume to extend it")
     shared.start(max_cost_usd=spec.budget.max_cost_usd, max_model_calls=spec.budget.max_model_calls, timeout_s=spec.budget.timeout_s,
