@@ -155,8 +155,7 @@ def traced(experiment: str, prompt: str, status: str = "ok") -> str:
 
 
 @pytest.mark.parametrize("name", [
-    "it's",
-    'the "new" card',
+    "it's",  # a single quote (a double quote alone is the case below with its single quote swapped for it)
     "x' OR tags.`promptops.status` = 'ok",  # would widen a filter that pasted the name between quotes
     """both ' and " quotes""",  # no MLflow string can hold it: searched wider, then checked on the records
 ])
@@ -165,7 +164,8 @@ def test_a_quote_in_a_prompt_name_neither_breaks_nor_widens_a_trace_search(name:
 
     ok = traced(name, name)
     failed = traced(name, name, status="error")
-    for other in ("its", "it", "x", "both", name + "x", name.replace("'", '"'), name.replace('"', "'")):
+    # names a broken filter would also match: the name's first word, a longer name, the name with its quotes swapped
+    for other in {name.split("'")[0].split()[0], name + "x", name.replace("'", '"'), name.replace('"', "'")}:
         if other != name:
             traced(name, other)  # the same experiment: only the tag tells them apart
     held = traced(name, name, status="needs_review")
