@@ -211,27 +211,31 @@ def as_json(outcome: "OptimizationResult") -> dict:
 
 
 def trial_table(listing) -> None:
-    """`promptops trials`: one line per trial, its configuration in the dimensions the trials differ in, at 80 columns."""
+    """`promptops trials`: one line per trial at 80 columns: its settings in words (a wrapping cell), then the numbers whole."""
     from rich import box
 
     console = Console()
     names = list(listing.objectives)
     dimensions = [key for key in ("model", "optimizer", "demos", "instruction", "calibrate", "temperature")
-                  if len({str(trial.params.get(key, "")) for trial in listing.trials}) > 1 or key == "model"]
-    table = Table(title=f"{listing.study} ({listing.storage})", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False, collapse_padding=True)
-    for column in ("trial", "state", *dimensions, *names, "dev n", "calls", "run"):
-        right = column in names or column in ("trial", "demos", "dev n", "calls")
-        table.add_column(column, justify="right" if right else "left", no_wrap=column in ("model", "run", "state"),
-                         overflow="fold")
+                  if len({str(trial.params.get(key, "")) for trial in listing.trials}) > 1 or key in ("model", "optimizer")]
+    console.print(f"[bold]{escape(listing.study)}[/]: {len(listing.trials)} trials ({escape(listing.storage)})", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("configuration", overflow="fold")
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True)
+    for column in ("dev n", "calls"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("run", no_wrap=True)
     for trial in listing.trials:
         state = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}.get(
             trial.state, trial.state.lower())
         if trial.repeat_of is not None:
-            state += f" (=#{trial.repeat_of})"
+            state += f" =#{trial.repeat_of}"
         params = {**trial.params, **({"optimizer": "none"} if trial.baseline else {})}
         label = f"{trial.number}" + (" base" if trial.baseline else "")
-        table.add_row(label, state, *[_param(params, key) for key in dimensions],
+        table.add_row(label, state, _configuration(params, dimensions),
                       *[_value(name, trial.values[name]) if name in trial.values else "-" for name in names],
                       str(trial.dev_n or "-"), str(trial.model_calls), (trial.run_id or "-")[:8])
     console.print(table, highlight=False)
