@@ -27,6 +27,13 @@ REPO = Path(__file__).resolve().parent.parent
 NAME = "banking_intent"
 
 
+def production_v1_and_a_v2(edit_prompt, commit_all) -> None:
+    """v2 (a warmer temperature) committed on top of the example project's v1, and v1 promoted to production."""
+    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
+    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
+    promptops.promote(NAME, version="v1")
+
+
 def prompt_file(repo) -> Path:
     return Path(repo.working_tree_dir) / "prompts" / f"{NAME}.yaml"
 
@@ -128,9 +135,7 @@ def test_a_promote_killed_at_each_step_leaves_the_old_or_the_new_version_never_b
     """And a user's `git commit -am` right after the kill never changes what production serves."""
     repo = git_project
     pass_the_gate()
-    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
-    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
-    promptops.promote(NAME, version="v1")
+    production_v1_and_a_v2(edit_prompt, commit_all)
     channels = channels_file(NAME, Path(repo.working_tree_dir))
     commits = {label: served_version(f"{NAME}@{label}").commit for label in ("v1", "v2")}
     current, landed, committed = "v1", {}, {}
@@ -163,9 +168,7 @@ def test_a_rollback_killed_at_each_step_and_run_again_rolls_back_once(
     never a second step back to v2."""
     repo = git_project
     pass_the_gate()
-    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
-    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
-    promptops.promote(NAME, version="v1")
+    production_v1_and_a_v2(edit_prompt, commit_all)
     channels = channels_file(NAME, Path(repo.working_tree_dir))
     matrix = {}
     for step in STEPS:
@@ -186,9 +189,7 @@ def test_an_uncommitted_channels_file_is_never_served_and_refused_by_promote_and
         git_project, mlflow_store: str, pass_the_gate, registry_label, edit_prompt, commit_all) -> None:
     repo = git_project
     pass_the_gate()
-    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
-    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
-    promptops.promote(NAME, version="v1")
+    production_v1_and_a_v2(edit_prompt, commit_all)
     v1 = served_version(f"{NAME}@v1").commit
     channels = channels_file(NAME, Path(repo.working_tree_dir))
     state = yaml.safe_load(channels.read_text())
@@ -254,9 +255,7 @@ def test_a_move_on_a_detached_head_or_during_a_merge_is_refused_and_changes_noth
     repo = git_project
     pass_the_gate()
     repo.git.branch("-M", "main")
-    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
-    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
-    promptops.promote(NAME, version="v1")
+    production_v1_and_a_v2(edit_prompt, commit_all)
     head = repo.head.commit.hexsha
     repo.git.checkout("--detach")
     for args in (["promote", NAME, "--version", "v2"], ["rollback", NAME, "--to", "v2"]):
@@ -287,9 +286,7 @@ def test_status_reports_every_inconsistency_in_one_line_each_and_exits_1(
     root = Path(repo.working_tree_dir)
     pass_the_gate()
     repo.git.branch("-M", "main")
-    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
-    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
-    promptops.promote(NAME, version="v1")
+    production_v1_and_a_v2(edit_prompt, commit_all)
     promptops.promote("restaurant_booking")
     clean = CliRunner().invoke(main, ["status"])
     assert clean.exit_code == 0 and "problem" not in clean.stdout, clean.stdout
@@ -336,9 +333,7 @@ def test_a_registry_served_alone_warns_while_a_move_is_unfinished(
         git_project, mlflow_store: str, pass_the_gate, edit_prompt, commit_all, monkeypatch, tmp_path: Path, caplog) -> None:
     repo = git_project
     pass_the_gate()
-    edit_prompt(NAME, "temperature: 0.0", "temperature: 0.1")
-    commit_all("Warmer", date="2026-11-21T09:00:00+00:00")
-    promptops.promote(NAME, version="v1")
+    production_v1_and_a_v2(edit_prompt, commit_all)
     kill_at(repo, "registered", "v2")
     assert tracking.pending_move(NAME).startswith("promote of production to v2 (from ")
     monkeypatch.chdir(tmp_path)  # a service with the tracking store and no repository

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from promptops.optimizer._optimize import OptimizationResult, optimize
     from promptops.optimizer._shared import SharedBudget, SharedStudy
     from promptops.optimizer._study import Progress, StudyOutcome, load_context, worker_line
-    from promptops.optimizer._trials import TrialListing, TrialRow, parse_trial_reference, trial_prompt, trials
+    from promptops.optimizer._trials import TrialListing, parse_trial_reference, trial_prompt, trials
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "_candidates": "TrialConfig compile_candidate configured_prompt example_metric",
@@ -32,5 +32,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "_optimize": "OptimizationResult optimize",
     "_shared": "SharedBudget SharedStudy",
     "_study": "Progress StudyOutcome load_context worker_line",
-    "_trials": "TrialListing TrialRow parse_trial_reference trial_prompt trials",
+    "_trials": "TrialListing parse_trial_reference trial_prompt trials",
 })

@@ -79,6 +79,18 @@ class TrialSummary:
     model_calls: int
     spent_usd: float
     run_id: Optional[str]
+    baseline: bool = False  # the prompt file as committed
+    repeat_of: Optional[int] = None  # a configuration drawn again, answered by that trial's result
+    stopped_by: Optional[str] = None  # why a failed trial failed
+
+
+def trial_summary(trial: Any, names: list[str]) -> TrialSummary:
+    """An Optuna trial as promptops reports it: `values` by objective name, the dev rows of its last rung, its spend."""
+    attrs = trial.user_attrs
+    return TrialSummary(
+        trial.number, trial.state.name, dict(trial.params), dict(zip(names, trial.values)) if trial.values else {},
+        (attrs.get(RUNGS_ATTR) or [{}])[-1].get("n", 0), attrs.get("model_calls", 0), attrs.get("spent_usd", 0.0),
+        attrs.get("mlflow_run_id"), bool(attrs.get("baseline")), attrs.get("repeat_of"), attrs.get("stopped_by"))
 
 
 @dataclass(frozen=True)
@@ -754,15 +766,7 @@ def _conclude(study, context: StudyContext, storage: str, parent_run_id: str, st
     rule = context.experiment.winner
     winner = pick_winner(front, names, rule=rule.rule, within=rule.within)
     baseline = next((t.number for t in trials if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE), None)
-    summaries = tuple(
-        TrialSummary(
-            t.number, t.state.name, dict(t.params),
-            dict(zip(names, t.values)) if t.values else {},
-            (t.user_attrs.get(RUNGS_ATTR) or [{}])[-1].get("n", 0),
-            t.user_attrs.get("model_calls", 0), t.user_attrs.get("spent_usd", 0.0), t.user_attrs.get("mlflow_run_id"),
-        )
-        for t in trials
-    )
+    summaries = tuple(trial_summary(t, names) for t in trials)
     table: dict[str, list[Any]] = {"trial": [p.number for p in front]}
     for name in names:
         table[name] = [p.values[name] for p in front]

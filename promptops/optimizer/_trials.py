@@ -4,6 +4,7 @@ EXPERIMENT@trial:N` prints the prompt a trial compiled."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -12,24 +13,7 @@ from promptops.artifact import Prompt, find_project_root
 from promptops.errors import PromptopsError
 from promptops.optimizer._experiment import load_experiment
 from promptops.optimizer._front import RUNGS_ATTR
-from promptops.optimizer._study import STUDY_PREFIX, _display_storage
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """One trial as the listing shows it; `values` holds the objectives of a finished trial, `dev_n` the rows it was scored on."""
-
-    number: int
-    state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
-    params: dict[str, Any]
-    values: dict[str, float]
-    dev_n: int
-    model_calls: int
-    spent_usd: float
-    run_id: Optional[str]
-    baseline: bool  # the prompt file as committed
-    repeat_of: Optional[int]  # a configuration drawn again, answered by that trial's result
-    stopped_by: Optional[str]  # why a failed trial failed
+from promptops.optimizer._study import STUDY_PREFIX, TrialSummary, _display_storage, trial_summary
 
 
 @dataclass(frozen=True)
@@ -38,7 +22,7 @@ class TrialListing:
     study: str
     storage: str
     objectives: dict[str, str]
-    trials: tuple[TrialRow, ...]
+    trials: tuple[TrialSummary, ...]
 
     def summary(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "study": self.study, "storage": self.storage, "objectives": self.objectives,
@@ -54,15 +38,12 @@ def trials(experiment: str | Path, *, study: Optional[int] = None, storage: Opti
     names = list(objectives)
     rows = []
     for trial in loaded.get_trials(deepcopy=False):
-        attrs = trial.user_attrs
-        values = dict(zip(names, trial.values)) if trial.state == TrialState.COMPLETE and trial.values else {}
-        if not values and attrs.get(RUNGS_ATTR):  # a pruned trial: its last rung's score
-            last = attrs[RUNGS_ATTR][-1]
-            values = {names[0]: last["score"]} if names and last.get("score") is not None else {}
-        rows.append(TrialRow(trial.number, trial.state.name, dict(trial.params), values,
-                             (attrs.get(RUNGS_ATTR) or [{}])[-1].get("n", 0), int(attrs.get("model_calls", 0)),
-                             float(attrs.get("spent_usd", 0.0)), attrs.get("mlflow_run_id"), bool(attrs.get("baseline")),
-                             attrs.get("repeat_of"), attrs.get("stopped_by")))
+        row = trial_summary(trial, names)
+        rungs = trial.user_attrs.get(RUNGS_ATTR)
+        if trial.state != TrialState.COMPLETE:  # an unfinished trial has no objectives; a pruned one, its last rung's score
+            last = rungs[-1] if rungs else {}
+            row = dataclasses.replace(row, values={names[0]: last["score"]} if names and last.get("score") is not None else {})
+        rows.append(row)
     return TrialListing(name, loaded.study_name, _display_storage(url), objectives, tuple(rows))
 
 
